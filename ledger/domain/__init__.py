@@ -1,0 +1,1 @@
+"""Aggregates, value objects, commands and the rules they enforce. No I/O."""

@@ -1,0 +1,655 @@
+"""The Sale aggregate: line items, totals, payments and refunds of one sale.
+
+Command methods check the rules against the current state, then trigger events; the
+`when` handlers only apply events, so replaying history never re-runs a rule (rules may
+change; recorded facts may not). Events carry plain JSON-friendly values.
+
+Stored event names are explicit (`TOPIC`) and independent of module paths, so code can be
+moved without breaking old events. Bump an event's `class_version` and add an upcaster when
+its fields change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
+from functools import singledispatchmethod
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from ledger.domain.commands import (
+    MAX_LINE_ITEMS,
+    CardInput,
+    Channel,
+    LineItemInput,
+    Outcome,
+    RecordPaymentResult,
+    Tender,
+)
+from ledger.domain.errors import NotFound, RuleViolated
+from ledger.domain.money import MAX_AMOUNT, line_tax
+
+
+class SaleStatus(StrEnum):
+    OPEN = "open"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
+
+
+class PaymentStatus(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DECLINED = "declined"
+    CANCELED = "canceled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class LineItem:
+    line_id: str
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    discount: int
+    tax_rate_ppm: int
+
+    @property
+    def gross_amount(self) -> int:
+        return self.quantity * self.unit_price
+
+    @property
+    def tax_amount(self) -> int:
+        return line_tax(self.gross_amount - self.discount, self.tax_rate_ppm)
+
+    @property
+    def total_amount(self) -> int:
+        return self.gross_amount - self.discount + self.tax_amount
+
+    @classmethod
+    def new(cls, item: LineItemInput) -> LineItem:
+        return cls(line_id=str(uuid.uuid4()), **asdict(item))
+
+    def to_event(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Payment:
+    id: str
+    amount: int
+    currency_code: str
+    tender_types: list[str]
+    callback_url: str
+    app_id: str
+    api_version: str
+    note: str
+    state: str
+    requested_at: datetime
+    status: PaymentStatus = PaymentStatus.PENDING
+    approved_amount: int = 0
+    tip_amount: int = 0
+    tender: str = ""
+    card: dict[str, str] | None = None
+    auth_code: str = ""
+    processor_reference: str = ""
+    cash_tendered: int = 0
+    change_given: int = 0
+    error_code: str = ""
+    occurred_at: datetime | None = None
+    resolved_at: datetime | None = None
+    refunded_amount: int = 0
+    cancel_reason: str = ""
+
+    @property
+    def refundable(self) -> int:
+        return self.approved_amount - self.refunded_amount
+
+
+@dataclass(frozen=True)
+class Refund:
+    id: str
+    payment_id: str
+    amount: int
+    reason: str
+    processor_reference: str
+    refunded_at: datetime
+
+
+def _card_to_event(card: CardInput | None) -> dict[str, str] | None:
+    if card is None:
+        return None
+    assert card.entry_method is not None
+    return {"brand": card.brand, "last4": card.last4, "entry_method": card.entry_method.value}
+
+
+class Sale(Aggregate):
+    TOPIC = "posledger.Sale"
+
+    class Event(Aggregate.Event):
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Sale)
+            aggregate.when(self)
+
+    class Created(Aggregate.Created):
+        TOPIC = "posledger.SaleCreated"
+        merchant_id: str
+        location_id: str
+        channel: str
+        currency_code: str
+        line_items: list[dict[str, Any]]
+        customer_id: str
+        external_order_id: str
+        note: str
+
+    class LineItemAdded(Event):
+        TOPIC = "posledger.SaleLineItemAdded"
+        line_item: dict[str, Any]
+
+    class LineItemRemoved(Event):
+        TOPIC = "posledger.SaleLineItemRemoved"
+        line_id: str
+
+    class CustomerAttached(Event):
+        TOPIC = "posledger.SaleCustomerAttached"
+        customer_id: str
+
+    class PaymentRequested(Event):
+        TOPIC = "posledger.PaymentRequested"
+        payment_id: str
+        amount: int
+        tender_types: list[str]
+        callback_url: str
+        app_id: str
+        api_version: str
+        note: str
+        state: str
+
+    class PaymentApproved(Event):
+        TOPIC = "posledger.PaymentApproved"
+        payment_id: str
+        approved_amount: int
+        tip_amount: int
+        tender: str
+        card: dict[str, str] | None
+        auth_code: str
+        processor_reference: str
+        cash_tendered: int
+        change_given: int
+        occurred_at: datetime | None
+
+    class PaymentNotApproved(Event):
+        """A declined, failed or canceled outcome reported by the payment app."""
+
+        TOPIC = "posledger.PaymentNotApproved"
+        payment_id: str
+        outcome: str
+        tender: str
+        card: dict[str, str] | None
+        processor_reference: str
+        error_code: str
+        occurred_at: datetime | None
+
+    class PaymentCanceled(Event):
+        """The merchant gave up on a pending payment."""
+
+        TOPIC = "posledger.PaymentCanceled"
+        payment_id: str
+        reason: str
+
+    class PaymentRefunded(Event):
+        TOPIC = "posledger.PaymentRefunded"
+        refund_id: str
+        payment_id: str
+        amount: int
+        reason: str
+        processor_reference: str
+
+    class Completed(Event):
+        TOPIC = "posledger.SaleCompleted"
+
+    class Canceled(Event):
+        TOPIC = "posledger.SaleCanceled"
+        reason: str
+
+    # ---- state ---------------------------------------------------------------------------
+
+    def __init__(  # noqa: PLR0913
+        self,
+        merchant_id: str,
+        location_id: str,
+        channel: str,
+        currency_code: str,
+        line_items: list[dict[str, Any]],
+        customer_id: str,
+        external_order_id: str,
+        note: str,
+    ) -> None:
+        self.merchant_id = merchant_id
+        self.location_id = location_id
+        self.channel = Channel(channel)
+        self.currency_code = currency_code
+        self.line_items: list[LineItem] = [LineItem(**item) for item in line_items]
+        self.customer_id = customer_id
+        self.external_order_id = external_order_id
+        self.note = note
+        self.payments: dict[str, Payment] = {}
+        self.refunds: list[Refund] = []
+        self.is_completed = False
+        self.is_canceled = False
+        self.completed_at: datetime | None = None
+        self.canceled_at: datetime | None = None
+        self.cancel_reason = ""
+
+    # Totals are derived from line items and payments, never stored separately.
+    @property
+    def subtotal(self) -> int:
+        return sum(item.gross_amount for item in self.line_items)
+
+    @property
+    def discount_total(self) -> int:
+        return sum(item.discount for item in self.line_items)
+
+    @property
+    def tax_total(self) -> int:
+        return sum(item.tax_amount for item in self.line_items)
+
+    @property
+    def total(self) -> int:
+        return sum(item.total_amount for item in self.line_items)
+
+    @property
+    def paid_total(self) -> int:
+        return sum(p.approved_amount for p in self.payments.values())
+
+    @property
+    def tip_total(self) -> int:
+        return sum(p.tip_amount for p in self.payments.values())
+
+    @property
+    def refunded_total(self) -> int:
+        return sum(r.amount for r in self.refunds)
+
+    @property
+    def pending_total(self) -> int:
+        return sum(p.amount for p in self.payments.values() if p.status is PaymentStatus.PENDING)
+
+    @property
+    def committed_total(self) -> int:
+        """What the sale's total may not drop below: kept money plus pending requests."""
+        return self.paid_total - self.refunded_total + self.pending_total
+
+    @property
+    def amount_due(self) -> int:
+        if self.status is not SaleStatus.OPEN:
+            return 0
+        return self.total - self.committed_total
+
+    @property
+    def status(self) -> SaleStatus:
+        if self.is_canceled:
+            return SaleStatus.CANCELED
+        if self.is_completed:
+            if self.paid_total > 0 and self.refunded_total == self.paid_total:
+                return SaleStatus.REFUNDED
+            return SaleStatus.COMPLETED
+        return SaleStatus.OPEN
+
+    def payment(self, payment_id: str) -> Payment:
+        try:
+            return self.payments[payment_id]
+        except KeyError:
+            raise NotFound(
+                f"payment {payment_id} not found on sale {self.id}", reason="PAYMENT_NOT_FOUND"
+            ) from None
+
+    # ---- commands ------------------------------------------------------------------------
+
+    @classmethod
+    def create(  # noqa: PLR0913
+        cls,
+        *,
+        merchant_id: str,
+        location_id: str,
+        channel: Channel,
+        currency_code: str,
+        line_items: tuple[LineItemInput, ...],
+        customer_id: str = "",
+        external_order_id: str = "",
+        note: str = "",
+    ) -> Sale:
+        items = [LineItem.new(item) for item in line_items]
+        _check_total(sum(item.total_amount for item in items))
+        return cls._create(
+            cls.Created,
+            id=uuid.uuid4(),
+            merchant_id=merchant_id,
+            location_id=location_id,
+            channel=channel.value,
+            currency_code=currency_code,
+            line_items=[item.to_event() for item in items],
+            customer_id=customer_id,
+            external_order_id=external_order_id,
+            note=note,
+        )
+
+    def add_line_item(self, item: LineItemInput) -> str:
+        self._check_open()
+        if len(self.line_items) >= MAX_LINE_ITEMS:
+            raise RuleViolated(
+                f"a sale has at most {MAX_LINE_ITEMS} line items", reason="TOO_MANY_LINE_ITEMS"
+            )
+        line = LineItem.new(item)
+        _check_total(self.total + line.total_amount)
+        self.trigger_event(self.LineItemAdded, line_item=line.to_event())
+        return line.line_id
+
+    def remove_line_item(self, line_id: str) -> None:
+        self._check_open()
+        line = next((item for item in self.line_items if item.line_id == line_id), None)
+        if line is None:
+            raise NotFound(
+                f"line item {line_id} not found on sale {self.id}", reason="LINE_ITEM_NOT_FOUND"
+            )
+        if self.total - line.total_amount < self.committed_total:
+            raise RuleViolated(
+                "removing this line would make the total less than what is paid or pending",
+                reason="TOTAL_BELOW_PAID",
+            )
+        self.trigger_event(self.LineItemRemoved, line_id=line_id)
+
+    def attach_customer(self, customer_id: str) -> None:
+        self._check_open()
+        if customer_id != self.customer_id:
+            self.trigger_event(self.CustomerAttached, customer_id=customer_id)
+
+    def request_payment(  # noqa: PLR0913
+        self,
+        *,
+        amount: int,
+        currency_code: str,
+        tender_types: list[Tender],
+        callback_url: str,
+        app_id: str,
+        api_version: str,
+        note: str = "",
+        state: str = "",
+    ) -> str:
+        self._check_open()
+        if currency_code != self.currency_code:
+            raise RuleViolated(
+                f"payment currency {currency_code} differs from the sale's {self.currency_code}",
+                reason="CURRENCY_MISMATCH",
+            )
+        if amount > self.amount_due:
+            raise RuleViolated(
+                f"amount {amount} exceeds the amount due {self.amount_due}",
+                reason="AMOUNT_EXCEEDS_DUE",
+            )
+        payment_id = str(uuid.uuid4())
+        self.trigger_event(
+            self.PaymentRequested,
+            payment_id=payment_id,
+            amount=amount,
+            tender_types=[t.value for t in tender_types],
+            callback_url=callback_url,
+            app_id=app_id,
+            api_version=api_version,
+            note=note,
+            state=state,
+        )
+        return payment_id
+
+    def record_payment_result(self, result: RecordPaymentResult) -> None:
+        """Records a payment's one result. Repeating the same result records nothing."""
+        payment = self.payment(result.payment_id)
+        if payment.status is not PaymentStatus.PENDING:
+            if self._same_result(payment, result):
+                return
+            raise RuleViolated(
+                f"payment {payment.id} already has a result ({payment.status.value})",
+                reason="PAYMENT_ALREADY_RESOLVED",
+            )
+        tender = result.tender.value if result.tender else ""
+        if result.outcome is Outcome.APPROVED:
+            assert result.tender is not None
+            self._check_approval(payment, result)
+            self.trigger_event(
+                self.PaymentApproved,
+                payment_id=payment.id,
+                approved_amount=self._approved_amount(payment, result),
+                tip_amount=result.tip_amount,
+                tender=tender,
+                card=_card_to_event(result.card),
+                auth_code=result.auth_code,
+                processor_reference=result.processor_reference,
+                cash_tendered=result.cash_tendered,
+                change_given=result.change_given,
+                occurred_at=result.occurred_at,
+            )
+            if self.total > 0 and self.paid_total - self.refunded_total == self.total:
+                self.trigger_event(self.Completed)
+        else:
+            assert result.outcome is not None
+            self.trigger_event(
+                self.PaymentNotApproved,
+                payment_id=payment.id,
+                outcome=result.outcome.value,
+                tender=tender,
+                card=_card_to_event(result.card),
+                processor_reference=result.processor_reference,
+                error_code=result.error_code,
+                occurred_at=result.occurred_at,
+            )
+
+    def cancel_payment(self, payment_id: str, reason: str) -> None:
+        payment = self.payment(payment_id)
+        if payment.status is PaymentStatus.CANCELED:
+            return
+        if payment.status is not PaymentStatus.PENDING:
+            raise RuleViolated(
+                f"payment {payment.id} is {payment.status.value}, not pending",
+                reason="PAYMENT_NOT_PENDING",
+            )
+        self.trigger_event(self.PaymentCanceled, payment_id=payment_id, reason=reason)
+
+    def refund_payment(
+        self, payment_id: str, amount: int, reason: str, processor_reference: str
+    ) -> str:
+        payment = self.payment(payment_id)
+        if payment.status is not PaymentStatus.APPROVED:
+            raise RuleViolated(
+                f"payment {payment.id} is {payment.status.value}; only approved payments refund",
+                reason="PAYMENT_NOT_APPROVED",
+            )
+        if amount > payment.refundable:
+            raise RuleViolated(
+                f"refund {amount} exceeds what is refundable on the payment ({payment.refundable})",
+                reason="REFUND_EXCEEDS_REFUNDABLE",
+            )
+        refund_id = str(uuid.uuid4())
+        self.trigger_event(
+            self.PaymentRefunded,
+            refund_id=refund_id,
+            payment_id=payment_id,
+            amount=amount,
+            reason=reason,
+            processor_reference=processor_reference,
+        )
+        return refund_id
+
+    def cancel(self, reason: str) -> None:
+        self._check_open()
+        if self.pending_total:
+            raise RuleViolated(
+                "the sale has pending payments; cancel them or record their results first",
+                reason="PAYMENTS_PENDING",
+            )
+        if self.paid_total - self.refunded_total:
+            raise RuleViolated(
+                "the sale has approved payments; refund them instead", reason="PAYMENTS_APPROVED"
+            )
+        self.trigger_event(self.Canceled, reason=reason)
+
+    # ---- checks --------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.status is not SaleStatus.OPEN:
+            raise RuleViolated(f"sale {self.id} is {self.status.value}", reason="SALE_NOT_OPEN")
+
+    @staticmethod
+    def _approved_amount(payment: Payment, result: RecordPaymentResult) -> int:
+        return payment.amount if result.approved_amount is None else result.approved_amount
+
+    def _check_approval(self, payment: Payment, result: RecordPaymentResult) -> None:
+        assert result.tender is not None
+        if result.tender.value not in payment.tender_types:
+            raise RuleViolated(
+                f"tender {result.tender.value} was not allowed for this payment "
+                f"(allowed: {', '.join(payment.tender_types)})",
+                reason="TENDER_NOT_ALLOWED",
+            )
+        approved = self._approved_amount(payment, result)
+        if approved > payment.amount:
+            raise RuleViolated(
+                f"approved amount {approved} exceeds the amount requested {payment.amount}",
+                reason="APPROVED_AMOUNT_EXCEEDS_REQUESTED",
+            )
+        if result.cash_tendered and (
+            result.cash_tendered - approved - result.tip_amount != result.change_given
+        ):
+            raise RuleViolated(
+                "change_given must equal cash_tendered - approved amount - tip_amount",
+                reason="CHANGE_MISMATCH",
+            )
+
+    @staticmethod
+    def _same_result(payment: Payment, result: RecordPaymentResult) -> bool:
+        outcome = result.outcome.value if result.outcome else ""
+        if outcome != payment.status.value:
+            return False
+        if payment.cancel_reason:  # canceled by the merchant; the app agrees it was canceled
+            return True
+        same_details = (
+            (result.tender.value if result.tender else "") == payment.tender
+            and _card_to_event(result.card) == payment.card
+            and result.processor_reference == payment.processor_reference
+            and result.error_code == payment.error_code
+        )
+        if result.outcome is not Outcome.APPROVED:
+            return same_details
+        return (
+            same_details
+            and Sale._approved_amount(payment, result) == payment.approved_amount
+            and result.auth_code == payment.auth_code
+            and result.tip_amount == payment.tip_amount
+            and result.cash_tendered == payment.cash_tendered
+            and result.change_given == payment.change_given
+        )
+
+    # ---- evolution -----------------------------------------------------------------------
+
+    @singledispatchmethod
+    def when(self, event: Aggregate.Event) -> None:
+        raise NotImplementedError(f"Sale cannot apply {type(event).__name__}")
+
+    @when.register(Created)
+    def _created(self, event: Created) -> None:
+        pass  # __init__ has applied it
+
+    @when.register(LineItemAdded)
+    def _line_item_added(self, event: LineItemAdded) -> None:
+        self.line_items.append(LineItem(**event.line_item))
+
+    @when.register(LineItemRemoved)
+    def _line_item_removed(self, event: LineItemRemoved) -> None:
+        self.line_items = [item for item in self.line_items if item.line_id != event.line_id]
+
+    @when.register(CustomerAttached)
+    def _customer_attached(self, event: CustomerAttached) -> None:
+        self.customer_id = event.customer_id
+
+    @when.register(PaymentRequested)
+    def _payment_requested(self, event: PaymentRequested) -> None:
+        self.payments[event.payment_id] = Payment(
+            id=event.payment_id,
+            amount=event.amount,
+            currency_code=self.currency_code,
+            tender_types=list(event.tender_types),
+            callback_url=event.callback_url,
+            app_id=event.app_id,
+            api_version=event.api_version,
+            note=event.note,
+            state=event.state,
+            requested_at=event.timestamp,
+        )
+
+    @when.register(PaymentApproved)
+    def _payment_approved(self, event: PaymentApproved) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus.APPROVED
+        payment.approved_amount = event.approved_amount
+        payment.tip_amount = event.tip_amount
+        payment.tender = event.tender
+        payment.card = event.card
+        payment.auth_code = event.auth_code
+        payment.processor_reference = event.processor_reference
+        payment.cash_tendered = event.cash_tendered
+        payment.change_given = event.change_given
+        payment.occurred_at = event.occurred_at
+        payment.resolved_at = event.timestamp
+
+    @when.register(PaymentNotApproved)
+    def _payment_not_approved(self, event: PaymentNotApproved) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus(event.outcome)
+        payment.tender = event.tender
+        payment.card = event.card
+        payment.processor_reference = event.processor_reference
+        payment.error_code = event.error_code
+        payment.occurred_at = event.occurred_at
+        payment.resolved_at = event.timestamp
+
+    @when.register(PaymentCanceled)
+    def _payment_canceled(self, event: PaymentCanceled) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus.CANCELED
+        payment.cancel_reason = event.reason or "canceled"
+        payment.resolved_at = event.timestamp
+
+    @when.register(PaymentRefunded)
+    def _payment_refunded(self, event: PaymentRefunded) -> None:
+        self.payments[event.payment_id].refunded_amount += event.amount
+        self.refunds.append(
+            Refund(
+                id=event.refund_id,
+                payment_id=event.payment_id,
+                amount=event.amount,
+                reason=event.reason,
+                processor_reference=event.processor_reference,
+                refunded_at=event.timestamp,
+            )
+        )
+
+    @when.register(Completed)
+    def _completed(self, event: Completed) -> None:
+        self.is_completed = True
+        self.completed_at = event.timestamp
+
+    @when.register(Canceled)
+    def _canceled(self, event: Canceled) -> None:
+        self.is_canceled = True
+        self.canceled_at = event.timestamp
+        self.cancel_reason = event.reason
+
+
+def _check_total(total: int) -> None:
+    if total > MAX_AMOUNT:
+        raise RuleViolated(
+            f"the sale total would exceed {MAX_AMOUNT} minor units", reason="AMOUNT_TOO_LARGE"
+        )
+

@@ -1,0 +1,271 @@
+"""Wire messages ⇄ domain commands and state. No rules here: only translation.
+
+An enum value the domain does not know (UNSPECIFIED, or a number from a newer client)
+becomes None, which command validation reports as a field violation.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ledger.domain import commands as c
+from ledger.domain.errors import FieldViolation, InvalidRequest
+from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.v1 import sales_pb2 as pb
+
+CHANNELS = {
+    pb.SALES_CHANNEL_IN_STORE: c.Channel.IN_STORE,
+    pb.SALES_CHANNEL_ONLINE: c.Channel.ONLINE,
+    pb.SALES_CHANNEL_MARKETPLACE: c.Channel.MARKETPLACE,
+    pb.SALES_CHANNEL_PHONE: c.Channel.PHONE,
+    pb.SALES_CHANNEL_OTHER: c.Channel.OTHER,
+}
+TENDERS = {
+    pb.TENDER_TYPE_CARD: c.Tender.CARD,
+    pb.TENDER_TYPE_CASH: c.Tender.CASH,
+    pb.TENDER_TYPE_GIFT_CARD: c.Tender.GIFT_CARD,
+    pb.TENDER_TYPE_CARD_ON_FILE: c.Tender.CARD_ON_FILE,
+    pb.TENDER_TYPE_OTHER: c.Tender.OTHER,
+}
+OUTCOMES = {
+    pb.PAYMENT_OUTCOME_APPROVED: c.Outcome.APPROVED,
+    pb.PAYMENT_OUTCOME_DECLINED: c.Outcome.DECLINED,
+    pb.PAYMENT_OUTCOME_CANCELED: c.Outcome.CANCELED,
+    pb.PAYMENT_OUTCOME_FAILED: c.Outcome.FAILED,
+}
+ENTRY_METHODS = {
+    pb.CARD_ENTRY_METHOD_SWIPED: c.EntryMethod.SWIPED,
+    pb.CARD_ENTRY_METHOD_DIPPED: c.EntryMethod.DIPPED,
+    pb.CARD_ENTRY_METHOD_CONTACTLESS: c.EntryMethod.CONTACTLESS,
+    pb.CARD_ENTRY_METHOD_KEYED: c.EntryMethod.KEYED,
+    pb.CARD_ENTRY_METHOD_ON_FILE: c.EntryMethod.ON_FILE,
+}
+SALE_STATUSES = {
+    SaleStatus.OPEN: pb.SALE_STATUS_OPEN,
+    SaleStatus.COMPLETED: pb.SALE_STATUS_COMPLETED,
+    SaleStatus.CANCELED: pb.SALE_STATUS_CANCELED,
+    SaleStatus.REFUNDED: pb.SALE_STATUS_REFUNDED,
+}
+PAYMENT_STATUSES = {
+    PaymentStatus.PENDING: pb.PAYMENT_STATUS_PENDING,
+    PaymentStatus.APPROVED: pb.PAYMENT_STATUS_APPROVED,
+    PaymentStatus.DECLINED: pb.PAYMENT_STATUS_DECLINED,
+    PaymentStatus.CANCELED: pb.PAYMENT_STATUS_CANCELED,
+    PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
+}
+CHANNELS_TO_WIRE = {v: k for k, v in CHANNELS.items()}
+TENDERS_TO_WIRE = {v.value: k for k, v in TENDERS.items()}
+ENTRY_METHODS_TO_WIRE = {v.value: k for k, v in ENTRY_METHODS.items()}
+
+
+# ---- requests → commands -----------------------------------------------------------------
+
+
+def line_item(item: pb.LineItemInput) -> c.LineItemInput:
+    return c.LineItemInput(
+        sku=item.sku,
+        name=item.name,
+        quantity=item.quantity,
+        unit_price=item.unit_price,
+        discount=item.discount,
+        tax_rate_ppm=item.tax_rate_ppm,
+    )
+
+
+def create_sale(req: pb.CreateSaleRequest) -> c.CreateSale:
+    return c.CreateSale(
+        location_id=req.location_id,
+        channel=CHANNELS.get(req.channel),
+        currency_code=req.currency_code,
+        line_items=tuple(line_item(item) for item in req.line_items),
+        customer_id=req.customer_id,
+        external_order_id=req.external_order_id,
+        note=req.note,
+    )
+
+
+def add_line_item(req: pb.AddLineItemRequest) -> c.AddLineItem:
+    return c.AddLineItem(
+        sale_id=req.sale_id,
+        line_item=line_item(req.line_item) if req.HasField("line_item") else None,
+    )
+
+
+def remove_line_item(req: pb.RemoveLineItemRequest) -> c.RemoveLineItem:
+    return c.RemoveLineItem(sale_id=req.sale_id, line_id=req.line_id)
+
+
+def attach_customer(req: pb.AttachCustomerRequest) -> c.AttachCustomer:
+    return c.AttachCustomer(sale_id=req.sale_id, customer_id=req.customer_id)
+
+
+def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
+    return c.RequestPayment(
+        sale_id=req.sale_id,
+        amount=req.amount,
+        currency_code=req.currency_code,
+        tender_types=tuple(TENDERS.get(t) for t in req.tender_types),
+        callback_url=req.callback_url,
+        app_id=req.app_id,
+        api_version=req.api_version,
+        note=req.note,
+        state=req.state,
+    )
+
+
+def _timestamp(path: str, ts: Timestamp) -> datetime:
+    try:
+        return ts.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidRequest([FieldViolation(path, "is not a valid timestamp")]) from None
+
+
+def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPaymentResult:
+    card = None
+    if req.HasField("card"):
+        card = c.CardInput(
+            brand=req.card.brand,
+            last4=req.card.last4,
+            entry_method=ENTRY_METHODS.get(req.card.entry_method),
+        )
+    return c.RecordPaymentResult(
+        sale_id=req.sale_id,
+        payment_id=req.payment_id,
+        outcome=OUTCOMES.get(req.outcome),
+        tender=TENDERS.get(req.tender),
+        card=card,
+        auth_code=req.auth_code,
+        processor_reference=req.processor_reference,
+        approved_amount=req.approved_amount if req.HasField("approved_amount") else None,
+        tip_amount=req.tip_amount,
+        cash_tendered=req.cash_tendered,
+        change_given=req.change_given,
+        error_code=req.error_code,
+        occurred_at=(
+            _timestamp("occurred_at", req.occurred_at) if req.HasField("occurred_at") else None
+        ),
+    )
+
+
+def cancel_payment(req: pb.CancelPaymentRequest) -> c.CancelPayment:
+    return c.CancelPayment(sale_id=req.sale_id, payment_id=req.payment_id, reason=req.reason)
+
+
+def refund_payment(req: pb.RefundPaymentRequest) -> c.RefundPayment:
+    return c.RefundPayment(
+        sale_id=req.sale_id,
+        payment_id=req.payment_id,
+        amount=req.amount,
+        reason=req.reason,
+        processor_reference=req.processor_reference,
+    )
+
+
+def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
+    return c.CancelSale(sale_id=req.sale_id, reason=req.reason)
+
+
+# ---- state → messages --------------------------------------------------------------------
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def line_item_message(item: LineItem) -> pb.LineItem:
+    return pb.LineItem(
+        line_id=item.line_id,
+        sku=item.sku,
+        name=item.name,
+        quantity=item.quantity,
+        unit_price=item.unit_price,
+        discount=item.discount,
+        tax_rate_ppm=item.tax_rate_ppm,
+        gross_amount=item.gross_amount,
+        tax_amount=item.tax_amount,
+        total_amount=item.total_amount,
+    )
+
+
+def payment_message(p: Payment) -> pb.Payment:
+    card = None
+    if p.card is not None:
+        card = pb.CardDetails(
+            brand=p.card["brand"],
+            last4=p.card["last4"],
+            entry_method=ENTRY_METHODS_TO_WIRE.get(p.card["entry_method"], 0),
+        )
+    return pb.Payment(
+        id=p.id,
+        status=PAYMENT_STATUSES[p.status],
+        amount=p.amount,
+        currency_code=p.currency_code,
+        tender_types=[TENDERS_TO_WIRE[t] for t in p.tender_types],
+        callback_url=p.callback_url,
+        app_id=p.app_id,
+        api_version=p.api_version,
+        note=p.note,
+        state=p.state,
+        requested_at=_ts(p.requested_at),
+        approved_amount=p.approved_amount,
+        tip_amount=p.tip_amount,
+        tender=TENDERS_TO_WIRE.get(p.tender, 0),
+        card=card,
+        auth_code=p.auth_code,
+        processor_reference=p.processor_reference,
+        cash_tendered=p.cash_tendered,
+        change_given=p.change_given,
+        error_code=p.error_code,
+        occurred_at=_ts(p.occurred_at),
+        resolved_at=_ts(p.resolved_at),
+        refunded_amount=p.refunded_amount,
+        cancel_reason=p.cancel_reason,
+    )
+
+
+def refund_message(r: Refund) -> pb.Refund:
+    return pb.Refund(
+        id=r.id,
+        payment_id=r.payment_id,
+        amount=r.amount,
+        reason=r.reason,
+        processor_reference=r.processor_reference,
+        refunded_at=_ts(r.refunded_at),
+    )
+
+
+def sale_message(sale: Sale) -> pb.Sale:
+    return pb.Sale(
+        id=str(sale.id),
+        version=sale.version,
+        location_id=sale.location_id,
+        channel=CHANNELS_TO_WIRE[sale.channel],
+        status=SALE_STATUSES[sale.status],
+        currency_code=sale.currency_code,
+        line_items=[line_item_message(item) for item in sale.line_items],
+        customer_id=sale.customer_id,
+        external_order_id=sale.external_order_id,
+        note=sale.note,
+        subtotal=sale.subtotal,
+        discount_total=sale.discount_total,
+        tax_total=sale.tax_total,
+        total=sale.total,
+        paid_total=sale.paid_total,
+        refunded_total=sale.refunded_total,
+        pending_total=sale.pending_total,
+        amount_due=sale.amount_due,
+        tip_total=sale.tip_total,
+        payments=[payment_message(p) for p in sale.payments.values()],
+        refunds=[refund_message(r) for r in sale.refunds],
+        created_at=_ts(sale.created_on),
+        updated_at=_ts(sale.modified_on),
+        completed_at=_ts(sale.completed_at),
+        canceled_at=_ts(sale.canceled_at),
+        cancel_reason=sale.cancel_reason,
+    )

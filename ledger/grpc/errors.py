@@ -1,0 +1,77 @@
+"""Domain errors ⇄ gRPC status: `google.rpc.Status` with ErrorInfo and, for bad input,
+BadRequest field violations. Only an unexpected exception answers INTERNAL."""
+
+from __future__ import annotations
+
+import grpc
+from eventsourcing.persistence import InterfaceError, OperationalError
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from ledger.domain.errors import (
+    DomainError,
+    InvalidRequest,
+    NotFound,
+    RequestIdReused,
+    RuleViolated,
+    VersionConflict,
+)
+from ledger.keys import Unauthenticated
+
+ERROR_DOMAIN = "posledger"
+
+_CODES: list[tuple[type[DomainError], int]] = [
+    (InvalidRequest, code_pb2.INVALID_ARGUMENT),
+    (NotFound, code_pb2.NOT_FOUND),
+    (RuleViolated, code_pb2.FAILED_PRECONDITION),
+    (VersionConflict, code_pb2.ABORTED),
+    (RequestIdReused, code_pb2.ALREADY_EXISTS),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED),
+]
+
+
+def _packed(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    detail = any_pb2.Any()
+    detail.Pack(message)
+    return detail
+
+
+def domain_status(error: DomainError) -> status_pb2.Status:
+    code = next((code for cls, code in _CODES if isinstance(error, cls)), code_pb2.UNKNOWN)
+    status = status_pb2.Status(code=code, message=error.message)
+    status.details.append(_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)))
+    if isinstance(error, InvalidRequest):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description, reason=v.reason
+                )
+                for v in error.violations
+            ]
+        )
+        status.details.append(_packed(bad_request))
+    return status
+
+
+def unavailable_status(error: Exception) -> status_pb2.Status:
+    status = status_pb2.Status(
+        code=code_pb2.UNAVAILABLE, message="the event store is unavailable; retry later"
+    )
+    status.details.append(
+        _packed(error_details_pb2.ErrorInfo(reason="STORE_UNAVAILABLE", domain=ERROR_DOMAIN))
+    )
+    return status
+
+
+def status_for(error: Exception) -> status_pb2.Status | None:
+    """The status to answer for an expected error, or None for a bug."""
+    if isinstance(error, DomainError):
+        return domain_status(error)
+    if isinstance(error, (OperationalError, InterfaceError)):
+        return unavailable_status(error)
+    return None
+
+
+def abort(context: grpc.ServicerContext, status: status_pb2.Status) -> None:
+    context.abort_with_status(rpc_status.to_status(status))

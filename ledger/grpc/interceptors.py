@@ -1,0 +1,143 @@
+"""One interceptor around every ledger RPC: authenticate, run, map errors, log one line.
+
+Health and reflection stay open (load balancers and generic clients use them without a
+key). Every method of the `ledger.v1` services requires a principal: handlers of any kind
+are wrapped, so a new streaming RPC cannot slip past authentication.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import structlog
+from google.rpc import code_pb2, status_pb2
+
+from ledger.grpc.errors import abort, status_for
+from ledger.keys import Authenticator, Principal
+
+log = structlog.get_logger("posledger.rpc")
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+
+GUARDED_PREFIX = "/ledger.v1."
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC this thread is serving."""
+    return _principal.get()
+
+
+def _internal_status() -> status_pb2.Status:
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; it was logged")
+
+
+class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, authenticator: Authenticator) -> None:
+        self.authenticator = authenticator
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not method.startswith(GUARDED_PREFIX):
+            return handler
+        serializers = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary), **serializers
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(method, handler.stream_unary), **serializers
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(method, handler.unary_stream), **serializers
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(method, handler.stream_stream), **serializers
+        )
+
+    def _authenticate(self, context: grpc.ServicerContext) -> Principal:
+        metadata = dict(context.invocation_metadata() or ())
+        return self.authenticator.authenticate(metadata.get("authorization"))
+
+    def _fail(self, context: grpc.ServicerContext, error: Exception, method: str) -> str:
+        status = status_for(error)
+        if status is None:
+            log.exception("rpc_failed_unexpectedly", method=method)
+            status = _internal_status()
+        abort(context, status)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+    def _unary(
+        self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]
+    ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        def call(request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            principal: Principal | None = None
+            try:
+                principal = self._authenticate(context)
+                token = _principal.set(principal)
+                try:
+                    return behavior(request, context)
+                finally:
+                    _principal.reset(token)
+            except Exception as error:
+                if isinstance(error, grpc.RpcError) or context.code() is not None:
+                    raise  # already aborted
+                self._fail(context, error, method)
+            finally:
+                _log_call(method, context, principal, request, started)
+
+        return call
+
+    def _streaming(
+        self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+    ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            started = time.perf_counter()
+            principal: Principal | None = None
+            try:
+                principal = self._authenticate(context)
+                token = _principal.set(principal)
+                try:
+                    yield from behavior(request, context)
+                finally:
+                    _principal.reset(token)
+            except Exception as error:
+                if context.code() is not None:
+                    raise
+                self._fail(context, error, method)
+            finally:
+                _log_call(method, context, principal, request, started)
+
+        return call
+
+
+def _log_call(
+    method: str,
+    context: grpc.ServicerContext,
+    principal: Principal | None,
+    request: Any,
+    started: float,
+) -> None:
+    code = context.code()
+    log.info(
+        "rpc",
+        method=method,
+        status=(code or grpc.StatusCode.OK).name,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        merchant=principal.merchant_id if principal else None,
+        request_id=getattr(request, "request_id", None) or None,
+    )

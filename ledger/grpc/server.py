@@ -1,0 +1,73 @@
+"""The gRPC server: ledger services, health and reflection on one port."""
+
+from __future__ import annotations
+
+import ipaddress
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ledger.application import Ledger
+from ledger.grpc.interceptors import LedgerInterceptor
+from ledger.grpc.sales import SalesServicer
+from ledger.keys import Authenticator
+from ledger.v1 import sales_pb2, sales_pb2_grpc
+
+SERVICE_NAMES = [sales_pb2.DESCRIPTOR.services_by_name["SalesService"].full_name]
+
+
+@dataclass
+class LedgerServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    def start(self) -> None:
+        self.server.start()
+        for name in ["", *SERVICE_NAMES]:
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Reports NOT_SERVING, lets in-flight calls finish for `grace` seconds, stops."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait()
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def create_server(
+    ledger: Ledger,
+    address: str = "127.0.0.1:0",
+    *,
+    authenticator: Authenticator | None = None,
+    max_workers: int = 16,
+) -> LedgerServer:
+    """Builds a server bound to `address` (port 0 picks a free port). Call `start()`."""
+    authenticator = authenticator or Authenticator(ledger.api_keys)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        interceptors=[LedgerInterceptor(authenticator)],
+        options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
+    )
+    sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ["", *SERVICE_NAMES]:
+        health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"could not bind {address}")
+    return LedgerServer(server=server, port=port, health=health_servicer)

@@ -1,0 +1,222 @@
+"""Where the ledger keeps its events: settings, the embedded database, and our recorder.
+
+Our `POSLEDGER_*` settings are translated into the `eventsourcing` library's environment in
+this one place (`eventsourcing_env`). With no `POSLEDGER_DATABASE_URL`, a private PostgreSQL
+is started from the `pgserver` wheel in `POSLEDGER_DATA_DIR`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import Cursor
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "posledger"
+# Any constant works; it only has to be the same for every server of this product.
+SCHEMA_LOCK_ID = 0x504F534C  # "POSL"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Database settings, read from the environment by `Settings.from_env()`."""
+
+    database_url: str | None = None
+    data_dir: Path = DEFAULT_DATA_DIR
+    schema: str = "public"
+    pool_size: int = 10
+    lock_timeout_seconds: int = 5
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        return cls(
+            database_url=environ.get("POSLEDGER_DATABASE_URL") or None,
+            data_dir=Path(environ.get("POSLEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
+            schema=environ.get("POSLEDGER_DB_SCHEMA") or "public",
+            pool_size=int(environ.get("POSLEDGER_DB_POOL_SIZE") or 10),
+            lock_timeout_seconds=int(environ.get("POSLEDGER_DB_LOCK_TIMEOUT") or 5),
+        )
+
+
+_embedded_servers: dict[Path, Any] = {}
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Starts (or joins) the private PostgreSQL in `data_dir` and returns its URL."""
+    try:
+        import pgserver  # noqa: PLC0415  (optional dependency)
+    except ImportError as e:
+        raise SystemExit(
+            "No POSLEDGER_DATABASE_URL is set and the embedded database is not installed: "
+            "install with `pip install -e '.[embedded]'` or point POSLEDGER_DATABASE_URL "
+            "at a PostgreSQL server."
+        ) from e
+    data_dir = data_dir.expanduser().resolve()
+    if data_dir not in _embedded_servers:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        log.info("embedded_database_starting", data_dir=str(data_dir))
+        _embedded_servers[data_dir] = pgserver.get_server(data_dir, cleanup_mode="stop")
+    return str(_embedded_servers[data_dir].get_uri())
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
+    """The `eventsourcing` library's environment for our database."""
+    params = conninfo_to_dict(url)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": f"{__name__}:LedgerRecorder",
+        "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
+        "POSTGRES_HOST": str(params.get("host") or "localhost"),
+        "POSTGRES_PORT": str(params.get("port") or 5432),
+        "POSTGRES_USER": str(params.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(params.get("password") or ""),
+        "POSTGRES_SCHEMA": settings.schema,
+        "POSTGRES_POOL_SIZE": str(settings.pool_size),
+        "POSTGRES_MAX_OVERFLOW": "0",
+        "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
+        "POSTGRES_PRE_PING": "y",
+        # Never "y": the library's insert function skips the table lock that keeps
+        # notification ids in commit order, and a tailing reader could then miss events.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # Tables are created once, under an advisory lock (see `schema_lock`).
+        "CREATE_TABLE": "n",
+    }
+
+
+@contextmanager
+def schema_lock(url: str, schema: str) -> Iterator[None]:
+    """Serialises table creation across servers starting at the same time.
+
+    `CREATE TABLE IF NOT EXISTS` is not safe against a concurrent twin (it can fail on the
+    catalog's unique index), so every server creates tables while holding this lock.
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK_ID,))
+        try:
+            conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """The record of one successful command, committed with its events.
+
+    A retry with the same request id finds it and is answered from the aggregate as it was
+    at `aggregate_version`, with the ids in `result`; nothing is written again.
+    """
+
+    merchant_id: str
+    request_id: str
+    command: str
+    fingerprint: str
+    aggregate_id: UUID
+    aggregate_version: int
+    result: dict[str, str] = field(default_factory=dict)
+
+
+COMMANDS_TABLE = "processed_commands"
+COMMANDS_PKEY = f"{COMMANDS_TABLE}_pkey"
+
+
+class LedgerRecorder(PostgresApplicationRecorder):
+    """The library's recorder plus a table of processed commands.
+
+    `insert_events` runs `_insert_events` in the same transaction as the events, before the
+    events table is locked, so a command's record and its events commit together or not at
+    all, and a duplicate request fails fast on the primary key.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        table = Identifier(self.datastore.schema, COMMANDS_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} ("
+                " merchant_id text NOT NULL,"
+                " request_id text NOT NULL,"
+                " command text NOT NULL,"
+                " fingerprint text NOT NULL,"
+                " aggregate_id uuid NOT NULL,"
+                " aggregate_version bigint NOT NULL,"
+                " result jsonb NOT NULL,"
+                " recorded_at timestamptz NOT NULL DEFAULT now(),"
+                " CONSTRAINT {pkey} PRIMARY KEY (merchant_id, request_id))"
+            ).format(table=table, pkey=Identifier(COMMANDS_PKEY))
+        )
+        self.insert_command_statement = SQL(
+            "INSERT INTO {table} (merchant_id, request_id, command, fingerprint,"
+            " aggregate_id, aggregate_version, result) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+        ).format(table=table)
+        self.select_command_statement = SQL(
+            "SELECT * FROM {table} WHERE merchant_id = %s AND request_id = %s"
+        ).format(table=table)
+
+    def _insert_events(
+        self,
+        curs: Cursor[DictRow],
+        stored_events: Any,
+        *,
+        command_record: CommandRecord | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super()._insert_events(curs, stored_events, **kwargs)
+        if command_record is not None:
+            r = command_record
+            curs.execute(
+                self.insert_command_statement,
+                (
+                    r.merchant_id,
+                    r.request_id,
+                    r.command,
+                    r.fingerprint,
+                    r.aggregate_id,
+                    r.aggregate_version,
+                    json.dumps(r.result),
+                ),
+                prepare=True,
+            )
+
+    def select_command_record(self, merchant_id: str, request_id: str) -> CommandRecord | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_command_statement, (merchant_id, request_id), prepare=True)
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return CommandRecord(
+            merchant_id=row["merchant_id"],
+            request_id=row["request_id"],
+            command=row["command"],
+            fingerprint=row["fingerprint"],
+            aggregate_id=row["aggregate_id"],
+            aggregate_version=row["aggregate_version"],
+            result=dict(row["result"]),
+        )
+
+
+def is_duplicate_command(error: BaseException) -> bool:
+    """True when an insert failed on the processed-commands primary key."""
+    cause = error.__cause__
+    return (
+        isinstance(cause, psycopg.errors.UniqueViolation)
+        and cause.diag.constraint_name == COMMANDS_PKEY
+    )
