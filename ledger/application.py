@@ -70,7 +70,7 @@ class Ledger(Application[UUID]):
         url = database_url(settings)
         ledger = cls(env=eventsourcing_env(url, settings))
         with schema_lock(url, settings.schema):
-            ledger.recorder.create_table()
+            ledger.ledger_recorder.create_table()
             ledger.api_keys.create_table()
         return ledger
 
@@ -165,6 +165,7 @@ class Ledger(Application[UUID]):
 
     def _load(self, merchant_id: str, sale_id: str, version: int | None = None) -> Sale:
         """The merchant's sale, at `version` if given. Foreign and missing sales look alike."""
+        sale: object
         try:
             sale = self.repository.get(UUID(sale_id), version=version)
         except (AggregateNotFoundError, ValueError):

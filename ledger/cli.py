@@ -49,7 +49,9 @@ def serve(
             "`posledger keys create` to require authentication."
         )
         log.warning("development_mode", merchant="dev")
-    server = create_server(ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers)
+    server = create_server(
+        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers
+    )
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -81,7 +83,9 @@ def keys_create(
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(..., help="Id of the key (second part of it).")) -> None:
+def keys_revoke(
+    key_id: str = typer.Argument(..., help="Id of the key (second part of it)."),
+) -> None:
     """Revoke an API key. Servers stop accepting it within seconds."""
     ledger = Ledger.open()
     try:

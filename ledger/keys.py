@@ -124,9 +124,7 @@ class ApiKeys:
     def any_active(self) -> bool:
         with self.datastore.transaction() as curs:
             curs.execute(
-                SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE revoked_at IS NULL)").format(
-                    self.table
-                )
+                SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE revoked_at IS NULL)").format(self.table)
             )
             row = curs.fetchone()
         return bool(row and row["exists"])

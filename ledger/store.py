@@ -58,7 +58,7 @@ _embedded_servers: dict[Path, Any] = {}
 def embedded_database_url(data_dir: Path) -> str:
     """Starts (or joins) the private PostgreSQL in `data_dir` and returns its URL."""
     try:
-        import pgserver  # noqa: PLC0415  (optional dependency)
+        import pgserver
     except ImportError as e:
         raise SystemExit(
             "No POSLEDGER_DATABASE_URL is set and the embedded database is not installed: "

@@ -304,7 +304,7 @@ def _check_card(checks: _Checks, card: CardInput) -> None:
     checks.enum("card.entry_method", card.entry_method)
 
 
-def validate(command: SaleCommand) -> None:  # noqa: C901, PLR0912
+def validate(command: SaleCommand) -> None:
     """Raises InvalidRequest naming every field of the command that can never be right."""
     checks = _Checks()
     match command:

@@ -41,5 +41,6 @@ def line_tax(net_amount: int, tax_rate_ppm: int) -> int:
     This is the ledger's one rounding rule: tax is computed per line on
     (quantity x unit_price - discount) and rounded half up; totals are plain sums.
     """
-    assert net_amount >= 0 and tax_rate_ppm >= 0
+    assert net_amount >= 0
+    assert tax_rate_ppm >= 0
     return (net_amount * tax_rate_ppm + PPM // 2) // PPM

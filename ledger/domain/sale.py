@@ -218,7 +218,7 @@ class Sale(Aggregate):
 
     # ---- state ---------------------------------------------------------------------------
 
-    def __init__(  # noqa: PLR0913
+    def __init__(
         self,
         merchant_id: str,
         location_id: str,
@@ -310,7 +310,7 @@ class Sale(Aggregate):
     # ---- commands ------------------------------------------------------------------------
 
     @classmethod
-    def create(  # noqa: PLR0913
+    def create(
         cls,
         *,
         merchant_id: str,
@@ -367,7 +367,7 @@ class Sale(Aggregate):
         if customer_id != self.customer_id:
             self.trigger_event(self.CustomerAttached, customer_id=customer_id)
 
-    def request_payment(  # noqa: PLR0913
+    def request_payment(
         self,
         *,
         amount: int,
@@ -652,4 +652,3 @@ def _check_total(total: int) -> None:
         raise RuleViolated(
             f"the sale total would exceed {MAX_AMOUNT} minor units", reason="AMOUNT_TOO_LARGE"
         )
-

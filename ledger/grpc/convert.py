@@ -199,7 +199,9 @@ def payment_message(p: Payment) -> pb.Payment:
         card = pb.CardDetails(
             brand=p.card["brand"],
             last4=p.card["last4"],
-            entry_method=ENTRY_METHODS_TO_WIRE.get(p.card["entry_method"], 0),
+            entry_method=ENTRY_METHODS_TO_WIRE.get(
+                p.card["entry_method"], pb.CARD_ENTRY_METHOD_UNSPECIFIED
+            ),
         )
     return pb.Payment(
         id=p.id,
@@ -215,7 +217,7 @@ def payment_message(p: Payment) -> pb.Payment:
         requested_at=_ts(p.requested_at),
         approved_amount=p.approved_amount,
         tip_amount=p.tip_amount,
-        tender=TENDERS_TO_WIRE.get(p.tender, 0),
+        tender=TENDERS_TO_WIRE.get(p.tender, pb.TENDER_TYPE_UNSPECIFIED),
         card=card,
         auth_code=p.auth_code,
         processor_reference=p.processor_reference,

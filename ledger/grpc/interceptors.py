@@ -31,19 +31,25 @@ def current_principal() -> Principal:
     return _principal.get()
 
 
+def _code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status the RPC was aborted with, if any (missing from the type stubs)."""
+    code: grpc.StatusCode | None = context.code()  # type: ignore[attr-defined]
+    return code
+
+
 def _internal_status() -> status_pb2.Status:
     return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; it was logged")
 
 
-class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator) -> None:
         self.authenticator = authenticator
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not method.startswith(GUARDED_PREFIX):
@@ -64,13 +70,17 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(method, handler.unary_stream), **serializers
             )
+        assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
             self._streaming(method, handler.stream_stream), **serializers
         )
 
     def _authenticate(self, context: grpc.ServicerContext) -> Principal:
         metadata = dict(context.invocation_metadata() or ())
-        return self.authenticator.authenticate(metadata.get("authorization"))
+        authorization = metadata.get("authorization")
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode(errors="replace")
+        return self.authenticator.authenticate(authorization)
 
     def _fail(self, context: grpc.ServicerContext, error: Exception, method: str) -> str:
         status = status_for(error)
@@ -94,7 +104,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 finally:
                     _principal.reset(token)
             except Exception as error:
-                if isinstance(error, grpc.RpcError) or context.code() is not None:
+                if isinstance(error, grpc.RpcError) or _code(context) is not None:
                     raise  # already aborted
                 self._fail(context, error, method)
             finally:
@@ -116,7 +126,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 finally:
                     _principal.reset(token)
             except Exception as error:
-                if context.code() is not None:
+                if _code(context) is not None:
                     raise
                 self._fail(context, error, method)
             finally:
@@ -132,7 +142,7 @@ def _log_call(
     request: Any,
     started: float,
 ) -> None:
-    code = context.code()
+    code = _code(context)
     log.info(
         "rpc",
         method=method,
