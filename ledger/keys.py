@@ -144,7 +144,7 @@ class Authenticator:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
-        self._dev_mode: tuple[float, bool] = (0.0, False)
+        self._dev_mode: tuple[float, bool] = (float("-inf"), False)  # never checked yet
 
     def dev_mode(self) -> bool:
         if not self.allow_dev_mode:

@@ -18,6 +18,7 @@ from uuid import UUID
 
 import psycopg
 import structlog
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import Cursor
 from psycopg.conninfo import conninfo_to_dict
@@ -92,10 +93,17 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(settings.pool_size),
         "POSTGRES_MAX_OVERFLOW": "0",
         "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
-        "POSTGRES_PRE_PING": "y",
+        # No pre-ping: it doubles the round trips of every read, and the library already
+        # retries a statement that fails on a dropped connection.
+        "POSTGRES_PRE_PING": "n",
         # Never "y": the library's insert function skips the table lock that keeps
         # notification ids in commit order, and a tailing reader could then miss events.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+        # Recently used aggregates stay in memory; a load then reads only the events
+        # recorded since (fast-forward), so it is never stale, and a copy is handed out.
+        "AGGREGATE_CACHE_MAXSIZE": "10000",
+        "AGGREGATE_CACHE_FASTFORWARD": "y",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "y",
         # Tables are created once, under an advisory lock (see `schema_lock`).
         "CREATE_TABLE": "n",
     }
@@ -131,11 +139,12 @@ class CommandRecord:
     fingerprint: str
     aggregate_id: UUID
     aggregate_version: int
-    result: dict[str, str] = field(default_factory=dict)
+    result: dict[str, Any] = field(default_factory=dict)
 
 
 COMMANDS_TABLE = "processed_commands"
 COMMANDS_PKEY = f"{COMMANDS_TABLE}_pkey"
+NO_AUTO_PREPARE = 2**31  # a psycopg `prepare_threshold` no statement reaches
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
@@ -179,22 +188,34 @@ class LedgerRecorder(PostgresApplicationRecorder):
         command_record: CommandRecord | None = None,
         **kwargs: Any,
     ) -> None:
+        # No automatic preparing on this connection (explicit `prepare=True` still works).
+        # psycopg prepares a statement on its 5th run without recording whether that worked;
+        # in this pipeline a failed statement (a duplicate command) makes the server skip
+        # that PREPARE, and the library's insert_events swallows the error inside the
+        # transaction, so psycopg's cache is not cleared: every later run of the statement
+        # on this connection then fails with `prepared statement "_pg3_N" does not exist`.
+        curs.connection.prepare_threshold = NO_AUTO_PREPARE
         super()._insert_events(curs, stored_events, **kwargs)
         if command_record is not None:
             r = command_record
-            curs.execute(
-                self.insert_command_statement,
-                (
-                    r.merchant_id,
-                    r.request_id,
-                    r.command,
-                    r.fingerprint,
-                    r.aggregate_id,
-                    r.aggregate_version,
-                    json.dumps(r.result),
-                ),
-                prepare=True,
-            )
+            # A nested pipeline syncs when it ends, so a duplicate request raises its
+            # UniqueViolation here, before any event is sent or the table is locked, and
+            # the transaction rolls back. Left to the library's pipeline, the error could
+            # be read early and swallowed, surfacing as a retried "pipeline aborted".
+            with curs.connection.pipeline():
+                curs.execute(
+                    self.insert_command_statement,
+                    (
+                        r.merchant_id,
+                        r.request_id,
+                        r.command,
+                        r.fingerprint,
+                        r.aggregate_id,
+                        r.aggregate_version,
+                        json.dumps(r.result),
+                    ),
+                    prepare=False,  # runs once per command; see prepare_threshold above
+                )
 
     def select_command_record(self, merchant_id: str, request_id: str) -> CommandRecord | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -211,6 +232,27 @@ class LedgerRecorder(PostgresApplicationRecorder):
             aggregate_version=row["aggregate_version"],
             result=dict(row["result"]),
         )
+
+
+def select_events_by_topic(
+    recorder: PostgresApplicationRecorder, originator_ids: list[UUID], topic: str
+) -> list[StoredEvent]:
+    """The events of one topic of many aggregates, in one query (bulk imports use it)."""
+    statement = SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {table}"
+        " WHERE originator_id = ANY(%s) AND topic = %s"
+    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (originator_ids, topic))
+        return [
+            StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            for row in curs.fetchall()
+        ]
 
 
 def is_duplicate_command(error: BaseException) -> bool:

@@ -6,15 +6,14 @@ paths as the wire contract spells them. Checks that depend on state live in the 
 
 from __future__ import annotations
 
-import re
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from urllib.parse import urlsplit
 
 from ledger.domain.errors import FieldViolation, InvalidRequest
-from ledger.domain.money import MAX_AMOUNT, PPM, is_currency
+from ledger.domain.money import MAX_AMOUNT, PPM
+from ledger.domain.validation import Checks
 
 SUPPORTED_API_VERSIONS = frozenset({"1.0"})
 MAX_LINE_ITEMS = 500
@@ -60,9 +59,10 @@ class LineItemInput:
     sku: str
     name: str
     quantity: int
-    unit_price: int
+    unit_price: int | None  # None: the catalog product with this sku gives the price
     discount: int = 0
-    tax_rate_ppm: int = 0
+    tax_rate_ppm: int | None = None  # None: the catalog's rate, or no tax for open items
+    product_id: str = ""  # set by the ledger when the sku names a catalog product
 
 
 @dataclass(frozen=True)
@@ -139,12 +139,19 @@ class CancelPayment:
 
 
 @dataclass(frozen=True)
+class RestockItem:
+    line_id: str
+    quantity: int
+
+
+@dataclass(frozen=True)
 class RefundPayment:
     sale_id: str
     payment_id: str
     amount: int
     reason: str = ""
     processor_reference: str = ""
+    restock_items: tuple[RestockItem, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,88 +173,14 @@ SaleCommand = (
 )
 
 
-@dataclass
-class _Checks:
-    """Collects every violation of a request, so a client can fix them all at once."""
-
-    violations: list[FieldViolation] = field(default_factory=list)
-
-    def fail(self, path: str, description: str, reason: str = "INVALID_FIELD") -> None:
-        self.violations.append(FieldViolation(path, description, reason))
-
-    def text(self, path: str, value: str, *, max_len: int, required: bool = False) -> None:
-        if required and not value.strip():
-            self.fail(path, "is required")
-        elif len(value) > max_len:
-            self.fail(path, f"must be at most {max_len} characters")
-        elif _CONTROL_CHARS.search(value):
-            self.fail(path, "must not contain control characters")
-        elif _looks_like_card_number(value):
-            self.fail(
-                path,
-                "looks like a card number; card numbers are never accepted or stored",
-                "CARD_NUMBER_REJECTED",
-            )
-
-    def uuid(self, path: str, value: str) -> None:
-        if not value:
-            self.fail(path, "is required")
-            return
-        try:
-            uuid.UUID(value)
-        except ValueError:
-            self.fail(path, "must be a UUID")
-
-    def amount(self, path: str, value: int, *, minimum: int) -> None:
-        if not minimum <= value <= MAX_AMOUNT:
-            self.fail(path, f"must be between {minimum} and {MAX_AMOUNT} minor units")
-
-    def currency(self, path: str, value: str) -> None:
-        if not value:
-            self.fail(path, "is required")
-        elif not is_currency(value):
-            self.fail(path, f"{value[:8]!r} is not an ISO 4217 currency code", "UNKNOWN_CURRENCY")
-
-    def enum(self, path: str, value: object) -> None:
-        if value is None:
-            self.fail(path, "must be set to a known value")
-
-    def raise_if_any(self) -> None:
-        if self.violations:
-            raise InvalidRequest(self.violations)
-
-
-_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_DIGIT_RUN = re.compile(r"(?:\d[ -]?){12,18}\d")
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _looks_like_card_number(text: str) -> bool:
-    """A run of 13 to 19 digits passing the Luhn check is treated as a card number."""
-    for match in _DIGIT_RUN.finditer(text):
-        digits = re.sub(r"[ -]", "", match.group())
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-            return True
-    return False
-
-
 def check_request_id(request_id: str) -> None:
-    checks = _Checks()
+    checks = Checks()
     checks.text("request_id", request_id, max_len=128, required=True)
     checks.raise_if_any()
 
 
 def check_sale_id(sale_id: str) -> None:
-    checks = _Checks()
+    checks = Checks()
     checks.uuid("sale_id", sale_id)
     checks.raise_if_any()
 
@@ -257,16 +190,19 @@ def check_expected_version(expected_version: int | None) -> None:
         raise InvalidRequest([FieldViolation("expected_version", "must be at least 1")])
 
 
-def _check_line_item(checks: _Checks, path: str, item: LineItemInput) -> None:
+def _check_line_item(checks: Checks, path: str, item: LineItemInput) -> None:
     checks.text(f"{path}.sku", item.sku, max_len=64, required=True)
     checks.text(f"{path}.name", item.name, max_len=200, required=True)
     if not 1 <= item.quantity <= MAX_QUANTITY:
         checks.fail(f"{path}.quantity", f"must be between 1 and {MAX_QUANTITY}")
-    checks.amount(f"{path}.unit_price", item.unit_price, minimum=0)
-    if not 0 <= item.tax_rate_ppm <= PPM:
+    if item.unit_price is not None:
+        checks.amount(f"{path}.unit_price", item.unit_price, minimum=0)
+    if item.tax_rate_ppm is not None and not 0 <= item.tax_rate_ppm <= PPM:
         checks.fail(f"{path}.tax_rate_ppm", f"must be between 0 and {PPM} (100%)")
-    if item.quantity < 1 or item.unit_price < 0:
-        return  # the line amount is meaningless; the fields above already say why
+    if item.quantity < 1 or item.unit_price is None or item.unit_price < 0:
+        if item.discount < 0:
+            checks.fail(f"{path}.discount", "must not be negative")
+        return  # the line amount is unknown here or meaningless
     gross = item.quantity * item.unit_price
     if gross > MAX_AMOUNT:
         checks.fail(f"{path}.unit_price", f"quantity x unit_price must be at most {MAX_AMOUNT}")
@@ -274,12 +210,14 @@ def _check_line_item(checks: _Checks, path: str, item: LineItemInput) -> None:
         checks.fail(f"{path}.discount", "must be between 0 and quantity x unit_price")
 
 
-def _check_callback_url(checks: _Checks, url: str) -> None:
-    if not url:
-        checks.fail("callback_url", "is required")
+def _check_callback_url(checks: Checks, url: str) -> None:
+    before = len(checks.violations)
+    # Required, length, control characters (urlsplit drops some silently) and card numbers.
+    checks.text("callback_url", url, max_len=2048, required=True)
+    if len(checks.violations) > before:
         return
-    if len(url) > 2048:
-        checks.fail("callback_url", "must be at most 2048 characters")
+    if any(ch.isspace() for ch in url):
+        checks.fail("callback_url", "must not contain whitespace")
         return
     try:
         parts = urlsplit(url)
@@ -297,16 +235,16 @@ def _check_callback_url(checks: _Checks, url: str) -> None:
         checks.fail("callback_url", "must use https (http is allowed only for localhost)")
 
 
-def _check_card(checks: _Checks, card: CardInput) -> None:
-    checks.text("card.brand", card.brand, max_len=32, required=True)
+def _check_card(checks: Checks, card: CardInput, prefix: str = "") -> None:
+    checks.text(f"{prefix}card.brand", card.brand, max_len=32, required=True)
     if not (len(card.last4) == 4 and card.last4.isascii() and card.last4.isdigit()):
-        checks.fail("card.last4", "must be exactly 4 digits")
-    checks.enum("card.entry_method", card.entry_method)
+        checks.fail(f"{prefix}card.last4", "must be exactly 4 digits")
+    checks.enum(f"{prefix}card.entry_method", card.entry_method)
 
 
 def validate(command: SaleCommand) -> None:
     """Raises InvalidRequest naming every field of the command that can never be right."""
-    checks = _Checks()
+    checks = Checks()
     match command:
         case CreateSale():
             checks.text("location_id", command.location_id, max_len=64, required=True)
@@ -347,7 +285,7 @@ def validate(command: SaleCommand) -> None:
                 supported = ", ".join(sorted(SUPPORTED_API_VERSIONS))
                 checks.fail(
                     "api_version",
-                    f"{command.api_version[:16]!r} is not supported; supported: {supported}",
+                    f"this version is not supported; supported: {supported}",
                     "UNSUPPORTED_API_VERSION",
                 )
             checks.text("note", command.note, max_len=1000)
@@ -364,13 +302,22 @@ def validate(command: SaleCommand) -> None:
             checks.amount("amount", command.amount, minimum=1)
             checks.text("reason", command.reason, max_len=500)
             checks.text("processor_reference", command.processor_reference, max_len=128)
+            for i, restock in enumerate(command.restock_items):
+                checks.uuid(f"restock_items[{i}].line_id", restock.line_id)
+                if not 1 <= restock.quantity <= MAX_QUANTITY:
+                    checks.fail(
+                        f"restock_items[{i}].quantity", f"must be between 1 and {MAX_QUANTITY}"
+                    )
+            restocked_lines = {r.line_id for r in command.restock_items}
+            if len(restocked_lines) != len(command.restock_items):
+                checks.fail("restock_items", "must not repeat a line")
         case CancelSale():
             checks.uuid("sale_id", command.sale_id)
             checks.text("reason", command.reason, max_len=500)
     checks.raise_if_any()
 
 
-def _check_payment_result(checks: _Checks, command: RecordPaymentResult) -> None:
+def _check_payment_result(checks: Checks, command: RecordPaymentResult) -> None:
     checks.uuid("sale_id", command.sale_id)
     checks.uuid("payment_id", command.payment_id)
     checks.enum("outcome", command.outcome)
@@ -398,3 +345,58 @@ def _check_payment_result(checks: _Checks, command: RecordPaymentResult) -> None
             checks.fail("tip_amount", "is only for approved payments")
         if command.cash_tendered or command.change_given:
             checks.fail("cash_tendered", "is only for approved payments")
+
+
+@dataclass(frozen=True)
+class ImportedPayment:
+    tender: Tender | None
+    amount: int
+    card: CardInput | None = None
+    auth_code: str = ""
+    processor_reference: str = ""
+
+
+@dataclass(frozen=True)
+class ImportOrder:
+    """A finished, fully paid order from another channel."""
+
+    channel: str
+    external_order_id: str
+    sales_channel: Channel | None
+    location_id: str
+    currency_code: str
+    line_items: tuple[LineItemInput, ...]
+    payments: tuple[ImportedPayment, ...]
+    customer_id: str = ""
+    placed_at: datetime | None = None
+    note: str = ""
+
+
+def validate_import(order: ImportOrder) -> None:
+    """Raises InvalidRequest naming every bad field of one imported order."""
+    checks = Checks()
+    checks.slug("channel", order.channel)
+    checks.text("external_order_id", order.external_order_id, max_len=128, required=True)
+    checks.enum("sales_channel", order.sales_channel)
+    checks.text("location_id", order.location_id, max_len=64, required=True)
+    checks.currency("currency_code", order.currency_code)
+    if not order.line_items:
+        checks.fail("line_items", "must have at least one item")
+    if len(order.line_items) > MAX_LINE_ITEMS:
+        checks.fail("line_items", f"must have at most {MAX_LINE_ITEMS} items")
+    for i, item in enumerate(order.line_items):
+        _check_line_item(checks, f"line_items[{i}]", item)
+    if not order.payments:
+        checks.fail("payments", "must have at least one settled payment")
+    for i, payment in enumerate(order.payments):
+        checks.enum(f"payments[{i}].tender", payment.tender)
+        checks.amount(f"payments[{i}].amount", payment.amount, minimum=1)
+        if payment.card is not None:
+            _check_card(checks, payment.card, prefix=f"payments[{i}].")
+            if payment.tender is not None and payment.tender not in CARD_TENDERS:
+                checks.fail(f"payments[{i}].card", "is only for card and card-on-file tenders")
+        checks.text(f"payments[{i}].auth_code", payment.auth_code, max_len=64)
+        checks.text(f"payments[{i}].processor_reference", payment.processor_reference, max_len=128)
+    checks.text("customer_id", order.customer_id, max_len=64)
+    checks.text("note", order.note, max_len=1000)
+    checks.raise_if_any()

@@ -56,6 +56,12 @@ class RuleViolated(DomainError):
     reason = "FAILED_PRECONDITION"
 
 
+class AlreadyExists(DomainError):
+    """Something unique is taken, e.g. a sku or an external id (ALREADY_EXISTS)."""
+
+    reason = "ALREADY_EXISTS"
+
+
 class VersionConflict(DomainError):
     """The aggregate changed under the caller (ABORTED); re-read and retry."""
 

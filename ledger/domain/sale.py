@@ -24,9 +24,11 @@ from ledger.domain.commands import (
     MAX_LINE_ITEMS,
     CardInput,
     Channel,
+    ImportOrder,
     LineItemInput,
     Outcome,
     RecordPaymentResult,
+    RestockItem,
     Tender,
 )
 from ledger.domain.errors import NotFound, RuleViolated
@@ -57,6 +59,7 @@ class LineItem:
     unit_price: int
     discount: int
     tax_rate_ppm: int
+    product_id: str = ""  # the catalog product, or "" for an open item
 
     @property
     def gross_amount(self) -> int:
@@ -72,7 +75,21 @@ class LineItem:
 
     @classmethod
     def new(cls, item: LineItemInput) -> LineItem:
-        return cls(line_id=str(uuid.uuid4()), **asdict(item))
+        if item.unit_price is None:
+            raise RuleViolated(
+                f"sku {item.sku!r} is not in the catalog, so the line needs a unit_price",
+                reason="UNKNOWN_SKU",
+            )
+        return cls(
+            line_id=str(uuid.uuid4()),
+            sku=item.sku,
+            name=item.name,
+            quantity=item.quantity,
+            unit_price=item.unit_price,
+            discount=item.discount,
+            tax_rate_ppm=item.tax_rate_ppm or 0,
+            product_id=item.product_id,
+        )
 
     def to_event(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,6 +135,7 @@ class Refund:
     reason: str
     processor_reference: str
     refunded_at: datetime
+    restock_items: tuple[dict[str, Any], ...] = ()
 
 
 def _card_to_event(card: CardInput | None) -> dict[str, str] | None:
@@ -208,6 +226,18 @@ class Sale(Aggregate):
         amount: int
         reason: str
         processor_reference: str
+        # Units back in stock: [{"line_id", "product_id", "quantity"}].
+        restock_items: list[dict[str, Any]]
+
+    class Imported(Event):
+        """A finished order from another channel, with its settled payments."""
+
+        TOPIC = "posledger.SaleImported"
+        channel: str
+        fingerprint: str
+        placed_at: datetime | None
+        # [{"payment_id", "tender", "amount", "card", "auth_code", "processor_reference"}]
+        payments: list[dict[str, Any]]
 
     class Completed(Event):
         TOPIC = "posledger.SaleCompleted"
@@ -244,6 +274,9 @@ class Sale(Aggregate):
         self.completed_at: datetime | None = None
         self.canceled_at: datetime | None = None
         self.cancel_reason = ""
+        self.import_channel = ""
+        self.import_fingerprint = ""
+        self.placed_at: datetime | None = None
 
     # Totals are derived from line items and payments, never stored separately.
     @property
@@ -337,6 +370,53 @@ class Sale(Aggregate):
             note=note,
         )
 
+    @classmethod
+    def import_order(
+        cls, sale_id: uuid.UUID, merchant_id: str, order: ImportOrder, fingerprint: str
+    ) -> Sale:
+        """A completed sale from another channel's finished order (lines already priced)."""
+        assert order.sales_channel is not None
+        items = [LineItem.new(item) for item in order.line_items]
+        total = sum(item.total_amount for item in items)
+        _check_total(total)
+        paid = sum(p.amount for p in order.payments)
+        if paid != total:
+            raise RuleViolated(
+                f"payments add up to {paid} but the order's total is {total}",
+                reason="PAYMENTS_DO_NOT_MATCH_TOTAL",
+            )
+        sale = cls._create(
+            cls.Created,
+            id=sale_id,
+            merchant_id=merchant_id,
+            location_id=order.location_id,
+            channel=order.sales_channel.value,
+            currency_code=order.currency_code,
+            line_items=[item.to_event() for item in items],
+            customer_id=order.customer_id,
+            external_order_id=order.external_order_id,
+            note=order.note,
+        )
+        sale.trigger_event(
+            cls.Imported,
+            channel=order.channel,
+            fingerprint=fingerprint,
+            placed_at=order.placed_at,
+            payments=[
+                {
+                    "payment_id": str(uuid.uuid4()),
+                    "tender": p.tender.value if p.tender else "",
+                    "amount": p.amount,
+                    "card": _card_to_event(p.card),
+                    "auth_code": p.auth_code,
+                    "processor_reference": p.processor_reference,
+                }
+                for p in order.payments
+            ],
+        )
+        sale.trigger_event(cls.Completed)
+        return sale
+
     def add_line_item(self, item: LineItemInput) -> str:
         self._check_open()
         if len(self.line_items) >= MAX_LINE_ITEMS:
@@ -361,6 +441,9 @@ class Sale(Aggregate):
                 reason="TOTAL_BELOW_PAID",
             )
         self.trigger_event(self.LineItemRemoved, line_id=line_id)
+        if self.total > 0 and self.paid_total - self.refunded_total == self.total:
+            # What is already approved now covers the smaller total: nothing more can be paid.
+            self.trigger_event(self.Completed)
 
     def attach_customer(self, customer_id: str) -> None:
         self._check_open()
@@ -457,8 +540,53 @@ class Sale(Aggregate):
             )
         self.trigger_event(self.PaymentCanceled, payment_id=payment_id, reason=reason)
 
+    def restocked(self, line_id: str) -> int:
+        return sum(
+            item["quantity"]
+            for refund in self.refunds
+            for item in refund.restock_items
+            if item["line_id"] == line_id
+        )
+
+    def _restock_lines(self, restock: tuple[RestockItem, ...]) -> list[dict[str, Any]]:
+        """Checks that each restocked line was sold here and not restocked in full already."""
+        lines = {item.line_id: item for item in self.line_items}
+        result = []
+        for item in restock:
+            line = lines.get(item.line_id)
+            if line is None:
+                raise NotFound(
+                    f"line item {item.line_id} not found on sale {self.id}",
+                    reason="LINE_ITEM_NOT_FOUND",
+                )
+            if not self.is_completed:
+                raise RuleViolated(
+                    "goods return to stock only from a completed sale",
+                    reason="SALE_NOT_COMPLETED",
+                )
+            if not line.product_id:
+                raise RuleViolated(
+                    f"line {line.line_id} is an open item, not a catalog product; it has no stock",
+                    reason="LINE_NOT_STOCKED",
+                )
+            if item.quantity > line.quantity - self.restocked(line.line_id):
+                raise RuleViolated(
+                    f"line {line.line_id} sold {line.quantity} units and "
+                    f"{self.restocked(line.line_id)} are back in stock already",
+                    reason="RESTOCK_EXCEEDS_SOLD",
+                )
+            result.append(
+                {"line_id": line.line_id, "product_id": line.product_id, "quantity": item.quantity}
+            )
+        return result
+
     def refund_payment(
-        self, payment_id: str, amount: int, reason: str, processor_reference: str
+        self,
+        payment_id: str,
+        amount: int,
+        reason: str,
+        processor_reference: str,
+        restock: tuple[RestockItem, ...] = (),
     ) -> str:
         payment = self.payment(payment_id)
         if payment.status is not PaymentStatus.APPROVED:
@@ -471,6 +599,7 @@ class Sale(Aggregate):
                 f"refund {amount} exceeds what is refundable on the payment ({payment.refundable})",
                 reason="REFUND_EXCEEDS_REFUNDABLE",
             )
+        restock_items = self._restock_lines(restock)
         refund_id = str(uuid.uuid4())
         self.trigger_event(
             self.PaymentRefunded,
@@ -479,6 +608,7 @@ class Sale(Aggregate):
             amount=amount,
             reason=reason,
             processor_reference=processor_reference,
+            restock_items=restock_items,
         )
         return refund_id
 
@@ -519,12 +649,16 @@ class Sale(Aggregate):
                 f"approved amount {approved} exceeds the amount requested {payment.amount}",
                 reason="APPROVED_AMOUNT_EXCEEDS_REQUESTED",
             )
-        if result.cash_tendered and (
+        if (result.cash_tendered or result.change_given) and (
             result.cash_tendered - approved - result.tip_amount != result.change_given
         ):
             raise RuleViolated(
                 "change_given must equal cash_tendered - approved amount - tip_amount",
                 reason="CHANGE_MISMATCH",
+            )
+        if self.tip_total + result.tip_amount > MAX_AMOUNT:
+            raise RuleViolated(
+                f"the sale's tips would exceed {MAX_AMOUNT} minor units", reason="AMOUNT_TOO_LARGE"
             )
 
     @staticmethod
@@ -632,8 +766,36 @@ class Sale(Aggregate):
                 reason=event.reason,
                 processor_reference=event.processor_reference,
                 refunded_at=event.timestamp,
+                restock_items=tuple(event.restock_items),
             )
         )
+
+    @when.register(Imported)
+    def _imported(self, event: Imported) -> None:
+        self.import_channel = event.channel
+        self.import_fingerprint = event.fingerprint
+        self.placed_at = event.placed_at
+        for p in event.payments:
+            self.payments[p["payment_id"]] = Payment(
+                id=p["payment_id"],
+                amount=p["amount"],
+                currency_code=self.currency_code,
+                tender_types=[p["tender"]],
+                callback_url="",
+                app_id=f"import:{event.channel}",
+                api_version="",
+                note="",
+                state="",
+                requested_at=event.placed_at or event.timestamp,
+                status=PaymentStatus.APPROVED,
+                approved_amount=p["amount"],
+                tender=p["tender"],
+                card=p["card"],
+                auth_code=p["auth_code"],
+                processor_reference=p["processor_reference"],
+                occurred_at=event.placed_at,
+                resolved_at=event.timestamp,
+            )
 
     @when.register(Completed)
     def _completed(self, event: Completed) -> None:

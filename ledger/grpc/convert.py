@@ -13,6 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ledger.domain import commands as c
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.grpc.context import timestamp
 from ledger.v1 import sales_pb2 as pb
 
 CHANNELS = {
@@ -68,9 +69,9 @@ def line_item(item: pb.LineItemInput) -> c.LineItemInput:
         sku=item.sku,
         name=item.name,
         quantity=item.quantity,
-        unit_price=item.unit_price,
+        unit_price=item.unit_price if item.HasField("unit_price") else None,
         discount=item.discount,
-        tax_rate_ppm=item.tax_rate_ppm,
+        tax_rate_ppm=item.tax_rate_ppm if item.HasField("tax_rate_ppm") else None,
     )
 
 
@@ -123,13 +124,7 @@ def _timestamp(path: str, ts: Timestamp) -> datetime:
 
 
 def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPaymentResult:
-    card = None
-    if req.HasField("card"):
-        card = c.CardInput(
-            brand=req.card.brand,
-            last4=req.card.last4,
-            entry_method=ENTRY_METHODS.get(req.card.entry_method),
-        )
+    card = _card(req.card) if req.HasField("card") else None
     return c.RecordPaymentResult(
         sale_id=req.sale_id,
         payment_id=req.payment_id,
@@ -160,6 +155,40 @@ def refund_payment(req: pb.RefundPaymentRequest) -> c.RefundPayment:
         amount=req.amount,
         reason=req.reason,
         processor_reference=req.processor_reference,
+        restock_items=tuple(
+            c.RestockItem(line_id=item.line_id, quantity=item.quantity)
+            for item in req.restock_items
+        ),
+    )
+
+
+def _card(card: pb.CardDetails) -> c.CardInput:
+    return c.CardInput(
+        brand=card.brand, last4=card.last4, entry_method=ENTRY_METHODS.get(card.entry_method)
+    )
+
+
+def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
+    return c.ImportOrder(
+        channel=order.channel,
+        external_order_id=order.external_order_id,
+        sales_channel=CHANNELS.get(order.sales_channel),
+        location_id=order.location_id,
+        currency_code=order.currency_code,
+        line_items=tuple(line_item(item) for item in order.line_items),
+        payments=tuple(
+            c.ImportedPayment(
+                tender=TENDERS.get(p.tender),
+                amount=p.amount,
+                card=_card(p.card) if p.HasField("card") else None,
+                auth_code=p.auth_code,
+                processor_reference=p.processor_reference,
+            )
+            for p in order.payments
+        ),
+        customer_id=order.customer_id,
+        placed_at=_timestamp("placed_at", order.placed_at) if order.HasField("placed_at") else None,
+        note=order.note,
     )
 
 
@@ -168,14 +197,6 @@ def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
 
 
 # ---- state → messages --------------------------------------------------------------------
-
-
-def _ts(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def line_item_message(item: LineItem) -> pb.LineItem:
@@ -190,6 +211,7 @@ def line_item_message(item: LineItem) -> pb.LineItem:
         gross_amount=item.gross_amount,
         tax_amount=item.tax_amount,
         total_amount=item.total_amount,
+        product_id=item.product_id,
     )
 
 
@@ -214,7 +236,7 @@ def payment_message(p: Payment) -> pb.Payment:
         api_version=p.api_version,
         note=p.note,
         state=p.state,
-        requested_at=_ts(p.requested_at),
+        requested_at=timestamp(p.requested_at),
         approved_amount=p.approved_amount,
         tip_amount=p.tip_amount,
         tender=TENDERS_TO_WIRE.get(p.tender, pb.TENDER_TYPE_UNSPECIFIED),
@@ -224,8 +246,8 @@ def payment_message(p: Payment) -> pb.Payment:
         cash_tendered=p.cash_tendered,
         change_given=p.change_given,
         error_code=p.error_code,
-        occurred_at=_ts(p.occurred_at),
-        resolved_at=_ts(p.resolved_at),
+        occurred_at=timestamp(p.occurred_at),
+        resolved_at=timestamp(p.resolved_at),
         refunded_amount=p.refunded_amount,
         cancel_reason=p.cancel_reason,
     )
@@ -238,7 +260,7 @@ def refund_message(r: Refund) -> pb.Refund:
         amount=r.amount,
         reason=r.reason,
         processor_reference=r.processor_reference,
-        refunded_at=_ts(r.refunded_at),
+        refunded_at=timestamp(r.refunded_at),
     )
 
 
@@ -265,9 +287,9 @@ def sale_message(sale: Sale) -> pb.Sale:
         tip_total=sale.tip_total,
         payments=[payment_message(p) for p in sale.payments.values()],
         refunds=[refund_message(r) for r in sale.refunds],
-        created_at=_ts(sale.created_on),
-        updated_at=_ts(sale.modified_on),
-        completed_at=_ts(sale.completed_at),
-        canceled_at=_ts(sale.canceled_at),
+        created_at=timestamp(sale.created_on),
+        updated_at=timestamp(sale.modified_on),
+        completed_at=timestamp(sale.completed_at),
+        canceled_at=timestamp(sale.canceled_at),
         cancel_reason=sale.cancel_reason,
     )

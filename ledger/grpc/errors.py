@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.domain.errors import (
+    AlreadyExists,
     DomainError,
     InvalidRequest,
     NotFound,
@@ -27,6 +28,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (RuleViolated, code_pb2.FAILED_PRECONDITION),
     (VersionConflict, code_pb2.ABORTED),
     (RequestIdReused, code_pb2.ALREADY_EXISTS),
+    (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
 ]
 

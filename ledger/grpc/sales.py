@@ -5,27 +5,19 @@ Domain errors propagate to the interceptor, which turns them into gRPC statuses.
 
 from __future__ import annotations
 
-from typing import Any
+from collections import Counter
+from collections.abc import Iterator
 
 import grpc
 
-from ledger.application import Context, Ledger
+from ledger.application import Context, ImportStatus, Ledger
+from ledger.domain.commands import ImportOrder
+from ledger.domain.errors import InvalidRequest
 from ledger.grpc import convert
+from ledger.grpc.context import command_context
 from ledger.grpc.interceptors import current_principal
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1 import sales_pb2_grpc
-
-
-def _context(request: Any) -> Context:
-    """The envelope of a mutating request: caller, request id, expected version."""
-    has_version = "expected_version" in request.DESCRIPTOR.fields_by_name and request.HasField(
-        "expected_version"
-    )
-    return Context(
-        merchant_id=current_principal().merchant_id,
-        request_id=request.request_id,
-        expected_version=request.expected_version if has_version else None,
-    )
 
 
 class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
@@ -35,13 +27,13 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     def CreateSale(
         self, request: pb.CreateSaleRequest, context: grpc.ServicerContext
     ) -> pb.CreateSaleResponse:
-        result = self.ledger.create_sale(_context(request), convert.create_sale(request))
+        result = self.ledger.create_sale(command_context(request), convert.create_sale(request))
         return pb.CreateSaleResponse(sale=convert.sale_message(result.sale))
 
     def AddLineItem(
         self, request: pb.AddLineItemRequest, context: grpc.ServicerContext
     ) -> pb.AddLineItemResponse:
-        result = self.ledger.add_line_item(_context(request), convert.add_line_item(request))
+        result = self.ledger.add_line_item(command_context(request), convert.add_line_item(request))
         return pb.AddLineItemResponse(
             sale=convert.sale_message(result.sale), line_id=result.ids["line_id"]
         )
@@ -49,19 +41,25 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     def RemoveLineItem(
         self, request: pb.RemoveLineItemRequest, context: grpc.ServicerContext
     ) -> pb.RemoveLineItemResponse:
-        result = self.ledger.remove_line_item(_context(request), convert.remove_line_item(request))
+        result = self.ledger.remove_line_item(
+            command_context(request), convert.remove_line_item(request)
+        )
         return pb.RemoveLineItemResponse(sale=convert.sale_message(result.sale))
 
     def AttachCustomer(
         self, request: pb.AttachCustomerRequest, context: grpc.ServicerContext
     ) -> pb.AttachCustomerResponse:
-        result = self.ledger.attach_customer(_context(request), convert.attach_customer(request))
+        result = self.ledger.attach_customer(
+            command_context(request), convert.attach_customer(request)
+        )
         return pb.AttachCustomerResponse(sale=convert.sale_message(result.sale))
 
     def RequestPayment(
         self, request: pb.RequestPaymentRequest, context: grpc.ServicerContext
     ) -> pb.RequestPaymentResponse:
-        result = self.ledger.request_payment(_context(request), convert.request_payment(request))
+        result = self.ledger.request_payment(
+            command_context(request), convert.request_payment(request)
+        )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.RequestPaymentResponse(
             payment=convert.payment_message(payment), sale=convert.sale_message(result.sale)
@@ -71,7 +69,7 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         self, request: pb.RecordPaymentResultRequest, context: grpc.ServicerContext
     ) -> pb.RecordPaymentResultResponse:
         result = self.ledger.record_payment_result(
-            _context(request), convert.record_payment_result(request)
+            command_context(request), convert.record_payment_result(request)
         )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.RecordPaymentResultResponse(
@@ -81,7 +79,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     def CancelPayment(
         self, request: pb.CancelPaymentRequest, context: grpc.ServicerContext
     ) -> pb.CancelPaymentResponse:
-        result = self.ledger.cancel_payment(_context(request), convert.cancel_payment(request))
+        result = self.ledger.cancel_payment(
+            command_context(request), convert.cancel_payment(request)
+        )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.CancelPaymentResponse(
             payment=convert.payment_message(payment), sale=convert.sale_message(result.sale)
@@ -90,7 +90,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     def RefundPayment(
         self, request: pb.RefundPaymentRequest, context: grpc.ServicerContext
     ) -> pb.RefundPaymentResponse:
-        result = self.ledger.refund_payment(_context(request), convert.refund_payment(request))
+        result = self.ledger.refund_payment(
+            command_context(request), convert.refund_payment(request)
+        )
         refund = next(r for r in result.sale.refunds if r.id == result.ids["refund_id"])
         return pb.RefundPaymentResponse(
             refund=convert.refund_message(refund), sale=convert.sale_message(result.sale)
@@ -99,7 +101,7 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     def CancelSale(
         self, request: pb.CancelSaleRequest, context: grpc.ServicerContext
     ) -> pb.CancelSaleResponse:
-        result = self.ledger.cancel_sale(_context(request), convert.cancel_sale(request))
+        result = self.ledger.cancel_sale(command_context(request), convert.cancel_sale(request))
         return pb.CancelSaleResponse(sale=convert.sale_message(result.sale))
 
     def GetSale(
@@ -107,3 +109,44 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     ) -> pb.GetSaleResponse:
         sale = self.ledger.get_sale(current_principal().merchant_id, request.sale_id)
         return pb.GetSaleResponse(sale=convert.sale_message(sale))
+
+    def ImportSales(
+        self, request_iterator: Iterator[pb.ImportSalesRequest], context: grpc.ServicerContext
+    ) -> pb.ImportSalesResponse:
+        principal = current_principal()
+        # Imports need no request_id: each order is idempotent by (channel, external id).
+        ctx = Context(merchant_id=principal.merchant_id, app_id=principal.app_id)
+        response = pb.ImportSalesResponse()
+        for batch in request_iterator:
+            orders: list[ImportOrder | InvalidRequest] = []
+            for message in batch.orders:
+                try:
+                    orders.append(convert.import_order(message))
+                except InvalidRequest as e:
+                    orders.append(e)
+            results = self.ledger.import_sales(ctx, orders)
+            for message, result in zip(batch.orders, results, strict=True):
+                response.outcomes.append(
+                    pb.ImportOutcome(
+                        index=len(response.outcomes),
+                        channel=message.channel,
+                        external_order_id=message.external_order_id,
+                        status=IMPORT_STATUSES[result.status],
+                        sale_id=result.sale_id,
+                        message=result.message,
+                    )
+                )
+        counts = Counter(outcome.status for outcome in response.outcomes)
+        response.imported = counts[pb.IMPORT_STATUS_IMPORTED]
+        response.duplicates = counts[pb.IMPORT_STATUS_DUPLICATE]
+        response.conflicts = counts[pb.IMPORT_STATUS_CONFLICT]
+        response.rejected = counts[pb.IMPORT_STATUS_REJECTED]
+        return response
+
+
+IMPORT_STATUSES = {
+    ImportStatus.IMPORTED: pb.IMPORT_STATUS_IMPORTED,
+    ImportStatus.DUPLICATE: pb.IMPORT_STATUS_DUPLICATE,
+    ImportStatus.CONFLICT: pb.IMPORT_STATUS_CONFLICT,
+    ImportStatus.REJECTED: pb.IMPORT_STATUS_REJECTED,
+}

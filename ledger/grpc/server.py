@@ -11,12 +11,32 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ledger.application import Ledger
+from ledger.grpc.catalog import CatalogServicer
+from ledger.grpc.customers import CustomerServicer
 from ledger.grpc.interceptors import LedgerInterceptor
+from ledger.grpc.inventory import InventoryServicer
 from ledger.grpc.sales import SalesServicer
 from ledger.keys import Authenticator
-from ledger.v1 import sales_pb2, sales_pb2_grpc
+from ledger.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
+    customers_pb2,
+    customers_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    sales_pb2,
+    sales_pb2_grpc,
+)
 
-SERVICE_NAMES = [sales_pb2.DESCRIPTOR.services_by_name["SalesService"].full_name]
+SERVICE_NAMES = [
+    module.DESCRIPTOR.services_by_name[name].full_name
+    for module, name in [
+        (sales_pb2, "SalesService"),
+        (catalog_pb2, "CatalogService"),
+        (customers_pb2, "CustomerService"),
+        (inventory_pb2, "InventoryService"),
+    ]
+]
 
 
 @dataclass
@@ -60,6 +80,9 @@ def create_server(
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger), server)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger), server)
+    customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(ledger), server)
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(ledger), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:

@@ -166,6 +166,35 @@ CARD_ENTRY_METHOD_KEYED: CardEntryMethod.ValueType  # 4
 CARD_ENTRY_METHOD_ON_FILE: CardEntryMethod.ValueType  # 5
 Global___CardEntryMethod: _TypeAlias = CardEntryMethod  # noqa: Y015
 
+class _ImportStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ImportStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ImportStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    IMPORT_STATUS_UNSPECIFIED: _ImportStatus.ValueType  # 0
+    IMPORT_STATUS_IMPORTED: _ImportStatus.ValueType  # 1
+    """Recorded now."""
+    IMPORT_STATUS_DUPLICATE: _ImportStatus.ValueType  # 2
+    """Recorded before with the same content; nothing recorded now."""
+    IMPORT_STATUS_CONFLICT: _ImportStatus.ValueType  # 3
+    """Recorded before with different content; nothing recorded now."""
+    IMPORT_STATUS_REJECTED: _ImportStatus.ValueType  # 4
+    """Not valid (see message); nothing recorded."""
+
+class ImportStatus(_ImportStatus, metaclass=_ImportStatusEnumTypeWrapper): ...
+
+IMPORT_STATUS_UNSPECIFIED: ImportStatus.ValueType  # 0
+IMPORT_STATUS_IMPORTED: ImportStatus.ValueType  # 1
+"""Recorded now."""
+IMPORT_STATUS_DUPLICATE: ImportStatus.ValueType  # 2
+"""Recorded before with the same content; nothing recorded now."""
+IMPORT_STATUS_CONFLICT: ImportStatus.ValueType  # 3
+"""Recorded before with different content; nothing recorded now."""
+IMPORT_STATUS_REJECTED: ImportStatus.ValueType  # 4
+"""Not valid (see message); nothing recorded."""
+Global___ImportStatus: _TypeAlias = ImportStatus  # noqa: Y015
+
 @_typing.final
 class LineItemInput(_message.Message):
     """A line item as a client sends it."""
@@ -183,7 +212,9 @@ class LineItemInput(_message.Message):
     quantity: _builtins.int
     """Whole units, at least 1."""
     unit_price: _builtins.int
-    """Price of one unit in minor units, tax excluded."""
+    """Price of one unit in minor units, tax excluded. When unset, the catalog product with
+    this sku gives the price (and the tax rate, unless tax_rate_ppm is set).
+    """
     discount: _builtins.int
     """Discount on the whole line in minor units; at most quantity x unit_price."""
     tax_rate_ppm: _builtins.int
@@ -194,15 +225,22 @@ class LineItemInput(_message.Message):
         sku: _builtins.str = ...,
         name: _builtins.str = ...,
         quantity: _builtins.int = ...,
-        unit_price: _builtins.int = ...,
+        unit_price: _builtins.int | None = ...,
         discount: _builtins.int = ...,
-        tax_rate_ppm: _builtins.int = ...,
+        tax_rate_ppm: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tax_rate_ppm", b"_tax_rate_ppm", "_unit_price", b"_unit_price", "tax_rate_ppm", b"tax_rate_ppm", "unit_price", b"unit_price"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "name", b"name", "quantity", b"quantity", "sku", b"sku", "tax_rate_ppm", b"tax_rate_ppm", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tax_rate_ppm", b"_tax_rate_ppm", "_unit_price", b"_unit_price", "discount", b"discount", "name", b"name", "quantity", b"quantity", "sku", b"sku", "tax_rate_ppm", b"tax_rate_ppm", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__tax_rate_ppm: _TypeAlias = _typing.Literal["tax_rate_ppm"]  # noqa: Y015
+    _WhichOneofArgType__tax_rate_ppm: _TypeAlias = _typing.Literal["_tax_rate_ppm", b"_tax_rate_ppm"]  # noqa: Y015
+    _WhichOneofReturnType__unit_price: _TypeAlias = _typing.Literal["unit_price"]  # noqa: Y015
+    _WhichOneofArgType__unit_price: _TypeAlias = _typing.Literal["_unit_price", b"_unit_price"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tax_rate_ppm) -> _WhichOneofReturnType__tax_rate_ppm | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unit_price) -> _WhichOneofReturnType__unit_price | None: ...
 
 Global___LineItemInput: _TypeAlias = LineItemInput  # noqa: Y015
 
@@ -222,6 +260,7 @@ class LineItem(_message.Message):
     GROSS_AMOUNT_FIELD_NUMBER: _builtins.int
     TAX_AMOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
     line_id: _builtins.str
     sku: _builtins.str
     name: _builtins.str
@@ -235,6 +274,8 @@ class LineItem(_message.Message):
     """Tax on (gross_amount - discount), rounded half up to the minor unit."""
     total_amount: _builtins.int
     """gross_amount - discount + tax_amount."""
+    product_id: _builtins.str
+    """The catalog product the sku named when the line was added; empty for open items."""
     def __init__(
         self,
         *,
@@ -248,10 +289,11 @@ class LineItem(_message.Message):
         gross_amount: _builtins.int = ...,
         tax_amount: _builtins.int = ...,
         total_amount: _builtins.int = ...,
+        product_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross_amount", b"gross_amount", "line_id", b"line_id", "name", b"name", "quantity", b"quantity", "sku", b"sku", "tax_amount", b"tax_amount", "tax_rate_ppm", b"tax_rate_ppm", "total_amount", b"total_amount", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross_amount", b"gross_amount", "line_id", b"line_id", "name", b"name", "product_id", b"product_id", "quantity", b"quantity", "sku", b"sku", "tax_amount", b"tax_amount", "tax_rate_ppm", b"tax_rate_ppm", "total_amount", b"total_amount", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -998,6 +1040,7 @@ class RefundPaymentRequest(_message.Message):
     AMOUNT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     PROCESSOR_REFERENCE_FIELD_NUMBER: _builtins.int
+    RESTOCK_ITEMS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     sale_id: _builtins.str
     expected_version: _builtins.int
@@ -1006,6 +1049,10 @@ class RefundPaymentRequest(_message.Message):
     """Positive; at most the payment's approved_amount minus what is already refunded."""
     reason: _builtins.str
     processor_reference: _builtins.str
+    @_builtins.property
+    def restock_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RestockItem]:
+        """Goods that come back to stock with this refund."""
+
     def __init__(
         self,
         *,
@@ -1016,16 +1063,41 @@ class RefundPaymentRequest(_message.Message):
         amount: _builtins.int = ...,
         reason: _builtins.str = ...,
         processor_reference: _builtins.str = ...,
+        restock_items: _abc.Iterable[Global___RestockItem] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "amount", b"amount", "expected_version", b"expected_version", "payment_id", b"payment_id", "processor_reference", b"processor_reference", "reason", b"reason", "request_id", b"request_id", "sale_id", b"sale_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "amount", b"amount", "expected_version", b"expected_version", "payment_id", b"payment_id", "processor_reference", b"processor_reference", "reason", b"reason", "request_id", b"request_id", "restock_items", b"restock_items", "sale_id", b"sale_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
 
 Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RestockItem(_message.Message):
+    """Units of a sale's line that return to stock at the sale's location."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_ID_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    line_id: _builtins.str
+    quantity: _builtins.int
+    def __init__(
+        self,
+        *,
+        line_id: _builtins.str = ...,
+        quantity: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_id", b"line_id", "quantity", b"quantity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestockItem: _TypeAlias = RestockItem  # noqa: Y015
 
 @_typing.final
 class RefundPaymentResponse(_message.Message):
@@ -1139,3 +1211,183 @@ class GetSaleResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSaleResponse: _TypeAlias = GetSaleResponse  # noqa: Y015
+
+@_typing.final
+class ImportSalesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedOrder]:
+        """One batch; a stream may carry many. Up to 1,000 orders per message."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___ImportedOrder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSalesRequest: _TypeAlias = ImportSalesRequest  # noqa: Y015
+
+@_typing.final
+class ImportedOrder(_message.Message):
+    """A finished, fully paid order from another channel."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    SALES_CHANNEL_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    LINE_ITEMS_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    PLACED_AT_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    channel: _builtins.str
+    """The system the order comes from, lower case: letters, digits, '-', '_' (e.g. "webshop")."""
+    external_order_id: _builtins.str
+    """The order's id in that system; unique per channel."""
+    sales_channel: Global___SalesChannel.ValueType
+    location_id: _builtins.str
+    currency_code: _builtins.str
+    customer_id: _builtins.str
+    note: _builtins.str
+    @_builtins.property
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItemInput]: ...
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportedPayment]:
+        """Settled payments; they must add up to the order's total."""
+
+    @_builtins.property
+    def placed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the order was placed in the other system."""
+
+    def __init__(
+        self,
+        *,
+        channel: _builtins.str = ...,
+        external_order_id: _builtins.str = ...,
+        sales_channel: Global___SalesChannel.ValueType = ...,
+        location_id: _builtins.str = ...,
+        currency_code: _builtins.str = ...,
+        line_items: _abc.Iterable[Global___LineItemInput] | None = ...,
+        customer_id: _builtins.str = ...,
+        payments: _abc.Iterable[Global___ImportedPayment] | None = ...,
+        placed_at: _timestamp_pb2.Timestamp | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "currency_code", b"currency_code", "customer_id", b"customer_id", "external_order_id", b"external_order_id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "payments", b"payments", "placed_at", b"placed_at", "sales_channel", b"sales_channel"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedOrder: _TypeAlias = ImportedOrder  # noqa: Y015
+
+@_typing.final
+class ImportedPayment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENDER_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    CARD_FIELD_NUMBER: _builtins.int
+    AUTH_CODE_FIELD_NUMBER: _builtins.int
+    PROCESSOR_REFERENCE_FIELD_NUMBER: _builtins.int
+    tender: Global___TenderType.ValueType
+    amount: _builtins.int
+    auth_code: _builtins.str
+    processor_reference: _builtins.str
+    @_builtins.property
+    def card(self) -> Global___CardDetails: ...
+    def __init__(
+        self,
+        *,
+        tender: Global___TenderType.ValueType = ...,
+        amount: _builtins.int = ...,
+        card: Global___CardDetails | None = ...,
+        auth_code: _builtins.str = ...,
+        processor_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "auth_code", b"auth_code", "card", b"card", "processor_reference", b"processor_reference", "tender", b"tender"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportedPayment: _TypeAlias = ImportedPayment  # noqa: Y015
+
+@_typing.final
+class ImportOutcome(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """Position of the order in the whole stream, from 0."""
+    channel: _builtins.str
+    external_order_id: _builtins.str
+    status: Global___ImportStatus.ValueType
+    sale_id: _builtins.str
+    """The ledger's sale for the order (also for DUPLICATE and CONFLICT)."""
+    message: _builtins.str
+    """Why an order was rejected or conflicts."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        channel: _builtins.str = ...,
+        external_order_id: _builtins.str = ...,
+        status: Global___ImportStatus.ValueType = ...,
+        sale_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "external_order_id", b"external_order_id", "index", b"index", "message", b"message", "sale_id", b"sale_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportOutcome: _TypeAlias = ImportOutcome  # noqa: Y015
+
+@_typing.final
+class ImportSalesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOMES_FIELD_NUMBER: _builtins.int
+    IMPORTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    CONFLICTS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    imported: _builtins.int
+    duplicates: _builtins.int
+    conflicts: _builtins.int
+    rejected: _builtins.int
+    @_builtins.property
+    def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportOutcome]: ...
+    def __init__(
+        self,
+        *,
+        outcomes: _abc.Iterable[Global___ImportOutcome] | None = ...,
+        imported: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        conflicts: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "duplicates", b"duplicates", "imported", b"imported", "outcomes", b"outcomes", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportSalesResponse: _TypeAlias = ImportSalesResponse  # noqa: Y015

@@ -91,6 +91,11 @@ class SalesServiceStub:
                 request_serializer=ledger_dot_v1_dot_sales__pb2.GetSaleRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_sales__pb2.GetSaleResponse.FromString,
                 _registered_method=True)
+        self.ImportSales = channel.stream_unary(
+                '/ledger.v1.SalesService/ImportSales',
+                request_serializer=ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.FromString,
+                _registered_method=True)
 
 
 class SalesServiceServicer:
@@ -173,6 +178,16 @@ class SalesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportSales(self, request_iterator, context):
+        """Imports finished orders from another channel (web shop, marketplace), in batches on a
+        stream. Each order is idempotent by (channel, external_order_id): importing it again is
+        reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
+        The response reports each order's outcome, in the order sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SalesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +240,11 @@ def add_SalesServiceServicer_to_server(servicer, server):
                     servicer.GetSale,
                     request_deserializer=ledger_dot_v1_dot_sales__pb2.GetSaleRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_sales__pb2.GetSaleResponse.SerializeToString,
+            ),
+            'ImportSales': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportSales,
+                    request_deserializer=ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -504,6 +524,33 @@ class SalesService:
             '/ledger.v1.SalesService/GetSale',
             ledger_dot_v1_dot_sales__pb2.GetSaleRequest.SerializeToString,
             ledger_dot_v1_dot_sales__pb2.GetSaleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSales(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ledger.v1.SalesService/ImportSales',
+            ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.SerializeToString,
+            ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.FromString,
             options,
             channel_credentials,
             insecure,

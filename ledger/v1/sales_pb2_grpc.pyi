@@ -60,6 +60,12 @@ class SalesServiceStub:
     """Voids a sale on which nothing is approved or pending."""
     GetSale: _grpc.UnaryUnaryMultiCallable[_sales_pb2.GetSaleRequest, _sales_pb2.GetSaleResponse]
     """The current state of one sale."""
+    ImportSales: _grpc.StreamUnaryMultiCallable[_sales_pb2.ImportSalesRequest, _sales_pb2.ImportSalesResponse]
+    """Imports finished orders from another channel (web shop, marketplace), in batches on a
+    stream. Each order is idempotent by (channel, external_order_id): importing it again is
+    reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
+    The response reports each order's outcome, in the order sent.
+    """
 
 @_typing.type_check_only
 class SalesServiceAsyncStub(SalesServiceStub):
@@ -93,6 +99,12 @@ class SalesServiceAsyncStub(SalesServiceStub):
     """Voids a sale on which nothing is approved or pending."""
     GetSale: _aio.UnaryUnaryMultiCallable[_sales_pb2.GetSaleRequest, _sales_pb2.GetSaleResponse]  # type: ignore[assignment]
     """The current state of one sale."""
+    ImportSales: _aio.StreamUnaryMultiCallable[_sales_pb2.ImportSalesRequest, _sales_pb2.ImportSalesResponse]  # type: ignore[assignment]
+    """Imports finished orders from another channel (web shop, marketplace), in batches on a
+    stream. Each order is idempotent by (channel, external_order_id): importing it again is
+    reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
+    The response reports each order's outcome, in the order sent.
+    """
 
 class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sales and their payments. Every mutating request carries a `request_id`
@@ -183,5 +195,17 @@ class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sales_pb2.GetSaleResponse, _abc.Awaitable[_sales_pb2.GetSaleResponse]]:
         """The current state of one sale."""
+
+    @_abc_1.abstractmethod
+    def ImportSales(
+        self,
+        request_iterator: _MaybeAsyncIterator[_sales_pb2.ImportSalesRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_sales_pb2.ImportSalesResponse, _abc.Awaitable[_sales_pb2.ImportSalesResponse]]:
+        """Imports finished orders from another channel (web shop, marketplace), in batches on a
+        stream. Each order is idempotent by (channel, external_order_id): importing it again is
+        reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
+        The response reports each order's outcome, in the order sent.
+        """
 
 def add_SalesServiceServicer_to_server(servicer: SalesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,215 @@
+"""The shape every command shares: validate → (replay) → load → decide → save, retried.
+
+Around every command it provides what DESIGN.md promises everywhere:
+- idempotency: the command's record commits in the same transaction as its events; a retry
+  with the same request id is answered from that record and writes nothing;
+- tenancy: an aggregate of another merchant answers exactly like a missing one;
+- optimistic concurrency: `expected_version` is checked against the command's main
+  aggregate, and a command that lost a race to another writer is re-run on fresh state a
+  bounded number of times (only without `expected_version`: with it, the caller decides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from functools import cached_property
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from ledger.domain import commands as c
+from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
+from ledger.keys import ApiKeys
+from ledger.store import (
+    CommandRecord,
+    LedgerRecorder,
+    Settings,
+    database_url,
+    eventsourcing_env,
+    is_duplicate_command,
+    schema_lock,
+)
+
+MAX_ATTEMPTS = 5
+A = TypeVar("A", bound=Aggregate)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Who asks, and the envelope of a mutating request."""
+
+    merchant_id: str
+    request_id: str = ""
+    expected_version: int | None = None
+    app_id: str = ""
+    key_id: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The aggregates a command saved, as it left them, and the ids it created."""
+
+    aggregates: tuple[Any, ...]
+    ids: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+    @property
+    def aggregate(self) -> Any:
+        """The command's main aggregate (the sale, product, customer or stock item)."""
+        return self.aggregates[0]
+
+
+# What a command decides: the aggregates to save (main one first) and the ids it created.
+Decision = tuple[list[Any], dict[str, str]]
+
+
+class LedgerBase(Application[UUID]):
+    """Opens the store and runs commands. The command methods live in the mixins."""
+
+    @classmethod
+    def open(cls, settings: Settings | None = None) -> Any:
+        """Connects to the configured database and creates missing tables safely."""
+        settings = settings or Settings.from_env()
+        url = database_url(settings)
+        ledger = cls(env=eventsourcing_env(url, settings))
+        with schema_lock(url, settings.schema):
+            ledger.ledger_recorder.create_table()
+            if ledger.snapshots is not None:
+                ledger.snapshots.recorder.create_table()  # type: ignore[attr-defined]
+            ledger.api_keys.create_table()
+        return ledger
+
+    @property
+    def ledger_recorder(self) -> LedgerRecorder:
+        assert isinstance(self.recorder, LedgerRecorder)
+        return self.recorder
+
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        return ApiKeys(self.ledger_recorder.datastore)
+
+    # ---- loading, with tenancy ------------------------------------------------------------
+
+    def _find(
+        self, cls: type[A], merchant_id: str, aggregate_id: UUID, version: int | None = None
+    ) -> A | None:
+        """The merchant's aggregate of type `cls`, or None. Foreign ones look missing."""
+        found: object
+        try:
+            found = self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            return None
+        if not isinstance(found, cls) or getattr(found, "merchant_id", None) != merchant_id:
+            return None
+        return found
+
+    def _load(
+        self,
+        cls: type[A],
+        merchant_id: str,
+        aggregate_id: str | UUID,
+        reason: str,
+        version: int | None = None,
+    ) -> A:
+        try:
+            key = aggregate_id if isinstance(aggregate_id, UUID) else UUID(aggregate_id)
+        except ValueError:
+            key = None
+        found = None if key is None else self._find(cls, merchant_id, key, version)
+        if found is None:
+            noun = reason.removesuffix("_NOT_FOUND").lower().replace("_", " ")
+            raise NotFound(f"{noun} {aggregate_id} not found", reason=reason)
+        return found
+
+    @staticmethod
+    def _check_version(ctx: Context, aggregate: Aggregate) -> None:
+        """Refuses to act on an aggregate that moved on since the caller read it."""
+        if ctx.expected_version is not None and aggregate.version != ctx.expected_version:
+            raise VersionConflict(
+                f"{type(aggregate).__name__.lower()} {aggregate.id} is at version "
+                f"{aggregate.version}, not the expected {ctx.expected_version}"
+            )
+
+    # ---- running a command ----------------------------------------------------------------
+
+    def _execute(self, ctx: Context, cmd: Any, decide: Callable[[], Decision]) -> Outcome:
+        """Runs a validated command: replays a known request, else decides and saves."""
+        c.check_request_id(ctx.request_id)
+        c.check_expected_version(ctx.expected_version)
+        fingerprint = _fingerprint(cmd, ctx.expected_version)
+        replayed = self._replay(ctx, fingerprint)
+        if replayed is not None:
+            return replayed
+
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                aggregates, ids = decide()
+            except DomainError:
+                # A twin of this request may have committed since the check above, and
+                # changed the state so that this copy fails: answer as the twin was answered.
+                replayed = self._replay(ctx, fingerprint)
+                if replayed is not None:
+                    return replayed
+                raise
+            main = aggregates[0]
+            record = CommandRecord(
+                merchant_id=ctx.merchant_id,
+                request_id=ctx.request_id,
+                command=type(cmd).__name__,
+                fingerprint=fingerprint,
+                aggregate_id=main.id,
+                aggregate_version=main.version,
+                result={"ids": ids, "aggregates": [[str(a.id), a.version] for a in aggregates]},
+            )
+            try:
+                self.save(*aggregates, command_record=record)
+            except IntegrityError as e:
+                if is_duplicate_command(e):
+                    # A twin of this request committed first: answer as it was answered.
+                    replayed = self._replay(ctx, fingerprint)
+                    assert replayed is not None
+                    return replayed
+                if ctx.expected_version is not None:
+                    raise VersionConflict(
+                        f"{type(main).__name__.lower()} {main.id} was changed concurrently"
+                    ) from None
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
+                continue
+            return Outcome(aggregates=tuple(aggregates), ids=ids)
+        raise VersionConflict(
+            f"gave up after {MAX_ATTEMPTS} attempts: the data is changing too fast",
+            reason="CONCURRENT_MODIFICATION",
+        )
+
+    def _replay(self, ctx: Context, fingerprint: str) -> Outcome | None:
+        record = self.ledger_recorder.select_command_record(ctx.merchant_id, ctx.request_id)
+        if record is None:
+            return None
+        if record.fingerprint != fingerprint:
+            raise RequestIdReused(
+                f"request_id {ctx.request_id!r} was already used for a different request "
+                f"({record.command})"
+            )
+        aggregates = []
+        for aggregate_id, version in record.result["aggregates"]:
+            found = self._find(Aggregate, ctx.merchant_id, UUID(aggregate_id), version)
+            assert found is not None, "a recorded command's aggregates exist"
+            aggregates.append(found)
+        return Outcome(aggregates=tuple(aggregates), ids=record.result["ids"], replayed=True)
+
+
+def _fingerprint(cmd: Any, expected_version: int | None) -> str:
+    """A digest of what a request asks for, to tell a retry from a reuse of its id."""
+    assert is_dataclass(cmd)
+    assert not isinstance(cmd, type)
+    body = {"command": type(cmd).__name__, "args": asdict(cmd), "expected": expected_version}
+    canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()

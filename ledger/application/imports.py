@@ -1,0 +1,140 @@
+"""Importing finished orders from other channels, in bulk.
+
+Each order becomes a completed sale whose id derives from (merchant, channel, external order
+id), so importing it twice can never record it twice. Its `SaleImported` event keeps a
+fingerprint of the order: a re-import with the same content is a DUPLICATE, with different
+content a CONFLICT; neither records anything. New sales of a chunk, and the stock they
+move, are saved in one transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import asdict, dataclass, replace
+from enum import StrEnum
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from ledger.application.base import MAX_ATTEMPTS, Context
+from ledger.application.sales import SalesCommands
+from ledger.domain import commands as c
+from ledger.domain.errors import DomainError, InvalidRequest, VersionConflict
+from ledger.domain.inventory import StockItem
+from ledger.domain.product import Product
+from ledger.domain.sale import Sale
+from ledger.store import select_events_by_topic
+
+IMPORT_NAMESPACE = uuid.UUID("3c9e1f70-5b2a-4d8c-9e41-7a6b0d2c8f13")
+CHUNK_SIZE = 250  # orders per transaction
+
+
+class ImportStatus(StrEnum):
+    IMPORTED = "imported"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    status: ImportStatus
+    sale_id: str = ""
+    message: str = ""
+
+
+def imported_sale_id(merchant_id: str, channel: str, external_order_id: str) -> UUID:
+    return uuid.uuid5(IMPORT_NAMESPACE, f"{merchant_id}\x1f{channel}\x1f{external_order_id}")
+
+
+def order_fingerprint(order: c.ImportOrder) -> str:
+    canonical = json.dumps(asdict(order), sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Pending:
+    index: int
+    order: c.ImportOrder
+    sale_id: UUID
+    fingerprint: str
+
+
+class ImportCommands(SalesCommands):
+    def import_sales(
+        self, ctx: Context, orders: list[c.ImportOrder | InvalidRequest]
+    ) -> list[ImportResult]:
+        """One result per order, in order. Invalid orders are rejected, not raised."""
+        results: dict[int, ImportResult] = {}
+        pending: list[_Pending] = []
+        for index, order in enumerate(orders):
+            try:
+                if isinstance(order, InvalidRequest):
+                    raise order
+                c.validate_import(order)
+            except InvalidRequest as e:
+                results[index] = ImportResult(ImportStatus.REJECTED, message=e.message)
+                continue
+            sale_id = imported_sale_id(ctx.merchant_id, order.channel, order.external_order_id)
+            pending.append(_Pending(index, order, sale_id, order_fingerprint(order)))
+        for start in range(0, len(pending), CHUNK_SIZE):
+            results.update(self._import_chunk(ctx, pending[start : start + CHUNK_SIZE]))
+        return [results[i] for i in range(len(orders))]
+
+    def _import_chunk(self, ctx: Context, chunk: list[_Pending]) -> dict[int, ImportResult]:
+        for _ in range(MAX_ATTEMPTS):
+            results: dict[int, ImportResult] = {}
+            new_sales: list[Sale] = []
+            stock: dict[UUID, StockItem] = {}
+            products: dict[str, Product | None] = {}
+            # Fingerprints of orders imported before, then of this chunk's new sales.
+            known_orders = self._imported_fingerprints([p.sale_id for p in chunk])
+            for p in chunk:
+                sale_id = str(p.sale_id)
+                known = known_orders.get(p.sale_id)
+                if known is not None:
+                    status = (
+                        ImportStatus.DUPLICATE if known == p.fingerprint else ImportStatus.CONFLICT
+                    )
+                    message = (
+                        ""
+                        if status is ImportStatus.DUPLICATE
+                        else "imported before with different content; nothing was changed"
+                    )
+                    results[p.index] = ImportResult(status, sale_id, message)
+                    continue
+                try:
+                    lines = self._price_lines(
+                        ctx.merchant_id, p.order.currency_code, p.order.line_items, products
+                    )
+                    sale = Sale.import_order(
+                        p.sale_id,
+                        ctx.merchant_id,
+                        replace(p.order, line_items=lines),
+                        p.fingerprint,
+                    )
+                except DomainError as e:
+                    results[p.index] = ImportResult(ImportStatus.REJECTED, message=e.message)
+                    continue
+                stock_moved = self._stock_effects(sale, stock)
+                del stock_moved  # cached in `stock`, saved below with the sales
+                new_sales.append(sale)
+                known_orders[p.sale_id] = p.fingerprint
+                results[p.index] = ImportResult(ImportStatus.IMPORTED, sale_id)
+            try:
+                self.save(*new_sales, *stock.values())
+            except IntegrityError:
+                continue  # a concurrent writer got there first: decide again on fresh state
+            return results
+        raise VersionConflict(
+            f"gave up importing after {MAX_ATTEMPTS} attempts: the data is changing too fast",
+            reason="CONCURRENT_MODIFICATION",
+        )
+
+    def _imported_fingerprints(self, sale_ids: list[UUID]) -> dict[UUID, str]:
+        """Orders imported before, by sale id (ids embed the merchant), in one query."""
+        stored = select_events_by_topic(self.ledger_recorder, sale_ids, Sale.Imported.TOPIC)
+        events = [self.mapper.to_domain_event(s) for s in stored]
+        return {e.originator_id: e.fingerprint for e in events if isinstance(e, Sale.Imported)}

@@ -1,0 +1,205 @@
+"""Sale commands: line items priced from the catalog, payments, refunds, and their stock."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from uuid import UUID
+
+from ledger.application.base import Context, Decision, LedgerBase, Outcome
+from ledger.domain import commands as c
+from ledger.domain.errors import RuleViolated
+from ledger.domain.inventory import StockItem, stock_item_id
+from ledger.domain.product import Product, product_id
+from ledger.domain.sale import Sale
+
+
+@dataclass(frozen=True)
+class SaleResult:
+    """A sale as a command left it, with the ids the command created."""
+
+    sale: Sale
+    ids: dict[str, str] = field(default_factory=dict)
+    replayed: bool = False
+
+    @classmethod
+    def of(cls, outcome: Outcome) -> SaleResult:
+        return cls(sale=outcome.aggregate, ids=outcome.ids, replayed=outcome.replayed)
+
+
+class SalesCommands(LedgerBase):
+    def create_sale(self, ctx: Context, cmd: c.CreateSale) -> SaleResult:
+        c.validate(cmd)
+
+        def decide() -> Decision:
+            assert cmd.channel is not None
+            lines = self._price_lines(ctx.merchant_id, cmd.currency_code, cmd.line_items)
+            sale = Sale.create(
+                merchant_id=ctx.merchant_id,
+                location_id=cmd.location_id,
+                channel=cmd.channel,
+                currency_code=cmd.currency_code,
+                line_items=lines,
+                customer_id=cmd.customer_id,
+                external_order_id=cmd.external_order_id,
+                note=cmd.note,
+            )
+            return [sale], {}
+
+        return SaleResult.of(self._execute(ctx, cmd, decide))
+
+    def add_line_item(self, ctx: Context, cmd: c.AddLineItem) -> SaleResult:
+        def act(sale: Sale) -> dict[str, str]:
+            assert cmd.line_item is not None
+            (line,) = self._price_lines(sale.merchant_id, sale.currency_code, (cmd.line_item,))
+            return {"line_id": sale.add_line_item(line)}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def remove_line_item(self, ctx: Context, cmd: c.RemoveLineItem) -> SaleResult:
+        return self._on_sale(ctx, cmd, lambda sale: sale.remove_line_item(cmd.line_id))
+
+    def attach_customer(self, ctx: Context, cmd: c.AttachCustomer) -> SaleResult:
+        return self._on_sale(ctx, cmd, lambda sale: sale.attach_customer(cmd.customer_id))
+
+    def request_payment(self, ctx: Context, cmd: c.RequestPayment) -> SaleResult:
+        def act(sale: Sale) -> dict[str, str]:
+            payment_id = sale.request_payment(
+                amount=cmd.amount,
+                currency_code=cmd.currency_code,
+                tender_types=[t for t in cmd.tender_types if t is not None],
+                callback_url=cmd.callback_url,
+                app_id=cmd.app_id,
+                api_version=cmd.api_version,
+                note=cmd.note,
+                state=cmd.state,
+            )
+            return {"payment_id": payment_id}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def record_payment_result(self, ctx: Context, cmd: c.RecordPaymentResult) -> SaleResult:
+        def act(sale: Sale) -> dict[str, str]:
+            sale.record_payment_result(cmd)
+            return {"payment_id": cmd.payment_id}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def cancel_payment(self, ctx: Context, cmd: c.CancelPayment) -> SaleResult:
+        def act(sale: Sale) -> dict[str, str]:
+            sale.cancel_payment(cmd.payment_id, cmd.reason)
+            return {"payment_id": cmd.payment_id}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def refund_payment(self, ctx: Context, cmd: c.RefundPayment) -> SaleResult:
+        def act(sale: Sale) -> dict[str, str]:
+            refund_id = sale.refund_payment(
+                cmd.payment_id, cmd.amount, cmd.reason, cmd.processor_reference, cmd.restock_items
+            )
+            return {"refund_id": refund_id}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def cancel_sale(self, ctx: Context, cmd: c.CancelSale) -> SaleResult:
+        return self._on_sale(ctx, cmd, lambda sale: sale.cancel(cmd.reason))
+
+    def get_sale(self, merchant_id: str, sale_id: str) -> Sale:
+        c.check_sale_id(sale_id)
+        return self._load(Sale, merchant_id, sale_id, "SALE_NOT_FOUND")
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _on_sale(
+        self, ctx: Context, cmd: c.SaleCommand, act: Callable[[Sale], dict[str, str] | None]
+    ) -> SaleResult:
+        """Runs a command on an existing sale (`cmd.sale_id`), with its stock effects."""
+        c.validate(cmd)
+        sale_id: str = getattr(cmd, "sale_id")  # noqa: B009  (every such command has one)
+
+        def decide() -> Decision:
+            sale = self._load(Sale, ctx.merchant_id, sale_id, "SALE_NOT_FOUND")
+            self._check_version(ctx, sale)
+            ids = act(sale) or {}
+            return [sale, *self._stock_effects(sale, {})], ids
+
+        return SaleResult.of(self._execute(ctx, cmd, decide))
+
+    def _price_lines(
+        self,
+        merchant_id: str,
+        currency_code: str,
+        items: tuple[c.LineItemInput, ...],
+        products: dict[str, Product | None] | None = None,
+    ) -> tuple[c.LineItemInput, ...]:
+        """Links lines to catalog products by sku, taking price and tax rate from them.
+
+        A sku the catalog does not have is an open item and must carry its own price.
+        `products` caches catalog look-ups across the orders of an import.
+        """
+        products = {} if products is None else products
+        priced = []
+        for item in items:
+            if item.sku not in products:
+                key = product_id(merchant_id, item.sku)
+                products[item.sku] = self._find(Product, merchant_id, key)
+            product = products[item.sku]
+            if product is None:
+                if item.unit_price is None:
+                    raise RuleViolated(
+                        f"sku {item.sku!r} is not in the catalog; give the line a unit_price "
+                        "to sell it as an open item",
+                        reason="UNKNOWN_SKU",
+                    )
+                priced.append(item)
+                continue
+            product.check_active()
+            if item.unit_price is None and product.currency_code != currency_code:
+                raise RuleViolated(
+                    f"sku {item.sku!r} is priced in {product.currency_code}, "
+                    f"the sale in {currency_code}",
+                    reason="CURRENCY_MISMATCH",
+                )
+            priced.append(
+                replace(
+                    item,
+                    unit_price=product.price if item.unit_price is None else item.unit_price,
+                    tax_rate_ppm=(
+                        product.tax_rate_ppm if item.tax_rate_ppm is None else item.tax_rate_ppm
+                    ),
+                    product_id=str(product.id),
+                )
+            )
+        return tuple(priced)
+
+    def _stock_effects(self, sale: Sale, stock: dict[UUID, StockItem]) -> list[StockItem]:
+        """Stock items moved by the sale's new events: sold on completion, returned on refund.
+
+        `stock` caches stock items across sales saved together (an import batch).
+        """
+        moved: list[UUID] = []
+
+        def item(product: str) -> StockItem:
+            key = stock_item_id(sale.merchant_id, product, sale.location_id)
+            if key not in stock:
+                found = self._find(StockItem, sale.merchant_id, key)
+                stock[key] = found or StockItem.open(sale.merchant_id, product, sale.location_id)
+            if key not in moved:
+                moved.append(key)
+            return stock[key]
+
+        for event in sale.pending_events:
+            if isinstance(event, Sale.Completed):
+                sold = Counter[str]()
+                for line in sale.line_items:
+                    if line.product_id:
+                        sold[line.product_id] += line.quantity
+                for product, quantity in sold.items():
+                    item(product).record_sale(str(sale.id), quantity)
+            elif isinstance(event, Sale.PaymentRefunded):
+                for restocked in event.restock_items:
+                    item(restocked["product_id"]).record_return(
+                        str(sale.id), event.refund_id, restocked["quantity"]
+                    )
+        return [stock[key] for key in moved]

@@ -1,0 +1,34 @@
+"""Pieces every servicer shares: the command envelope and timestamps."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from ledger.application import Context
+from ledger.grpc.interceptors import current_principal
+
+
+def command_context(request: Any) -> Context:
+    """The envelope of a mutating request: caller, request id, expected version."""
+    has_version = "expected_version" in request.DESCRIPTOR.fields_by_name and request.HasField(
+        "expected_version"
+    )
+    principal = current_principal()
+    return Context(
+        merchant_id=principal.merchant_id,
+        request_id=request.request_id,
+        expected_version=request.expected_version if has_version else None,
+        app_id=principal.app_id,
+        key_id=principal.key_id,
+    )
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts

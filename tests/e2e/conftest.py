@@ -1,0 +1,72 @@
+"""End-to-end fixtures: a real server on an ephemeral port and a real gRPC channel.
+
+`ledger` (from tests/conftest.py) gives every test a fresh schema; `server` serves it on
+127.0.0.1:<free port>; `channel` and `stub` talk to it over the loopback network. Tests that
+need a differently configured server (an Authenticator with ttl=0, dev mode off, …) use
+`make_server`, which stops whatever it started when the test ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from ledger.application import Ledger
+from ledger.grpc.server import LedgerServer, create_server
+from ledger.keys import Authenticator
+from ledger.v1.sales_pb2_grpc import SalesServiceStub
+
+CONNECT_TIMEOUT = 10.0
+STOP_GRACE = 1.0
+
+MakeServer = Callable[..., LedgerServer]
+MakeChannel = Callable[[LedgerServer], grpc.Channel]
+
+
+@pytest.fixture
+def make_server(ledger: Ledger) -> Iterator[MakeServer]:
+    """Starts servers on ephemeral loopback ports; all of them stop after the test."""
+    started: list[LedgerServer] = []
+
+    def make(authenticator: Authenticator | None = None) -> LedgerServer:
+        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator)
+        server.start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop(STOP_GRACE)
+
+
+@pytest.fixture
+def make_channel() -> Iterator[MakeChannel]:
+    """Opens channels to servers, ready to use; all of them close after the test."""
+    opened: list[grpc.Channel] = []
+
+    def make(server: LedgerServer) -> grpc.Channel:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        opened.append(channel)
+        grpc.channel_ready_future(channel).result(timeout=CONNECT_TIMEOUT)
+        return channel
+
+    yield make
+    for channel in opened:
+        channel.close()
+
+
+@pytest.fixture
+def server(make_server: MakeServer) -> LedgerServer:
+    return make_server()
+
+
+@pytest.fixture
+def channel(server: LedgerServer, make_channel: MakeChannel) -> grpc.Channel:
+    return make_channel(server)
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> SalesServiceStub:
+    return SalesServiceStub(channel)

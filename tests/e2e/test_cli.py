@@ -1,0 +1,242 @@
+"""The `posledger` command as an operator runs it: real subprocesses, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ledger.application import Ledger
+from ledger.keys import Authenticator
+from ledger.store import Settings
+from ledger.v1 import sales_pb2 as pb
+from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from tests.e2e import api_client as api
+from tests.e2e.conftest import MakeChannel, MakeServer
+
+CLI = [sys.executable, "-m", "ledger.cli"]
+STARTUP_TIMEOUT = 30.0
+EXIT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 60.0
+
+
+@pytest.fixture
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `posledger` process using this test's schema."""
+    assert settings.database_url
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSLEDGER_")}
+    env.update(
+        POSLEDGER_DATABASE_URL=settings.database_url,
+        POSLEDGER_DB_SCHEMA=settings.schema,
+        COLUMNS="200",  # keep rich's console messages on one line
+    )
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+
+
+class ServeProcess:
+    """`posledger serve` in a subprocess, its stderr in a file."""
+
+    def __init__(self, env: dict[str, str], stderr_path: Path, *args: str) -> None:
+        self.port = _free_port()
+        self.stderr_path = stderr_path
+        self._stderr: IO[str] = stderr_path.open("w")
+        self.process = subprocess.Popen(
+            [*CLI, "serve", "--port", str(self.port), *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
+            text=True,
+        )
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text()
+
+    def wait_until_serving(self, channel: grpc.Channel) -> None:
+        health = health_pb2_grpc.HealthStub(channel)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                pytest.fail(f"serve exited with {self.process.returncode}:\n{self.stderr}")
+            try:
+                response = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            except grpc.RpcError:
+                time.sleep(0.1)
+                continue
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            time.sleep(0.1)
+        pytest.fail(f"serve was not SERVING within {STARTUP_TIMEOUT}s:\n{self.stderr}")
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=EXIT_TIMEOUT)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=EXIT_TIMEOUT)
+        self._stderr.close()
+
+
+@pytest.fixture
+def serve(cli_env: dict[str, str], tmp_path: Path) -> Iterator[ServeProcess]:
+    process = ServeProcess(cli_env, tmp_path / "serve.stderr")
+    try:
+        yield process
+    finally:
+        process.kill()
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # console messages for people, not logs
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def test_serve_answers_then_stops_cleanly_on_sigterm(serve: ServeProcess) -> None:
+    channel = grpc.insecure_channel(f"127.0.0.1:{serve.port}")
+    try:
+        serve.wait_until_serving(channel)
+        stub = SalesServiceStub(channel)
+        request = api.create_sale_request()
+        sale = stub.CreateSale(request, timeout=api.TIMEOUT).sale
+        assert api.get_sale(stub, sale.id) == sale
+        missing = str(uuid.uuid4())
+        not_found = api.expect_failure(lambda: api.get_sale(stub, missing))
+        assert not_found.code == grpc.StatusCode.NOT_FOUND
+    finally:
+        channel.close()
+
+    assert serve.terminate() == 0, serve.stderr
+
+    records = _json_lines(serve.stderr)
+    rpcs = [r for r in records if r.get("event") == "rpc"]
+    assert [(r["method"], r["status"]) for r in rpcs] == [
+        ("/ledger.v1.SalesService/CreateSale", "OK"),
+        ("/ledger.v1.SalesService/GetSale", "OK"),
+        ("/ledger.v1.SalesService/GetSale", "NOT_FOUND"),
+    ], "one log line per RPC (health checks are not logged)"
+    for record in rpcs:
+        assert {"method", "status", "duration_ms", "merchant", "request_id"} <= record.keys()
+        assert isinstance(record["duration_ms"], int | float)
+        assert record["duration_ms"] >= 0
+        assert record["merchant"] == "dev"
+        assert record["level"] == "info"
+        assert "timestamp" in record
+    assert rpcs[0]["request_id"] == request.request_id
+    assert rpcs[1]["request_id"] is None
+    events = [r.get("event") for r in records]
+    assert "serving" in events
+    assert "shutdown_requested" in events
+    assert events[-1] == "stopped"
+    assert "DEVELOPMENT MODE" in serve.stderr
+
+
+def test_keys_create_use_and_revoke(
+    cli_env: dict[str, str],
+    ledger: Ledger,
+    make_server: MakeServer,
+    make_channel: MakeChannel,
+) -> None:
+    created = _run(cli_env, "keys", "create", "--merchant", "m1", "--app", "a1")
+
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("plk_")
+    assert created.stdout.count("plk_") == 1, "the key is printed exactly once"
+    assert key not in created.stderr
+    key_id = key.split("_")[1]
+    assert key_id in created.stderr
+
+    server = make_server(Authenticator(ledger.api_keys, ttl=0))
+    stub = SalesServiceStub(make_channel(server))
+    sale = api.create_sale(stub, metadata=api.bearer(key))
+    assert ledger.get_sale("m1", sale.id).merchant_id == "m1"
+    without_key = api.expect_failure(lambda: api.get_sale(stub, sale.id))
+    assert without_key.reason == "API_KEY_REQUIRED"
+
+    listed = _run(cli_env, "keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert key_id in listed.stdout
+    assert key.split("_", 2)[2] not in listed.stdout
+
+    revoked = _run(cli_env, "keys", "revoke", key_id)
+    assert revoked.returncode == 0, revoked.stderr
+
+    failure = api.expect_failure(lambda: api.get_sale(stub, sale.id, metadata=api.bearer(key)))
+    assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+    assert failure.reason == "API_KEY_REVOKED"
+
+    unknown = _run(cli_env, "keys", "revoke", "000000000000")
+    assert unknown.returncode != 0
+    assert "000000000000" in unknown.stderr
+
+
+def test_serve_on_all_interfaces_without_keys_refuses_to_start(
+    cli_env: dict[str, str],
+) -> None:
+    refused = _run(cli_env, "serve", "--host", "0.0.0.0", "--port", str(_free_port()))
+
+    assert refused.returncode != 0
+    message = " ".join(refused.stderr.split())
+    assert "Refusing to serve on 0.0.0.0" in message
+    assert "posledger keys create" in message
+
+
+def test_serve_on_all_interfaces_with_a_key_requires_it(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    created = _run(cli_env, "keys", "create", "--merchant", "m2", "--app", "a2")
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    process = ServeProcess(cli_env, tmp_path / "serve.stderr", "--host", "0.0.0.0")
+    channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
+    try:
+        process.wait_until_serving(channel)
+        stub = SalesServiceStub(channel)
+        failure = api.expect_failure(lambda: api.create_sale(stub))
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+        sale = api.create_sale(stub, metadata=api.bearer(key))
+        assert sale.status == pb.SALE_STATUS_OPEN
+        assert process.terminate() == 0, process.stderr
+    finally:
+        channel.close()
+        process.kill()
+    assert "DEVELOPMENT MODE" not in process.stderr
