@@ -255,6 +255,21 @@ def select_events_by_topic(
         ]
 
 
+def select_position(recorder: PostgresApplicationRecorder, versions: list[tuple[UUID, int]]) -> int:
+    """The log position (notification id) of the latest of these aggregate versions."""
+    statement = SQL(
+        "SELECT max(notification_id) AS position FROM {table}"
+        " WHERE (originator_id, originator_version) IN"
+        " (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
+    ids = [aggregate_id for aggregate_id, _ in versions]
+    numbers = [version for _, version in versions]
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (ids, numbers))
+        row = curs.fetchone()
+    return int(row["position"] or 0) if row else 0
+
+
 def is_duplicate_command(error: BaseException) -> bool:
     """True when an insert failed on the processed-commands primary key."""
     cause = error.__cause__

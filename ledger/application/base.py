@@ -36,6 +36,7 @@ from ledger.store import (
     eventsourcing_env,
     is_duplicate_command,
     schema_lock,
+    select_position,
 )
 
 MAX_ATTEMPTS = 5
@@ -60,6 +61,9 @@ class Outcome:
     aggregates: tuple[Any, ...]
     ids: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+    # Log position of the latest event of these aggregates: a query that passes it as
+    # `min_position` sees this command's effects.
+    position: int = 0
 
     @property
     def aggregate(self) -> Any:
@@ -170,7 +174,7 @@ class LedgerBase(Application[UUID]):
                 result={"ids": ids, "aggregates": [[str(a.id), a.version] for a in aggregates]},
             )
             try:
-                self.save(*aggregates, command_record=record)
+                recordings = self.save(*aggregates, command_record=record)
             except IntegrityError as e:
                 if is_duplicate_command(e):
                     # A twin of this request committed first: answer as it was answered.
@@ -183,7 +187,12 @@ class LedgerBase(Application[UUID]):
                     ) from None
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))  # noqa: S311
                 continue
-            return Outcome(aggregates=tuple(aggregates), ids=ids)
+            position = max((r.notification.id for r in recordings), default=0)
+            return Outcome(
+                aggregates=tuple(aggregates),
+                ids=ids,
+                position=position or self._position(aggregates),
+            )
         raise VersionConflict(
             f"gave up after {MAX_ATTEMPTS} attempts: the data is changing too fast",
             reason="CONCURRENT_MODIFICATION",
@@ -203,7 +212,16 @@ class LedgerBase(Application[UUID]):
             found = self._find(Aggregate, ctx.merchant_id, UUID(aggregate_id), version)
             assert found is not None, "a recorded command's aggregates exist"
             aggregates.append(found)
-        return Outcome(aggregates=tuple(aggregates), ids=record.result["ids"], replayed=True)
+        return Outcome(
+            aggregates=tuple(aggregates),
+            ids=record.result["ids"],
+            replayed=True,
+            position=self._position(aggregates),
+        )
+
+    def _position(self, aggregates: list[Any]) -> int:
+        """Where the aggregates' current versions stand in the log (for no-ops and replays)."""
+        return select_position(self.ledger_recorder, [(a.id, a.version) for a in aggregates])
 
 
 def _fingerprint(cmd: Any, expected_version: int | None) -> str:

@@ -22,10 +22,16 @@ class SaleResult:
     sale: Sale
     ids: dict[str, str] = field(default_factory=dict)
     replayed: bool = False
+    position: int = 0
 
     @classmethod
     def of(cls, outcome: Outcome) -> SaleResult:
-        return cls(sale=outcome.aggregate, ids=outcome.ids, replayed=outcome.replayed)
+        return cls(
+            sale=outcome.aggregate,
+            ids=outcome.ids,
+            replayed=outcome.replayed,
+            position=outcome.position,
+        )
 
 
 class SalesCommands(LedgerBase):
@@ -160,6 +166,14 @@ class SalesCommands(LedgerBase):
                     f"sku {item.sku!r} is priced in {product.currency_code}, "
                     f"the sale in {currency_code}",
                     reason="CURRENCY_MISMATCH",
+                )
+            if item.unit_price is None and item.discount > item.quantity * product.price:
+                # Validation checks a discount against the line's own price only; a catalog
+                # price is known here, and a larger discount would make the line negative.
+                raise RuleViolated(
+                    f"discount {item.discount} exceeds the line amount at the catalog price "
+                    f"({item.quantity} x {product.price})",
+                    reason="DISCOUNT_EXCEEDS_LINE",
                 )
             priced.append(
                 replace(

@@ -60,7 +60,9 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             category=request.category,
         )
         outcome = self.ledger.create_product(command_context(request), cmd)
-        return pb.CreateProductResponse(product=product_message(outcome.aggregate))
+        return pb.CreateProductResponse(
+            product=product_message(outcome.aggregate), position=outcome.position
+        )
 
     def UpdateProduct(
         self, request: pb.UpdateProductRequest, context: grpc.ServicerContext
@@ -70,14 +72,18 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             changes=masked_changes(request.product, list(request.update_mask.paths)),
         )
         outcome = self.ledger.update_product(command_context(request), cmd)
-        return pb.UpdateProductResponse(product=product_message(outcome.aggregate))
+        return pb.UpdateProductResponse(
+            product=product_message(outcome.aggregate), position=outcome.position
+        )
 
     def DiscontinueProduct(
         self, request: pb.DiscontinueProductRequest, context: grpc.ServicerContext
     ) -> pb.DiscontinueProductResponse:
         cmd = d.DiscontinueProduct(product_id=request.product_id, reason=request.reason)
         outcome = self.ledger.discontinue_product(command_context(request), cmd)
-        return pb.DiscontinueProductResponse(product=product_message(outcome.aggregate))
+        return pb.DiscontinueProductResponse(
+            product=product_message(outcome.aggregate), position=outcome.position
+        )
 
     def GetProduct(
         self, request: pb.GetProductRequest, context: grpc.ServicerContext

@@ -64,7 +64,9 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             external_ids=_external_ids(request.external_ids),
         )
         outcome = self.ledger.create_customer(command_context(request), cmd)
-        return pb.CreateCustomerResponse(customer=customer_message(outcome.aggregate))
+        return pb.CreateCustomerResponse(
+            customer=customer_message(outcome.aggregate), position=outcome.position
+        )
 
     def UpdateCustomer(
         self, request: pb.UpdateCustomerRequest, context: grpc.ServicerContext
@@ -82,7 +84,9 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
             consent_channel=CHANNELS.get(request.consent_channel),
         )
         outcome = self.ledger.update_customer(command_context(request), cmd)
-        return pb.UpdateCustomerResponse(customer=customer_message(outcome.aggregate))
+        return pb.UpdateCustomerResponse(
+            customer=customer_message(outcome.aggregate), position=outcome.position
+        )
 
     def GetCustomer(
         self, request: pb.GetCustomerRequest, context: grpc.ServicerContext

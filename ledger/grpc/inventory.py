@@ -57,7 +57,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             note=request.note,
         )
         outcome = self.ledger.receive_stock(command_context(request), cmd)
-        return pb.ReceiveStockResponse(stock_item=stock_item_message(outcome.aggregate))
+        return pb.ReceiveStockResponse(
+            stock_item=stock_item_message(outcome.aggregate), position=outcome.position
+        )
 
     def AdjustStock(
         self, request: pb.AdjustStockRequest, context: grpc.ServicerContext
@@ -70,7 +72,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             note=request.note,
         )
         outcome = self.ledger.adjust_stock(command_context(request), cmd)
-        return pb.AdjustStockResponse(stock_item=stock_item_message(outcome.aggregate))
+        return pb.AdjustStockResponse(
+            stock_item=stock_item_message(outcome.aggregate), position=outcome.position
+        )
 
     def RecordStockCount(
         self, request: pb.RecordStockCountRequest, context: grpc.ServicerContext
@@ -82,7 +86,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             note=request.note,
         )
         outcome = self.ledger.record_stock_count(command_context(request), cmd)
-        return pb.RecordStockCountResponse(stock_item=stock_item_message(outcome.aggregate))
+        return pb.RecordStockCountResponse(
+            stock_item=stock_item_message(outcome.aggregate), position=outcome.position
+        )
 
     def TransferStock(
         self, request: pb.TransferStockRequest, context: grpc.ServicerContext
@@ -98,7 +104,9 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
         outcome = self.ledger.transfer_stock(command_context(request), cmd)
         source, target = outcome.aggregates
         return pb.TransferStockResponse(
-            from_stock_item=stock_item_message(source), to_stock_item=stock_item_message(target)
+            from_stock_item=stock_item_message(source),
+            to_stock_item=stock_item_message(target),
+            position=outcome.position,
         )
 
     def GetStockItem(

@@ -28,14 +28,18 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         self, request: pb.CreateSaleRequest, context: grpc.ServicerContext
     ) -> pb.CreateSaleResponse:
         result = self.ledger.create_sale(command_context(request), convert.create_sale(request))
-        return pb.CreateSaleResponse(sale=convert.sale_message(result.sale))
+        return pb.CreateSaleResponse(
+            sale=convert.sale_message(result.sale), position=result.position
+        )
 
     def AddLineItem(
         self, request: pb.AddLineItemRequest, context: grpc.ServicerContext
     ) -> pb.AddLineItemResponse:
         result = self.ledger.add_line_item(command_context(request), convert.add_line_item(request))
         return pb.AddLineItemResponse(
-            sale=convert.sale_message(result.sale), line_id=result.ids["line_id"]
+            sale=convert.sale_message(result.sale),
+            line_id=result.ids["line_id"],
+            position=result.position,
         )
 
     def RemoveLineItem(
@@ -44,7 +48,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         result = self.ledger.remove_line_item(
             command_context(request), convert.remove_line_item(request)
         )
-        return pb.RemoveLineItemResponse(sale=convert.sale_message(result.sale))
+        return pb.RemoveLineItemResponse(
+            sale=convert.sale_message(result.sale), position=result.position
+        )
 
     def AttachCustomer(
         self, request: pb.AttachCustomerRequest, context: grpc.ServicerContext
@@ -52,7 +58,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         result = self.ledger.attach_customer(
             command_context(request), convert.attach_customer(request)
         )
-        return pb.AttachCustomerResponse(sale=convert.sale_message(result.sale))
+        return pb.AttachCustomerResponse(
+            sale=convert.sale_message(result.sale), position=result.position
+        )
 
     def RequestPayment(
         self, request: pb.RequestPaymentRequest, context: grpc.ServicerContext
@@ -62,7 +70,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.RequestPaymentResponse(
-            payment=convert.payment_message(payment), sale=convert.sale_message(result.sale)
+            payment=convert.payment_message(payment),
+            sale=convert.sale_message(result.sale),
+            position=result.position,
         )
 
     def RecordPaymentResult(
@@ -73,7 +83,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.RecordPaymentResultResponse(
-            payment=convert.payment_message(payment), sale=convert.sale_message(result.sale)
+            payment=convert.payment_message(payment),
+            sale=convert.sale_message(result.sale),
+            position=result.position,
         )
 
     def CancelPayment(
@@ -84,7 +96,9 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         )
         payment = result.sale.payments[result.ids["payment_id"]]
         return pb.CancelPaymentResponse(
-            payment=convert.payment_message(payment), sale=convert.sale_message(result.sale)
+            payment=convert.payment_message(payment),
+            sale=convert.sale_message(result.sale),
+            position=result.position,
         )
 
     def RefundPayment(
@@ -95,14 +109,18 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         )
         refund = next(r for r in result.sale.refunds if r.id == result.ids["refund_id"])
         return pb.RefundPaymentResponse(
-            refund=convert.refund_message(refund), sale=convert.sale_message(result.sale)
+            refund=convert.refund_message(refund),
+            sale=convert.sale_message(result.sale),
+            position=result.position,
         )
 
     def CancelSale(
         self, request: pb.CancelSaleRequest, context: grpc.ServicerContext
     ) -> pb.CancelSaleResponse:
         result = self.ledger.cancel_sale(command_context(request), convert.cancel_sale(request))
-        return pb.CancelSaleResponse(sale=convert.sale_message(result.sale))
+        return pb.CancelSaleResponse(
+            sale=convert.sale_message(result.sale), position=result.position
+        )
 
     def GetSale(
         self, request: pb.GetSaleRequest, context: grpc.ServicerContext
@@ -141,6 +159,8 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         response.duplicates = counts[pb.IMPORT_STATUS_DUPLICATE]
         response.conflicts = counts[pb.IMPORT_STATUS_CONFLICT]
         response.rejected = counts[pb.IMPORT_STATUS_REJECTED]
+        # The head of the log now: at or after every event this import recorded.
+        response.position = self.ledger.recorder.max_notification_id() or 0
         return response
 
 

@@ -26,15 +26,15 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ledger/v1/catalog.proto\x12\tledger.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x03\x12\x15\n\rcurrency_code\x18\x06 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x08 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12(\n\x06status\x18\n \x01(\x0e\x32\x18.ledger.v1.ProductStatus\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64iscontinue_reason\x18\r \x01(\t\"|\n\rProductFields\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\"\xa4\x01\n\x14\x43reateProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x06 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\"<\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\"\xce\x01\n\x14UpdateProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12)\n\x07product\x18\x04 \x01(\x0b\x32\x18.ledger.v1.ProductFields\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x13\n\x11_expected_version\"<\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\"\x87\x01\n\x19\x44iscontinueProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x13\n\x11_expected_version\"A\n\x1a\x44iscontinueProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\"B\n\x11GetProductRequest\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\r\n\x03sku\x18\x02 \x01(\tH\x00\x42\x08\n\x06lookup\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product*k\n\rProductStatus\x12\x1e\n\x1aPRODUCT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PRODUCT_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1bPRODUCT_STATUS_DISCONTINUED\x10\x02\x32\xe6\x02\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.ledger.v1.CreateProductRequest\x1a .ledger.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.ledger.v1.UpdateProductRequest\x1a .ledger.v1.UpdateProductResponse\x12\x61\n\x12\x44iscontinueProduct\x12$.ledger.v1.DiscontinueProductRequest\x1a%.ledger.v1.DiscontinueProductResponse\x12I\n\nGetProduct\x12\x1c.ledger.v1.GetProductRequest\x1a\x1d.ledger.v1.GetProductResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ledger/v1/catalog.proto\x12\tledger.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc6\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\r\n\x05price\x18\x05 \x01(\x03\x12\x15\n\rcurrency_code\x18\x06 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x07 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x08 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\t \x01(\t\x12(\n\x06status\x18\n \x01(\x0e\x32\x18.ledger.v1.ProductStatus\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x64iscontinue_reason\x18\r \x01(\t\"|\n\rProductFields\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05price\x18\x02 \x01(\x03\x12\x15\n\rcurrency_code\x18\x03 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x04 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x05 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x06 \x01(\t\"\xa4\x01\n\x14\x43reateProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\x03\x12\x15\n\rcurrency_code\x18\x05 \x01(\t\x12\x14\n\x0ctax_rate_ppm\x18\x06 \x01(\r\x12\x0f\n\x07\x62\x61rcode\x18\x07 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x08 \x01(\t\"N\n\x15\x43reateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\x12\x10\n\x08position\x18\x02 \x01(\x03\"\xce\x01\n\x14UpdateProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12)\n\x07product\x18\x04 \x01(\x0b\x32\x18.ledger.v1.ProductFields\x12/\n\x0bupdate_mask\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x13\n\x11_expected_version\"N\n\x15UpdateProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\x12\x10\n\x08position\x18\x02 \x01(\x03\"\x87\x01\n\x19\x44iscontinueProductRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x13\n\x11_expected_version\"S\n\x1a\x44iscontinueProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product\x12\x10\n\x08position\x18\x02 \x01(\x03\"B\n\x11GetProductRequest\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\r\n\x03sku\x18\x02 \x01(\tH\x00\x42\x08\n\x06lookup\"9\n\x12GetProductResponse\x12#\n\x07product\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Product*k\n\rProductStatus\x12\x1e\n\x1aPRODUCT_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15PRODUCT_STATUS_ACTIVE\x10\x01\x12\x1f\n\x1bPRODUCT_STATUS_DISCONTINUED\x10\x02\x32\xe6\x02\n\x0e\x43\x61talogService\x12R\n\rCreateProduct\x12\x1f.ledger.v1.CreateProductRequest\x1a .ledger.v1.CreateProductResponse\x12R\n\rUpdateProduct\x12\x1f.ledger.v1.UpdateProductRequest\x1a .ledger.v1.UpdateProductResponse\x12\x61\n\x12\x44iscontinueProduct\x12$.ledger.v1.DiscontinueProductRequest\x1a%.ledger.v1.DiscontinueProductResponse\x12I\n\nGetProduct\x12\x1c.ledger.v1.GetProductRequest\x1a\x1d.ledger.v1.GetProductResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRODUCTSTATUS']._serialized_start=1392
-  _globals['_PRODUCTSTATUS']._serialized_end=1499
+  _globals['_PRODUCTSTATUS']._serialized_start=1446
+  _globals['_PRODUCTSTATUS']._serialized_end=1553
   _globals['_PRODUCT']._serialized_start=106
   _globals['_PRODUCT']._serialized_end=432
   _globals['_PRODUCTFIELDS']._serialized_start=434
@@ -42,19 +42,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEPRODUCTREQUEST']._serialized_start=561
   _globals['_CREATEPRODUCTREQUEST']._serialized_end=725
   _globals['_CREATEPRODUCTRESPONSE']._serialized_start=727
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=787
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=790
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=996
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=998
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=1058
-  _globals['_DISCONTINUEPRODUCTREQUEST']._serialized_start=1061
-  _globals['_DISCONTINUEPRODUCTREQUEST']._serialized_end=1196
-  _globals['_DISCONTINUEPRODUCTRESPONSE']._serialized_start=1198
-  _globals['_DISCONTINUEPRODUCTRESPONSE']._serialized_end=1263
-  _globals['_GETPRODUCTREQUEST']._serialized_start=1265
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1331
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=1333
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=1390
-  _globals['_CATALOGSERVICE']._serialized_start=1502
-  _globals['_CATALOGSERVICE']._serialized_end=1860
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=805
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=808
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1014
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1016
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=1094
+  _globals['_DISCONTINUEPRODUCTREQUEST']._serialized_start=1097
+  _globals['_DISCONTINUEPRODUCTREQUEST']._serialized_end=1232
+  _globals['_DISCONTINUEPRODUCTRESPONSE']._serialized_start=1234
+  _globals['_DISCONTINUEPRODUCTRESPONSE']._serialized_end=1317
+  _globals['_GETPRODUCTREQUEST']._serialized_start=1319
+  _globals['_GETPRODUCTREQUEST']._serialized_end=1385
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=1387
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=1444
+  _globals['_CATALOGSERVICE']._serialized_start=1556
+  _globals['_CATALOGSERVICE']._serialized_end=1914
 # @@protoc_insertion_point(module_scope)

@@ -194,16 +194,22 @@ class CreateCustomerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def customer(self) -> Global___Customer: ...
     def __init__(
         self,
         *,
         customer: Global___Customer | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,16 +261,22 @@ class UpdateCustomerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CUSTOMER_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def customer(self) -> Global___Customer: ...
     def __init__(
         self,
         *,
         customer: Global___Customer | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "position", b"position"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,37 +25,37 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ledger/v1/inventory.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x02\n\tStockItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x10\n\x08received\x18\x05 \x01(\x03\x12\x0c\n\x04sold\x18\x06 \x01(\x03\x12\x10\n\x08returned\x18\x07 \x01(\x03\x12\x10\n\x08\x61\x64justed\x18\x08 \x01(\x03\x12\x16\n\x0etransferred_in\x18\t \x01(\x03\x12\x17\n\x0ftransferred_out\x18\n \x01(\x03\x12\x16\n\x0e\x63ount_variance\x18\x0b \x01(\x03\x12\x12\n\nlast_count\x18\x0c \x01(\x03\x12\x1b\n\x13last_count_variance\x18\r \x01(\x03\x12\x33\n\x0flast_counted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x13ReceiveStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x11\n\treference\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"@\n\x14ReceiveStockResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\"\xd2\x01\n\x12\x41\x64justStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.ledger.v1.AdjustmentReason\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"?\n\x13\x41\x64justStockResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\"\xb2\x01\n\x17RecordStockCountRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x18\n\x10\x63ounted_quantity\x18\x04 \x01(\x03\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"D\n\x18RecordStockCountResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\"\xa3\x01\n\x14TransferStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x18\n\x10\x66rom_location_id\x18\x03 \x01(\t\x12\x16\n\x0eto_location_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x11\n\treference\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t\"s\n\x15TransferStockResponse\x12-\n\x0f\x66rom_stock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12+\n\rto_stock_item\x18\x02 \x01(\x0b\x32\x14.ledger.v1.StockItem\">\n\x13GetStockItemRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\"@\n\x14GetStockItemResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem*\xf2\x01\n\x10\x41\x64justmentReason\x12!\n\x1d\x41\x44JUSTMENT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_DAMAGE\x10\x01\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_THEFT\x10\x02\x12\x1a\n\x16\x41\x44JUSTMENT_REASON_LOSS\x10\x03\x12 \n\x1c\x41\x44JUSTMENT_REASON_CORRECTION\x10\x04\x12%\n!ADJUSTMENT_REASON_RETURN_TO_STOCK\x10\x05\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_OTHER\x10\x06\x32\xb3\x03\n\x10InventoryService\x12O\n\x0cReceiveStock\x12\x1e.ledger.v1.ReceiveStockRequest\x1a\x1f.ledger.v1.ReceiveStockResponse\x12L\n\x0b\x41\x64justStock\x12\x1d.ledger.v1.AdjustStockRequest\x1a\x1e.ledger.v1.AdjustStockResponse\x12[\n\x10RecordStockCount\x12\".ledger.v1.RecordStockCountRequest\x1a#.ledger.v1.RecordStockCountResponse\x12R\n\rTransferStock\x12\x1f.ledger.v1.TransferStockRequest\x1a .ledger.v1.TransferStockResponse\x12O\n\x0cGetStockItem\x12\x1e.ledger.v1.GetStockItemRequest\x1a\x1f.ledger.v1.GetStockItemResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ledger/v1/inventory.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x02\n\tStockItem\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0f\n\x07on_hand\x18\x04 \x01(\x03\x12\x10\n\x08received\x18\x05 \x01(\x03\x12\x0c\n\x04sold\x18\x06 \x01(\x03\x12\x10\n\x08returned\x18\x07 \x01(\x03\x12\x10\n\x08\x61\x64justed\x18\x08 \x01(\x03\x12\x16\n\x0etransferred_in\x18\t \x01(\x03\x12\x17\n\x0ftransferred_out\x18\n \x01(\x03\x12\x16\n\x0e\x63ount_variance\x18\x0b \x01(\x03\x12\x12\n\nlast_count\x18\x0c \x01(\x03\x12\x1b\n\x13last_count_variance\x18\r \x01(\x03\x12\x33\n\x0flast_counted_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x85\x01\n\x13ReceiveStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\x11\n\treference\x18\x05 \x01(\t\x12\x0c\n\x04note\x18\x06 \x01(\t\"R\n\x14ReceiveStockResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12\x10\n\x08position\x18\x02 \x01(\x03\"\xd2\x01\n\x12\x41\x64justStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12+\n\x06reason\x18\x05 \x01(\x0e\x32\x1b.ledger.v1.AdjustmentReason\x12\x0c\n\x04note\x18\x06 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"Q\n\x13\x41\x64justStockResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12\x10\n\x08position\x18\x02 \x01(\x03\"\xb2\x01\n\x17RecordStockCountRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x13\n\x0blocation_id\x18\x03 \x01(\t\x12\x18\n\x10\x63ounted_quantity\x18\x04 \x01(\x03\x12\x0c\n\x04note\x18\x05 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x06 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"V\n\x18RecordStockCountResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12\x10\n\x08position\x18\x02 \x01(\x03\"\xa3\x01\n\x14TransferStockRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x18\n\x10\x66rom_location_id\x18\x03 \x01(\t\x12\x16\n\x0eto_location_id\x18\x04 \x01(\t\x12\x10\n\x08quantity\x18\x05 \x01(\x03\x12\x11\n\treference\x18\x06 \x01(\t\x12\x0c\n\x04note\x18\x07 \x01(\t\"\x85\x01\n\x15TransferStockResponse\x12-\n\x0f\x66rom_stock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12+\n\rto_stock_item\x18\x02 \x01(\x0b\x32\x14.ledger.v1.StockItem\x12\x10\n\x08position\x18\x03 \x01(\x03\">\n\x13GetStockItemRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x13\n\x0blocation_id\x18\x02 \x01(\t\"@\n\x14GetStockItemResponse\x12(\n\nstock_item\x18\x01 \x01(\x0b\x32\x14.ledger.v1.StockItem*\xf2\x01\n\x10\x41\x64justmentReason\x12!\n\x1d\x41\x44JUSTMENT_REASON_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x41\x44JUSTMENT_REASON_DAMAGE\x10\x01\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_THEFT\x10\x02\x12\x1a\n\x16\x41\x44JUSTMENT_REASON_LOSS\x10\x03\x12 \n\x1c\x41\x44JUSTMENT_REASON_CORRECTION\x10\x04\x12%\n!ADJUSTMENT_REASON_RETURN_TO_STOCK\x10\x05\x12\x1b\n\x17\x41\x44JUSTMENT_REASON_OTHER\x10\x06\x32\xb3\x03\n\x10InventoryService\x12O\n\x0cReceiveStock\x12\x1e.ledger.v1.ReceiveStockRequest\x1a\x1f.ledger.v1.ReceiveStockResponse\x12L\n\x0b\x41\x64justStock\x12\x1d.ledger.v1.AdjustStockRequest\x1a\x1e.ledger.v1.AdjustStockResponse\x12[\n\x10RecordStockCount\x12\".ledger.v1.RecordStockCountRequest\x1a#.ledger.v1.RecordStockCountResponse\x12R\n\rTransferStock\x12\x1f.ledger.v1.TransferStockRequest\x1a .ledger.v1.TransferStockResponse\x12O\n\x0cGetStockItem\x12\x1e.ledger.v1.GetStockItemRequest\x1a\x1f.ledger.v1.GetStockItemResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.inventory_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ADJUSTMENTREASON']._serialized_start=1598
-  _globals['_ADJUSTMENTREASON']._serialized_end=1840
+  _globals['_ADJUSTMENTREASON']._serialized_start=1671
+  _globals['_ADJUSTMENTREASON']._serialized_end=1913
   _globals['_STOCKITEM']._serialized_start=74
   _globals['_STOCKITEM']._serialized_end=451
   _globals['_RECEIVESTOCKREQUEST']._serialized_start=454
   _globals['_RECEIVESTOCKREQUEST']._serialized_end=587
   _globals['_RECEIVESTOCKRESPONSE']._serialized_start=589
-  _globals['_RECEIVESTOCKRESPONSE']._serialized_end=653
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=656
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=866
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=868
-  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=931
-  _globals['_RECORDSTOCKCOUNTREQUEST']._serialized_start=934
-  _globals['_RECORDSTOCKCOUNTREQUEST']._serialized_end=1112
-  _globals['_RECORDSTOCKCOUNTRESPONSE']._serialized_start=1114
-  _globals['_RECORDSTOCKCOUNTRESPONSE']._serialized_end=1182
-  _globals['_TRANSFERSTOCKREQUEST']._serialized_start=1185
-  _globals['_TRANSFERSTOCKREQUEST']._serialized_end=1348
-  _globals['_TRANSFERSTOCKRESPONSE']._serialized_start=1350
-  _globals['_TRANSFERSTOCKRESPONSE']._serialized_end=1465
-  _globals['_GETSTOCKITEMREQUEST']._serialized_start=1467
-  _globals['_GETSTOCKITEMREQUEST']._serialized_end=1529
-  _globals['_GETSTOCKITEMRESPONSE']._serialized_start=1531
-  _globals['_GETSTOCKITEMRESPONSE']._serialized_end=1595
-  _globals['_INVENTORYSERVICE']._serialized_start=1843
-  _globals['_INVENTORYSERVICE']._serialized_end=2278
+  _globals['_RECEIVESTOCKRESPONSE']._serialized_end=671
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=674
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=884
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_start=886
+  _globals['_ADJUSTSTOCKRESPONSE']._serialized_end=967
+  _globals['_RECORDSTOCKCOUNTREQUEST']._serialized_start=970
+  _globals['_RECORDSTOCKCOUNTREQUEST']._serialized_end=1148
+  _globals['_RECORDSTOCKCOUNTRESPONSE']._serialized_start=1150
+  _globals['_RECORDSTOCKCOUNTRESPONSE']._serialized_end=1236
+  _globals['_TRANSFERSTOCKREQUEST']._serialized_start=1239
+  _globals['_TRANSFERSTOCKREQUEST']._serialized_end=1402
+  _globals['_TRANSFERSTOCKRESPONSE']._serialized_start=1405
+  _globals['_TRANSFERSTOCKRESPONSE']._serialized_end=1538
+  _globals['_GETSTOCKITEMREQUEST']._serialized_start=1540
+  _globals['_GETSTOCKITEMREQUEST']._serialized_end=1602
+  _globals['_GETSTOCKITEMRESPONSE']._serialized_start=1604
+  _globals['_GETSTOCKITEMRESPONSE']._serialized_end=1668
+  _globals['_INVENTORYSERVICE']._serialized_start=1916
+  _globals['_INVENTORYSERVICE']._serialized_end=2351
 # @@protoc_insertion_point(module_scope)

@@ -150,16 +150,22 @@ class ReceiveStockResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STOCK_ITEM_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def stock_item(self) -> Global___StockItem: ...
     def __init__(
         self,
         *,
         stock_item: Global___StockItem | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "stock_item", b"stock_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,16 +216,22 @@ class AdjustStockResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STOCK_ITEM_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def stock_item(self) -> Global___StockItem: ...
     def __init__(
         self,
         *,
         stock_item: Global___StockItem | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "stock_item", b"stock_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -267,16 +279,22 @@ class RecordStockCountResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STOCK_ITEM_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def stock_item(self) -> Global___StockItem: ...
     def __init__(
         self,
         *,
         stock_item: Global___StockItem | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["stock_item", b"stock_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "stock_item", b"stock_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,6 +344,11 @@ class TransferStockResponse(_message.Message):
 
     FROM_STOCK_ITEM_FIELD_NUMBER: _builtins.int
     TO_STOCK_ITEM_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def from_stock_item(self) -> Global___StockItem: ...
     @_builtins.property
@@ -335,10 +358,11 @@ class TransferStockResponse(_message.Message):
         *,
         from_stock_item: Global___StockItem | None = ...,
         to_stock_item: Global___StockItem | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["from_stock_item", b"from_stock_item", "to_stock_item", b"to_stock_item"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_stock_item", b"from_stock_item", "to_stock_item", b"to_stock_item"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_stock_item", b"from_stock_item", "position", b"position", "to_stock_item", b"to_stock_item"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -615,16 +615,22 @@ class CreateSaleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def sale(self) -> Global___Sale: ...
     def __init__(
         self,
         *,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -668,7 +674,12 @@ class AddLineItemResponse(_message.Message):
 
     SALE_FIELD_NUMBER: _builtins.int
     LINE_ID_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     line_id: _builtins.str
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def sale(self) -> Global___Sale: ...
     def __init__(
@@ -676,10 +687,11 @@ class AddLineItemResponse(_message.Message):
         *,
         sale: Global___Sale | None = ...,
         line_id: _builtins.str = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_id", b"line_id", "sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_id", b"line_id", "position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -720,16 +732,22 @@ class RemoveLineItemResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def sale(self) -> Global___Sale: ...
     def __init__(
         self,
         *,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -770,16 +788,22 @@ class AttachCustomerResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def sale(self) -> Global___Sale: ...
     def __init__(
         self,
         *,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -852,6 +876,11 @@ class RequestPaymentResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def payment(self) -> Global___Payment: ...
     @_builtins.property
@@ -861,10 +890,11 @@ class RequestPaymentResponse(_message.Message):
         *,
         payment: Global___Payment | None = ...,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -954,6 +984,11 @@ class RecordPaymentResultResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def payment(self) -> Global___Payment: ...
     @_builtins.property
@@ -963,10 +998,11 @@ class RecordPaymentResultResponse(_message.Message):
         *,
         payment: Global___Payment | None = ...,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1011,6 +1047,11 @@ class CancelPaymentResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def payment(self) -> Global___Payment: ...
     @_builtins.property
@@ -1020,10 +1061,11 @@ class CancelPaymentResponse(_message.Message):
         *,
         payment: Global___Payment | None = ...,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1105,6 +1147,11 @@ class RefundPaymentResponse(_message.Message):
 
     REFUND_FIELD_NUMBER: _builtins.int
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def refund(self) -> Global___Refund: ...
     @_builtins.property
@@ -1114,10 +1161,11 @@ class RefundPaymentResponse(_message.Message):
         *,
         refund: Global___Refund | None = ...,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund", b"refund", "sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "refund", b"refund", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1158,16 +1206,22 @@ class CancelSaleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SALE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def sale(self) -> Global___Sale: ...
     def __init__(
         self,
         *,
         sale: Global___Sale | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sale", b"sale"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "sale", b"sale"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1369,10 +1423,15 @@ class ImportSalesResponse(_message.Message):
     DUPLICATES_FIELD_NUMBER: _builtins.int
     CONFLICTS_FIELD_NUMBER: _builtins.int
     REJECTED_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     imported: _builtins.int
     duplicates: _builtins.int
     conflicts: _builtins.int
     rejected: _builtins.int
+    position: _builtins.int
+    """Log position of this command's last event: pass it as `min_position` to a query
+    to read your own writes.
+    """
     @_builtins.property
     def outcomes(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportOutcome]: ...
     def __init__(
@@ -1383,10 +1442,11 @@ class ImportSalesResponse(_message.Message):
         duplicates: _builtins.int = ...,
         conflicts: _builtins.int = ...,
         rejected: _builtins.int = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "duplicates", b"duplicates", "imported", b"imported", "outcomes", b"outcomes", "rejected", b"rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conflicts", b"conflicts", "duplicates", b"duplicates", "imported", b"imported", "outcomes", b"outcomes", "position", b"position", "rejected", b"rejected"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
