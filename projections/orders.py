@@ -1,0 +1,180 @@
+"""The orders view: one row per sale, and its line items.
+
+Rows come from the Sale aggregate itself, rebuilt as of the page's last event for every
+sale the page touches, so the view can never disagree with the domain's arithmetic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+from ledger.application import Ledger
+from ledger.domain.sale import Sale
+from projections import source
+from projections.view import Event, View, q
+
+SALE_TOPICS = (
+    "posledger.SaleCreated",
+    "posledger.SaleLineItemAdded",
+    "posledger.SaleLineItemRemoved",
+    "posledger.SaleCustomerAttached",
+    "posledger.PaymentRequested",
+    "posledger.PaymentApproved",
+    "posledger.PaymentNotApproved",
+    "posledger.PaymentCanceled",
+    "posledger.PaymentRefunded",
+    "posledger.SaleImported",
+    "posledger.SaleCompleted",
+    "posledger.SaleCanceled",
+)
+
+DDL = (
+    """CREATE TABLE IF NOT EXISTS {schema}.orders (
+        sale_id uuid PRIMARY KEY,
+        merchant_id text NOT NULL,
+        version bigint NOT NULL,
+        position bigint NOT NULL,
+        status text NOT NULL,
+        channel text NOT NULL,
+        location_id text NOT NULL,
+        customer_id text NOT NULL,
+        currency_code text NOT NULL,
+        subtotal bigint NOT NULL,
+        discount_total bigint NOT NULL,
+        tax_total bigint NOT NULL,
+        total bigint NOT NULL,
+        paid_total bigint NOT NULL,
+        refunded_total bigint NOT NULL,
+        pending_total bigint NOT NULL,
+        amount_due bigint NOT NULL,
+        tip_total bigint NOT NULL,
+        item_count bigint NOT NULL,
+        external_order_id text NOT NULL,
+        import_channel text NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL,
+        completed_at timestamptz,
+        canceled_at timestamptz)""",
+    """CREATE INDEX IF NOT EXISTS orders_newest
+        ON {schema}.orders (merchant_id, created_at DESC, sale_id DESC)""",
+    """CREATE TABLE IF NOT EXISTS {schema}.order_lines (
+        sale_id uuid NOT NULL,
+        line_no int NOT NULL,
+        line_id uuid NOT NULL,
+        merchant_id text NOT NULL,
+        sku text NOT NULL,
+        name text NOT NULL,
+        product_id text NOT NULL,
+        quantity bigint NOT NULL,
+        unit_price bigint NOT NULL,
+        discount bigint NOT NULL,
+        tax_rate_ppm bigint NOT NULL,
+        gross_amount bigint NOT NULL,
+        tax_amount bigint NOT NULL,
+        total_amount bigint NOT NULL,
+        PRIMARY KEY (sale_id, line_no))""",
+)
+
+UPSERT_ORDER = """
+    INSERT INTO {schema}.orders VALUES (
+        %(sale_id)s, %(merchant_id)s, %(version)s, %(position)s, %(status)s, %(channel)s,
+        %(location_id)s, %(customer_id)s, %(currency_code)s, %(subtotal)s, %(discount_total)s,
+        %(tax_total)s, %(total)s, %(paid_total)s, %(refunded_total)s, %(pending_total)s,
+        %(amount_due)s, %(tip_total)s, %(item_count)s, %(external_order_id)s,
+        %(import_channel)s, %(created_at)s, %(updated_at)s, %(completed_at)s, %(canceled_at)s)
+    ON CONFLICT (sale_id) DO UPDATE SET
+        version = excluded.version, position = excluded.position, status = excluded.status,
+        customer_id = excluded.customer_id, subtotal = excluded.subtotal,
+        discount_total = excluded.discount_total, tax_total = excluded.tax_total,
+        total = excluded.total, paid_total = excluded.paid_total,
+        refunded_total = excluded.refunded_total, pending_total = excluded.pending_total,
+        amount_due = excluded.amount_due, tip_total = excluded.tip_total,
+        item_count = excluded.item_count, updated_at = excluded.updated_at,
+        completed_at = excluded.completed_at, canceled_at = excluded.canceled_at"""
+DELETE_LINES = "DELETE FROM {schema}.order_lines WHERE sale_id = ANY(%s)"
+INSERT_LINE = """
+    INSERT INTO {schema}.order_lines VALUES (
+        %(sale_id)s, %(line_no)s, %(line_id)s, %(merchant_id)s, %(sku)s, %(name)s,
+        %(product_id)s, %(quantity)s, %(unit_price)s, %(discount)s, %(tax_rate_ppm)s,
+        %(gross_amount)s, %(tax_amount)s, %(total_amount)s)"""
+
+
+def order_row(sale: Sale, position: int) -> dict[str, Any]:
+    return {
+        "sale_id": sale.id,
+        "merchant_id": sale.merchant_id,
+        "version": sale.version,
+        "position": position,
+        "status": sale.status.value,
+        "channel": sale.channel.value,
+        "location_id": sale.location_id,
+        "customer_id": sale.customer_id,
+        "currency_code": sale.currency_code,
+        "subtotal": sale.subtotal,
+        "discount_total": sale.discount_total,
+        "tax_total": sale.tax_total,
+        "total": sale.total,
+        "paid_total": sale.paid_total,
+        "refunded_total": sale.refunded_total,
+        "pending_total": sale.pending_total,
+        "amount_due": sale.amount_due,
+        "tip_total": sale.tip_total,
+        "item_count": sum(line.quantity for line in sale.line_items),
+        "external_order_id": sale.external_order_id,
+        "import_channel": sale.import_channel,
+        "created_at": sale.created_on,
+        "updated_at": sale.modified_on,
+        "completed_at": sale.completed_at,
+        "canceled_at": sale.canceled_at,
+    }
+
+
+def line_rows(sale: Sale) -> list[dict[str, Any]]:
+    return [
+        {
+            "sale_id": sale.id,
+            "line_no": n,
+            "line_id": line.line_id,
+            "merchant_id": sale.merchant_id,
+            "sku": line.sku,
+            "name": line.name,
+            "product_id": line.product_id,
+            "quantity": line.quantity,
+            "unit_price": line.unit_price,
+            "discount": line.discount,
+            "tax_rate_ppm": line.tax_rate_ppm,
+            "gross_amount": line.gross_amount,
+            "tax_amount": line.tax_amount,
+            "total_amount": line.total_amount,
+        }
+        for n, line in enumerate(sale.line_items)
+    ]
+
+
+class OrdersView(View):
+    name = "orders"
+    topics = SALE_TOPICS
+    ddl = DDL
+    tables = ("orders", "order_lines")
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
+        versions = source.latest_versions(events, Sale)
+        if not versions:
+            return
+        positions = {e.originator_id: e.position for e in events}
+        sales = source.aggregates_at(self.ledger, versions)
+        curs.executemany(
+            q(UPSERT_ORDER, schema),
+            [order_row(sale, positions[sale_id]) for sale_id, sale in sales.items()],
+        )
+        curs.execute(q(DELETE_LINES, schema), (list(sales),))
+        lines = [row for sale in sales.values() for row in line_rows(sale)]
+        if lines:
+            curs.executemany(q(INSERT_LINE, schema), lines)

@@ -1,0 +1,354 @@
+"""Keeping views up to date: catch-up in pages, live following, standby, rebuild, status.
+
+Exactly once: a page of events and the view's new position commit in one transaction, under
+a lock on the view's registry row, so a crash loses a whole page or nothing, and nothing is
+ever applied twice. Two runners never apply the same view at once: each view is held with
+a PostgreSQL advisory lock; a second runner waits as a standby and takes over when the first
+one's session ends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import psycopg
+import structlog
+from psycopg import Cursor
+from psycopg.rows import DictRow, dict_row
+from psycopg.sql import SQL, Identifier
+
+from ledger.application import Ledger
+from ledger.store import schema_lock
+from projections import source
+from projections.view import View
+
+log = structlog.get_logger("posledger.projections")
+
+CATCH_UP_PAGE = 1000  # events per transaction while behind
+REBUILD_PAGE = 5000  # events per transaction while rebuilding a shadow copy
+
+
+def view_schema(base: str, view: str, generation: int) -> str:
+    return f"{base}__{view}_{generation}"
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    view: str
+    generation: int
+    position: int
+    head: int
+    lag_events: int
+    lag_seconds: float
+    rebuilding: bool
+
+
+class Projections:
+    """The views of one ledger database and the registry that tracks them."""
+
+    def __init__(self, ledger: Ledger, views: Sequence[View]) -> None:
+        self.ledger = ledger
+        self.views = {v.name: v for v in views}
+        self.datastore = ledger.ledger_recorder.datastore
+        self.base = self.datastore.schema
+        self.registry = Identifier(self.base, "projection_views")
+        self.url: str = ledger.database_url
+
+    # ---- set-up ---------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        """Creates the registry and each view's live generation if missing."""
+        with schema_lock(self.url, self.base), self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {} ("
+                    " view text PRIMARY KEY,"
+                    " generation int NOT NULL DEFAULT 1,"
+                    " position bigint NOT NULL DEFAULT 0,"
+                    " applied_at timestamptz,"
+                    " rebuild_generation int,"
+                    " rebuild_position bigint)"
+                ).format(self.registry)
+            )
+            for view in self.views.values():
+                curs.execute(
+                    SQL("INSERT INTO {} (view) VALUES (%s) ON CONFLICT DO NOTHING").format(
+                        self.registry
+                    ),
+                    (view.name,),
+                )
+                row = self._row(curs, view.name)
+                self._create_generation(curs, view, row["generation"])
+
+    def _create_generation(self, curs: Cursor[DictRow], view: View, generation: int) -> str:
+        schema = view_schema(self.base, view.name, generation)
+        curs.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
+        view.create(curs, schema)
+        return schema
+
+    def _row(self, curs: Cursor[DictRow], view: str, *, lock: bool = False) -> DictRow:
+        statement = SQL("SELECT * FROM {} WHERE view = %s").format(self.registry)
+        if lock:
+            statement += SQL(" FOR UPDATE")
+        curs.execute(statement, (view,))
+        row = curs.fetchone()
+        assert row is not None, f"view {view} is not registered"
+        return row
+
+    def live_schema(self, view: str) -> tuple[str, int]:
+        """The schema queries read for `view`, and the position it has reached."""
+        with self.datastore.transaction() as curs:
+            row = self._row(curs, view)
+        return view_schema(self.base, view, row["generation"]), row["position"]
+
+    # ---- applying -------------------------------------------------------------------------
+
+    def step(self, view: View, page_size: int = CATCH_UP_PAGE) -> int:
+        """Applies the next page of events to the live view; returns how many it read."""
+        stop = source.head(self.ledger)
+        with self.datastore.transaction(commit=True) as curs:
+            row = self._row(curs, view.name, lock=True)
+            if row["position"] >= stop:
+                return 0
+            events = source.read_page(self.ledger, row["position"], stop, page_size, view.topics)
+            # A short page means every event up to `stop` has been seen.
+            position = events[-1].position if len(events) == page_size else stop
+            view.apply(curs, view_schema(self.base, view.name, row["generation"]), events)
+            curs.execute(
+                SQL("UPDATE {} SET position = %s, applied_at = now() WHERE view = %s").format(
+                    self.registry
+                ),
+                (position, view.name),
+            )
+        return len(events)
+
+    def wait_for(self, view: str, position: int, timeout: float) -> bool:
+        """Waits until `view` has applied the log up to `position`; False on timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            if self.live_schema(view)[1] >= position:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    # ---- running --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
+        """Follows the log for every view this process holds, until `stop` is set."""
+        self.ensure()
+        with (
+            psycopg.connect(self.url, autocommit=True) as locks,
+            psycopg.connect(self.url, autocommit=True) as listener,
+        ):
+            channel = self.ledger.ledger_recorder.channel_name
+            listener.execute(SQL("LISTEN {}").format(Identifier(channel)))
+            held: set[str] = set()
+            if on_ready is not None:
+                on_ready()
+            while not stop.is_set():
+                for name in self.views.keys() - held:
+                    if self._try_hold(locks, name):
+                        held.add(name)
+                        log.info("projection_holding", view=name)
+                busy = False
+                for name in sorted(held):
+                    busy |= self.step(self.views[name]) == CATCH_UP_PAGE
+                if not busy:
+                    # Woken by the writers' NOTIFY; the timeout also retries standby locks.
+                    for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
+                        pass
+
+    def _try_hold(self, conn: psycopg.Connection[tuple[object, ...]], view: str) -> bool:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key(view),)).fetchone()
+        return bool(row and row[0])
+
+    def _lock_key(self, view: str) -> int:
+        return zlib.crc32(f"posledger-view:{self.base}:{view}".encode()) - 2**31
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Runs every view in a background thread for the duration of the block."""
+        stop = threading.Event()
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=self.run, args=(stop, ready.set), name="projections", daemon=True
+        )
+        thread.start()
+        ready.wait(30)
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(10)
+
+    # ---- rebuild --------------------------------------------------------------------------
+
+    def rebuild(
+        self,
+        name: str,
+        *,
+        verify: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RebuildReport:
+        """Rebuilds `name` from the start of the log into a new generation, then switches.
+
+        The live generation keeps serving queries and following the log meanwhile. Progress
+        is saved with every page: an interrupted rebuild resumes where it stopped.
+        """
+        view = self.views[name]
+        self.ensure()
+        started = time.perf_counter()
+        with self.datastore.transaction(commit=True) as curs:
+            row = self._row(curs, name, lock=True)
+            generation = row["rebuild_generation"]
+            resumed = generation is not None
+            if generation is None:
+                generation = row["generation"] + 1
+                schema = view_schema(self.base, name, generation)
+                curs.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+                self._create_generation(curs, view, generation)
+                curs.execute(
+                    SQL(
+                        "UPDATE {} SET rebuild_generation = %s, rebuild_position = 0"
+                        " WHERE view = %s"
+                    ).format(self.registry),
+                    (generation, name),
+                )
+        schema = view_schema(self.base, name, generation)
+        applied = 0
+        while True:  # catch the shadow copy up, page by page, without blocking anyone
+            stop = source.head(self.ledger)
+            with self.datastore.transaction(commit=True) as curs:
+                position = self._row(curs, name)["rebuild_position"]
+                if stop - position <= CATCH_UP_PAGE:
+                    break
+                events = source.read_page(self.ledger, position, stop, REBUILD_PAGE, view.topics)
+                new_position = events[-1].position if len(events) == REBUILD_PAGE else stop
+                view.apply(curs, schema, events)
+                self._set_rebuild_position(curs, name, new_position)
+            applied += len(events)
+            if progress is not None:
+                progress(new_position, stop)
+        differences: list[str] = []
+        with self.datastore.transaction(commit=True) as curs:
+            # The switch: hold the registry row (the live runner waits), bring the copy to
+            # the head, and point queries at it, all in one transaction.
+            row = self._row(curs, name, lock=True)
+            stop = source.head(self.ledger)
+            applied += self._catch_up(curs, view, schema, row["rebuild_position"], stop)
+            old = view_schema(self.base, name, row["generation"])
+            if verify:
+                self._catch_up(curs, view, old, row["position"], stop)
+                differences = self._compare(curs, view, old, schema)
+            curs.execute(
+                SQL(
+                    "UPDATE {} SET generation = %s, position = %s, applied_at = now(),"
+                    " rebuild_generation = NULL, rebuild_position = NULL WHERE view = %s"
+                ).format(self.registry),
+                (generation, stop, name),
+            )
+            if progress is not None:
+                progress(stop, stop)
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(old)))
+        return RebuildReport(
+            view=name,
+            generation=generation,
+            position=stop,
+            events=applied,
+            seconds=time.perf_counter() - started,
+            resumed=resumed,
+            differences=differences,
+        )
+
+    def _set_rebuild_position(self, curs: Cursor[DictRow], name: str, position: int) -> None:
+        curs.execute(
+            SQL("UPDATE {} SET rebuild_position = %s WHERE view = %s").format(self.registry),
+            (position, name),
+        )
+
+    def _catch_up(
+        self, curs: Cursor[DictRow], view: View, schema: str, position: int, stop: int
+    ) -> int:
+        applied = 0
+        while position < stop:
+            events = source.read_page(self.ledger, position, stop, REBUILD_PAGE, view.topics)
+            view.apply(curs, schema, events)
+            applied += len(events)
+            position = events[-1].position if len(events) == REBUILD_PAGE else stop
+        return applied
+
+    def _compare(self, curs: Cursor[DictRow], view: View, live: str, rebuilt: str) -> list[str]:
+        """Rows that differ between two generations, per table (both at the same position)."""
+        differences = []
+        for table in view.tables:
+            for first, second, label in (
+                (live, rebuilt, "only in live"),
+                (rebuilt, live, "missing from live"),
+            ):
+                curs.execute(
+                    SQL(
+                        "SELECT count(*) AS n FROM (SELECT * FROM {} EXCEPT SELECT * FROM {}) d"
+                    ).format(Identifier(first, table), Identifier(second, table))
+                )
+                row = curs.fetchone()
+                if row and row["n"]:
+                    differences.append(f"{table}: {row['n']} rows {label}")
+        return differences
+
+    # ---- status ---------------------------------------------------------------------------
+
+    def status(self) -> list[ViewStatus]:
+        self.ensure()
+        stop = source.head(self.ledger)
+        result = []
+        events_table = Identifier(self.base, self.ledger.ledger_recorder.events_table_name)
+        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+            rows = conn.execute(SQL("SELECT * FROM {} ORDER BY view").format(self.registry))
+            for row in rows.fetchall():
+                lag = conn.execute(
+                    SQL("SELECT count(*) AS n FROM {} WHERE notification_id > %s").format(
+                        events_table
+                    ),
+                    (row["position"],),
+                ).fetchone()
+                result.append(
+                    ViewStatus(
+                        view=row["view"],
+                        generation=row["generation"],
+                        position=row["position"],
+                        head=stop,
+                        lag_events=int(lag["n"]) if lag else 0,
+                        lag_seconds=self._lag_seconds(row["position"], stop),
+                        rebuilding=row["rebuild_generation"] is not None,
+                    )
+                )
+        return result
+
+    def _lag_seconds(self, position: int, stop: int) -> float:
+        """Age of the oldest event the view has not applied yet (0 when caught up)."""
+        events = source.read_page(self.ledger, position, stop, 1, ())
+        if not events:
+            return 0.0
+        recorded: datetime = events[0].event.timestamp
+        return max(0.0, (datetime.now(UTC) - recorded).total_seconds())
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    view: str
+    generation: int
+    position: int
+    events: int
+    seconds: float
+    resumed: bool
+    differences: list[str]
