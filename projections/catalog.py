@@ -81,3 +81,17 @@ class CatalogView(View):
                     for p in products.values()
                 ],
             )
+
+
+# ---- queries ---------------------------------------------------------------------------------
+
+LIST_PRODUCTS = """
+    SELECT * FROM {schema}.products
+    WHERE merchant_id = %(merchant_id)s
+      AND (%(query)s::text IS NULL OR sku LIKE %(prefix)s OR barcode = %(query)s
+           OR name ILIKE %(infix)s)
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(category)s::text IS NULL OR category = %(category)s)
+      AND (%(after_sku)s::text IS NULL OR sku > %(after_sku)s)
+    ORDER BY sku
+    LIMIT %(limit)s"""

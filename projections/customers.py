@@ -173,3 +173,22 @@ class CustomersView(View):
             [{**r, "channels": Jsonb(r["channels"])} for r in stats.values()],
         )
         curs.executemany(q(UPSERT_SPEND, schema), list(spend.values()))
+
+
+# ---- queries ---------------------------------------------------------------------------------
+
+LIST_CUSTOMERS = """
+    SELECT * FROM {schema}.customers
+    WHERE merchant_id = %(merchant_id)s
+      AND (%(query)s::text IS NULL OR name ILIKE %(infix)s OR lower(email) LIKE %(prefix)s)
+      AND (%(tag)s::text IS NULL OR tags ? %(tag)s)
+      AND (%(after_name)s::text IS NULL
+           OR (name, customer_id) > (%(after_name)s, %(after_id)s))
+    ORDER BY name, customer_id
+    LIMIT %(limit)s"""
+GET_CUSTOMER = "SELECT * FROM {schema}.customers WHERE merchant_id = %s AND customer_id = %s"
+STATS_OF = """
+    SELECT * FROM {schema}.customer_stats WHERE merchant_id = %s AND customer_id = ANY(%s)"""
+SPEND_OF = """
+    SELECT * FROM {schema}.customer_spend WHERE merchant_id = %s AND customer_id = ANY(%s)
+    ORDER BY currency_code"""

@@ -188,3 +188,27 @@ class InventoryView(View):
         curs.executemany(q(UPSERT_LEVEL, schema), list(levels.values()))
         if movements:
             curs.executemany(q(INSERT_MOVEMENT, schema), movements)
+
+
+# ---- queries ---------------------------------------------------------------------------------
+
+LIST_LEVELS = """
+    SELECT * FROM {schema}.stock_levels
+    WHERE merchant_id = %(merchant_id)s
+      AND (%(location_id)s::text IS NULL OR location_id = %(location_id)s)
+      AND (%(product_id)s::text IS NULL OR product_id = %(product_id)s)
+      AND (NOT %(negative_only)s OR on_hand < 0)
+      AND (%(after_location)s::text IS NULL
+           OR (location_id, product_id) > (%(after_location)s, %(after_product)s))
+    ORDER BY location_id, product_id
+    LIMIT %(limit)s"""
+GET_LEVEL = """
+    SELECT * FROM {schema}.stock_levels
+    WHERE merchant_id = %s AND product_id = %s AND location_id = %s"""
+LIST_MOVEMENTS = """
+    SELECT * FROM {schema}.stock_movements
+    WHERE merchant_id = %(merchant_id)s AND product_id = %(product_id)s
+      AND location_id = %(location_id)s
+      AND (%(after_position)s::bigint IS NULL OR position < %(after_position)s)
+    ORDER BY position DESC
+    LIMIT %(limit)s"""

@@ -178,3 +178,21 @@ class OrdersView(View):
         lines = [row for sale in sales.values() for row in line_rows(sale)]
         if lines:
             curs.executemany(q(INSERT_LINE, schema), lines)
+
+
+# ---- queries ---------------------------------------------------------------------------------
+
+LIST_SALES = """
+    SELECT * FROM {schema}.orders
+    WHERE merchant_id = %(merchant_id)s
+      AND (%(status)s::text IS NULL OR status = %(status)s)
+      AND (%(channel)s::text IS NULL OR channel = %(channel)s)
+      AND (%(location_id)s::text IS NULL OR location_id = %(location_id)s)
+      AND (%(customer_id)s::text IS NULL OR customer_id = %(customer_id)s)
+      AND (%(created_after)s::timestamptz IS NULL OR created_at >= %(created_after)s)
+      AND (%(created_before)s::timestamptz IS NULL OR created_at < %(created_before)s)
+      AND (%(after_created)s::timestamptz IS NULL
+           OR (created_at, sale_id) < (%(after_created)s, %(after_id)s::uuid))
+    ORDER BY created_at DESC, sale_id DESC
+    LIMIT %(limit)s"""
+LINES_OF = "SELECT * FROM {schema}.order_lines WHERE sale_id = ANY(%s) ORDER BY sale_id, line_no"

@@ -78,12 +78,15 @@ Decision = tuple[list[Any], dict[str, str]]
 class LedgerBase(Application[UUID]):
     """Opens the store and runs commands. The command methods live in the mixins."""
 
+    database_url: str = ""  # set by `open`; projections open connections of their own
+
     @classmethod
     def open(cls, settings: Settings | None = None) -> Any:
         """Connects to the configured database and creates missing tables safely."""
         settings = settings or Settings.from_env()
         url = database_url(settings)
         ledger = cls(env=eventsourcing_env(url, settings))
+        ledger.database_url = url
         with schema_lock(url, settings.schema):
             ledger.ledger_recorder.create_table()
             if ledger.snapshots is not None:

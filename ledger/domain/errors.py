@@ -62,6 +62,12 @@ class AlreadyExists(DomainError):
     reason = "ALREADY_EXISTS"
 
 
+class NotYetVisible(DomainError):
+    """A view has not caught up with the position the caller asked for (UNAVAILABLE)."""
+
+    reason = "VIEW_NOT_CAUGHT_UP"
+
+
 class VersionConflict(DomainError):
     """The aggregate changed under the caller (ABORTED); re-read and retry."""
 

@@ -8,11 +8,13 @@ import grpc
 
 from ledger.application import Ledger
 from ledger.domain import product as d
+from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.product import Product
 from ledger.grpc.context import command_context, timestamp
 from ledger.grpc.interceptors import current_principal
 from ledger.v1 import catalog_pb2 as pb
 from ledger.v1 import catalog_pb2_grpc
+from projections.queries import ReadModels
 
 
 def product_message(product: Product) -> pb.Product:
@@ -43,9 +45,35 @@ def masked_changes(fields: Any, paths: list[str]) -> tuple[tuple[str, Any], ...]
     )
 
 
+def product_row_message(row: dict[str, Any]) -> pb.Product:
+    """A product as the catalog view holds it."""
+    return pb.Product(
+        id=str(row["product_id"]),
+        version=row["version"],
+        sku=row["sku"],
+        name=row["name"],
+        price=row["price"],
+        currency_code=row["currency_code"],
+        tax_rate_ppm=row["tax_rate_ppm"],
+        barcode=row["barcode"],
+        category=row["category"],
+        status=PRODUCT_STATUSES[row["status"]],
+        created_at=timestamp(row["created_at"]),
+        updated_at=timestamp(row["updated_at"]),
+        discontinue_reason=row["discontinue_reason"],
+    )
+
+
+PRODUCT_STATUSES = {
+    "active": pb.PRODUCT_STATUS_ACTIVE,
+    "discontinued": pb.PRODUCT_STATUS_DISCONTINUED,
+}
+
+
 class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, reads: ReadModels) -> None:
         self.ledger = ledger
+        self.reads = reads
 
     def CreateProduct(
         self, request: pb.CreateProductRequest, context: grpc.ServicerContext
@@ -94,3 +122,24 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
         else:
             product = self.ledger.get_product(merchant_id, request.product_id)
         return pb.GetProductResponse(product=product_message(product))
+
+    def ListProducts(
+        self, request: pb.ListProductsRequest, context: grpc.ServicerContext
+    ) -> pb.ListProductsResponse:
+        statuses = {v: k for k, v in PRODUCT_STATUSES.items()}
+        if request.status and request.status not in statuses:
+            raise InvalidRequest([FieldViolation("status", "must be a known value or unset")])
+        page = self.reads.list_products(
+            current_principal().merchant_id,
+            query=request.query,
+            status=statuses.get(request.status),
+            category=request.category,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.ListProductsResponse(
+            products=[product_row_message(row) for row in page.rows],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )

@@ -6,7 +6,9 @@ becomes None, which command validation reports as a field violation.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,6 +17,7 @@ from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
 from ledger.grpc.context import timestamp
 from ledger.v1 import sales_pb2 as pb
+from projections.queries import SaleFilters
 
 CHANNELS = {
     pb.SALES_CHANNEL_IN_STORE: c.Channel.IN_STORE,
@@ -292,4 +295,75 @@ def sale_message(sale: Sale) -> pb.Sale:
         completed_at=timestamp(sale.completed_at),
         canceled_at=timestamp(sale.canceled_at),
         cancel_reason=sale.cancel_reason,
+    )
+
+
+# ---- views → messages ------------------------------------------------------------------------
+
+SALE_STATUS_FILTERS = {v: k.value for k, v in SALE_STATUSES.items()}
+
+
+def _enum_filter(path: str, value: int, known: Mapping[Any, str]) -> str | None:
+    if value == 0:
+        return None
+    if value not in known:
+        raise InvalidRequest([FieldViolation(path, "must be a known value or unset")])
+    return known[value]
+
+
+def sale_filters(req: pb.ListSalesRequest) -> SaleFilters:
+    return SaleFilters(
+        status=_enum_filter("status", req.status, SALE_STATUS_FILTERS),
+        channel=_enum_filter("channel", req.channel, {k: v.value for k, v in CHANNELS.items()}),
+        location_id=req.location_id or None,
+        customer_id=req.customer_id or None,
+        created_after=(
+            _timestamp("created_after", req.created_after)
+            if req.HasField("created_after")
+            else None
+        ),
+        created_before=(
+            _timestamp("created_before", req.created_before)
+            if req.HasField("created_before")
+            else None
+        ),
+    )
+
+
+def sale_summary(row: dict[str, Any], lines: list[dict[str, Any]]) -> pb.SaleSummary:
+    return pb.SaleSummary(
+        id=str(row["sale_id"]),
+        version=row["version"],
+        status=SALE_STATUSES[SaleStatus(row["status"])],
+        channel=CHANNELS_TO_WIRE[c.Channel(row["channel"])],
+        location_id=row["location_id"],
+        customer_id=row["customer_id"],
+        currency_code=row["currency_code"],
+        subtotal=row["subtotal"],
+        discount_total=row["discount_total"],
+        tax_total=row["tax_total"],
+        total=row["total"],
+        paid_total=row["paid_total"],
+        refunded_total=row["refunded_total"],
+        amount_due=row["amount_due"],
+        item_count=row["item_count"],
+        external_order_id=row["external_order_id"],
+        created_at=timestamp(row["created_at"]),
+        completed_at=timestamp(row["completed_at"]),
+        line_items=[
+            pb.LineItem(
+                line_id=str(line["line_id"]),
+                sku=line["sku"],
+                name=line["name"],
+                quantity=line["quantity"],
+                unit_price=line["unit_price"],
+                discount=line["discount"],
+                tax_rate_ppm=line["tax_rate_ppm"],
+                gross_amount=line["gross_amount"],
+                tax_amount=line["tax_amount"],
+                total_amount=line["total_amount"],
+                product_id=line["product_id"],
+            )
+            for line in lines
+        ],
     )

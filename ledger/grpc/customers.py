@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from ledger.application import Ledger
@@ -14,6 +16,7 @@ from ledger.grpc.convert import CHANNELS, CHANNELS_TO_WIRE
 from ledger.grpc.interceptors import current_principal
 from ledger.v1 import customers_pb2 as pb
 from ledger.v1 import customers_pb2_grpc, sales_pb2
+from projections.queries import ReadModels
 
 
 def _external_ids(values: object) -> tuple[d.ExternalId, ...]:
@@ -47,9 +50,53 @@ def customer_message(customer: Customer) -> pb.Customer:
     )
 
 
+def summary_message(row: dict[str, Any], related: list[dict[str, Any]]) -> pb.CustomerSummary:
+    """A customer as the customers view holds it, with what they bought."""
+    customer = pb.Customer(
+        id=row["customer_id"],
+        version=row["version"],
+        name=row["name"],
+        email=row["email"],
+        phone=row["phone"],
+        marketing_consent=row["marketing_consent"],
+        tags=row["tags"],
+        external_ids=[pb.ExternalId(**e) for e in row["external_ids"]],
+        created_at=timestamp(row["created_at"]),
+        updated_at=timestamp(row["updated_at"]),
+        consent_changed_at=timestamp(row["consent_changed_at"]),
+        consent_channel=_channel(row["consent_channel"]),
+    )
+    stats = next((r for r in related if r.get("stats")), None)
+    return pb.CustomerSummary(
+        customer=customer,
+        order_count=stats["order_count"] if stats else 0,
+        first_purchase_at=timestamp(stats["first_purchase_at"]) if stats else None,
+        last_purchase_at=timestamp(stats["last_purchase_at"]) if stats else None,
+        channels=[_channel(c) for c in stats["channels"]] if stats else [],
+        spend=[
+            pb.CurrencySpend(
+                currency_code=r["currency_code"],
+                orders=r["orders"],
+                spend=r["spend"],
+                refunds=r["refunds"],
+                average_basket=r["spend"] // r["orders"] if r["orders"] else 0,
+            )
+            for r in related
+            if not r.get("stats")
+        ],
+    )
+
+
+def _channel(value: str) -> sales_pb2.SalesChannel.ValueType:
+    if not value:
+        return sales_pb2.SALES_CHANNEL_UNSPECIFIED
+    return CHANNELS_TO_WIRE[Channel(value)]
+
+
 class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, reads: ReadModels) -> None:
         self.ledger = ledger
+        self.reads = reads
 
     def CreateCustomer(
         self, request: pb.CreateCustomerRequest, context: grpc.ServicerContext
@@ -93,3 +140,36 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
     ) -> pb.GetCustomerResponse:
         customer = self.ledger.get_customer(current_principal().merchant_id, request.customer_id)
         return pb.GetCustomerResponse(customer=customer_message(customer))
+
+    def ListCustomers(
+        self, request: pb.ListCustomersRequest, context: grpc.ServicerContext
+    ) -> pb.ListCustomersResponse:
+        page = self.reads.list_customers(
+            current_principal().merchant_id,
+            query=request.query,
+            tag=request.tag,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.ListCustomersResponse(
+            customers=[
+                summary_message(row, page.related.get(row["customer_id"], [])) for row in page.rows
+            ],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )
+
+    def GetCustomerSummary(
+        self, request: pb.GetCustomerSummaryRequest, context: grpc.ServicerContext
+    ) -> pb.GetCustomerSummaryResponse:
+        merchant_id = current_principal().merchant_id
+        self.ledger.get_customer(merchant_id, request.customer_id)  # validates; NOT_FOUND
+        page = self.reads.customer_summary(
+            merchant_id, request.customer_id, min_position=request.min_position
+        )
+        row = page.rows[0]
+        return pb.GetCustomerSummaryResponse(
+            summary=summary_message(row, page.related.get(row["customer_id"], [])),
+            position=page.position,
+        )

@@ -14,6 +14,7 @@ from ledger.domain.errors import (
     DomainError,
     InvalidRequest,
     NotFound,
+    NotYetVisible,
     RequestIdReused,
     RuleViolated,
     VersionConflict,
@@ -30,10 +31,15 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (RequestIdReused, code_pb2.ALREADY_EXISTS),
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (NotYetVisible, code_pb2.UNAVAILABLE),
 ]
 
 
-def _packed(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _packed(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
     return detail
@@ -55,6 +61,10 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_packed(bad_request))
+    if isinstance(error, NotYetVisible):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(500)
+        status.details.append(_packed(retry))
     return status
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from ledger.application import Ledger
@@ -11,6 +13,8 @@ from ledger.grpc.context import command_context, timestamp
 from ledger.grpc.interceptors import current_principal
 from ledger.v1 import inventory_pb2 as pb
 from ledger.v1 import inventory_pb2_grpc
+from projections.inventory import COUNTERS
+from projections.queries import ReadModels
 
 REASONS = {
     pb.ADJUSTMENT_REASON_DAMAGE: d.AdjustmentReason.DAMAGE,
@@ -42,9 +46,50 @@ def stock_item_message(item: StockItem) -> pb.StockItem:
     )
 
 
+REASONS_BY_NAME = {v.value: k for k, v in REASONS.items()}
+MOVEMENT_KINDS = {
+    "received": pb.MOVEMENT_KIND_RECEIVED,
+    "adjusted": pb.MOVEMENT_KIND_ADJUSTED,
+    "counted": pb.MOVEMENT_KIND_COUNTED,
+    "transferred_out": pb.MOVEMENT_KIND_TRANSFERRED_OUT,
+    "transferred_in": pb.MOVEMENT_KIND_TRANSFERRED_IN,
+    "sold": pb.MOVEMENT_KIND_SOLD,
+    "returned": pb.MOVEMENT_KIND_RETURNED,
+}
+
+
+def level_message(row: dict[str, Any]) -> pb.StockLevel:
+    """A stock level as the inventory view holds it."""
+    item = pb.StockItem(
+        product_id=row["product_id"],
+        location_id=row["location_id"],
+        version=row["version"],
+        last_counted_at=timestamp(row["last_counted_at"]),
+        updated_at=timestamp(row["last_movement_at"]),
+        **{name: row[name] for name in COUNTERS},
+    )
+    return pb.StockLevel(stock_item=item, last_movement_at=timestamp(row["last_movement_at"]))
+
+
+def movement_message(row: dict[str, Any]) -> pb.StockMovement:
+    return pb.StockMovement(
+        position=row["position"],
+        kind=MOVEMENT_KINDS[row["kind"]],
+        quantity=row["quantity"],
+        on_hand_after=row["on_hand_after"],
+        reason=REASONS_BY_NAME.get(row["reason"], pb.ADJUSTMENT_REASON_UNSPECIFIED),
+        reference=row["reference"],
+        note=row["note"],
+        sale_id=row["sale_id"],
+        other_location_id=row["other_location_id"],
+        occurred_at=timestamp(row["occurred_at"]),
+    )
+
+
 class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, reads: ReadModels) -> None:
         self.ledger = ledger
+        self.reads = reads
 
     def ReceiveStock(
         self, request: pb.ReceiveStockRequest, context: grpc.ServicerContext
@@ -119,3 +164,51 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             empty = pb.StockItem(product_id=request.product_id, location_id=request.location_id)
             return pb.GetStockItemResponse(stock_item=empty)
         return pb.GetStockItemResponse(stock_item=stock_item_message(item))
+
+    def ListStockLevels(
+        self, request: pb.ListStockLevelsRequest, context: grpc.ServicerContext
+    ) -> pb.ListStockLevelsResponse:
+        page = self.reads.list_stock_levels(
+            current_principal().merchant_id,
+            location_id=request.location_id,
+            product_id=request.product_id,
+            negative_only=request.negative_only,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.ListStockLevelsResponse(
+            stock_levels=[level_message(row) for row in page.rows],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )
+
+    def GetStockLevel(
+        self, request: pb.GetStockLevelRequest, context: grpc.ServicerContext
+    ) -> pb.GetStockLevelResponse:
+        page = self.reads.stock_level(
+            current_principal().merchant_id,
+            request.product_id,
+            request.location_id,
+            min_position=request.min_position,
+        )
+        return pb.GetStockLevelResponse(
+            stock_level=level_message(page.rows[0]), position=page.position
+        )
+
+    def ListStockMovements(
+        self, request: pb.ListStockMovementsRequest, context: grpc.ServicerContext
+    ) -> pb.ListStockMovementsResponse:
+        page = self.reads.list_movements(
+            current_principal().merchant_id,
+            request.product_id,
+            request.location_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.ListStockMovementsResponse(
+            movements=[movement_message(row) for row in page.rows],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )

@@ -18,11 +18,13 @@ from ledger.grpc.context import command_context
 from ledger.grpc.interceptors import current_principal
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1 import sales_pb2_grpc
+from projections.queries import ReadModels
 
 
 class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, reads: ReadModels) -> None:
         self.ledger = ledger
+        self.reads = reads
 
     def CreateSale(
         self, request: pb.CreateSaleRequest, context: grpc.ServicerContext
@@ -162,6 +164,24 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         # The head of the log now: at or after every event this import recorded.
         response.position = self.ledger.recorder.max_notification_id() or 0
         return response
+
+    def ListSales(
+        self, request: pb.ListSalesRequest, context: grpc.ServicerContext
+    ) -> pb.ListSalesResponse:
+        page = self.reads.list_sales(
+            current_principal().merchant_id,
+            convert.sale_filters(request),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.ListSalesResponse(
+            sales=[
+                convert.sale_summary(row, page.related.get(row["sale_id"], [])) for row in page.rows
+            ],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )
 
 
 IMPORT_STATUSES = {

@@ -27,6 +27,8 @@ from ledger.v1 import (
     sales_pb2,
     sales_pb2_grpc,
 )
+from projections import projections_for
+from projections.queries import ReadModels
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -70,6 +72,7 @@ def create_server(
     address: str = "127.0.0.1:0",
     *,
     authenticator: Authenticator | None = None,
+    reads: ReadModels | None = None,
     max_workers: int = 16,
 ) -> LedgerServer:
     """Builds a server bound to `address` (port 0 picks a free port). Call `start()`."""
@@ -79,10 +82,18 @@ def create_server(
         interceptors=[LedgerInterceptor(authenticator)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
-    sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger), server)
-    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger), server)
-    customers_pb2_grpc.add_CustomerServiceServicer_to_server(CustomerServicer(ledger), server)
-    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(InventoryServicer(ledger), server)
+    if reads is None:
+        views = projections_for(ledger)
+        views.ensure()
+        reads = ReadModels(views)
+    sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger, reads), server)
+    catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger, reads), server)
+    customers_pb2_grpc.add_CustomerServiceServicer_to_server(
+        CustomerServicer(ledger, reads), server
+    )
+    inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
+        InventoryServicer(ledger, reads), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:

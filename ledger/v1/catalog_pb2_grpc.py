@@ -56,6 +56,11 @@ class CatalogServiceStub:
                 request_serializer=ledger_dot_v1_dot_catalog__pb2.GetProductRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_catalog__pb2.GetProductResponse.FromString,
                 _registered_method=True)
+        self.ListProducts = channel.unary_unary(
+                '/ledger.v1.CatalogService/ListProducts',
+                request_serializer=ledger_dot_v1_dot_catalog__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_catalog__pb2.ListProductsResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -91,6 +96,13 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProducts(self, request, context):
+        """Products from the catalog view, by sku, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +125,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.GetProduct,
                     request_deserializer=ledger_dot_v1_dot_catalog__pb2.GetProductRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_catalog__pb2.GetProductResponse.SerializeToString,
+            ),
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=ledger_dot_v1_dot_catalog__pb2.ListProductsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_catalog__pb2.ListProductsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class CatalogService:
             '/ledger.v1.CatalogService/GetProduct',
             ledger_dot_v1_dot_catalog__pb2.GetProductRequest.SerializeToString,
             ledger_dot_v1_dot_catalog__pb2.GetProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CatalogService/ListProducts',
+            ledger_dot_v1_dot_catalog__pb2.ListProductsRequest.SerializeToString,
+            ledger_dot_v1_dot_catalog__pb2.ListProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,

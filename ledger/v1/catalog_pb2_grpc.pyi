@@ -43,6 +43,8 @@ class CatalogServiceStub:
     """Stops selling a product: sales can no longer name its sku."""
     GetProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.GetProductResponse]
     """One product, by id or by sku."""
+    ListProducts: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]
+    """Products from the catalog view, by sku, filtered and paginated."""
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -59,6 +61,8 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Stops selling a product: sales can no longer name its sku."""
     GetProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.GetProductResponse]  # type: ignore[assignment]
     """One product, by id or by sku."""
+    ListProducts: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]  # type: ignore[assignment]
+    """Products from the catalog view, by sku, filtered and paginated."""
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     """The merchant's products. A sku is unique per merchant and never changes; sale line items
@@ -96,5 +100,13 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.GetProductResponse, _abc.Awaitable[_catalog_pb2.GetProductResponse]]:
         """One product, by id or by sku."""
+
+    @_abc_1.abstractmethod
+    def ListProducts(
+        self,
+        request: _catalog_pb2.ListProductsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ListProductsResponse, _abc.Awaitable[_catalog_pb2.ListProductsResponse]]:
+        """Products from the catalog view, by sku, filtered and paginated."""
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -320,3 +320,181 @@ class GetCustomerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCustomerResponse: _TypeAlias = GetCustomerResponse  # noqa: Y015
+
+@_typing.final
+class CurrencySpend(_message.Message):
+    """What a customer spent in one currency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    ORDERS_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    AVERAGE_BASKET_FIELD_NUMBER: _builtins.int
+    currency_code: _builtins.str
+    orders: _builtins.int
+    spend: _builtins.int
+    refunds: _builtins.int
+    average_basket: _builtins.int
+    """spend / orders, rounded down to the minor unit."""
+    def __init__(
+        self,
+        *,
+        currency_code: _builtins.str = ...,
+        orders: _builtins.int = ...,
+        spend: _builtins.int = ...,
+        refunds: _builtins.int = ...,
+        average_basket: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_basket", b"average_basket", "currency_code", b"currency_code", "orders", b"orders", "refunds", b"refunds", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CurrencySpend: _TypeAlias = CurrencySpend  # noqa: Y015
+
+@_typing.final
+class CustomerSummary(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_FIELD_NUMBER: _builtins.int
+    ORDER_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_PURCHASE_AT_FIELD_NUMBER: _builtins.int
+    LAST_PURCHASE_AT_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    SPEND_FIELD_NUMBER: _builtins.int
+    order_count: _builtins.int
+    @_builtins.property
+    def customer(self) -> Global___Customer: ...
+    @_builtins.property
+    def first_purchase_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_purchase_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedScalarFieldContainer[_sales_pb2.SalesChannel.ValueType]: ...
+    @_builtins.property
+    def spend(self) -> _containers.RepeatedCompositeFieldContainer[Global___CurrencySpend]: ...
+    def __init__(
+        self,
+        *,
+        customer: Global___Customer | None = ...,
+        order_count: _builtins.int = ...,
+        first_purchase_at: _timestamp_pb2.Timestamp | None = ...,
+        last_purchase_at: _timestamp_pb2.Timestamp | None = ...,
+        channels: _abc.Iterable[_sales_pb2.SalesChannel.ValueType] | None = ...,
+        spend: _abc.Iterable[Global___CurrencySpend] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["customer", b"customer", "first_purchase_at", b"first_purchase_at", "last_purchase_at", b"last_purchase_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "customer", b"customer", "first_purchase_at", b"first_purchase_at", "last_purchase_at", b"last_purchase_at", "order_count", b"order_count", "spend", b"spend"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CustomerSummary: _TypeAlias = CustomerSummary  # noqa: Y015
+
+@_typing.final
+class ListCustomersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    TAG_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    query: _builtins.str
+    """Matches any part of a name or the start of an email (case-insensitive)."""
+    tag: _builtins.str
+    min_position: _builtins.int
+    """See ListSalesRequest.min_position."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        query: _builtins.str = ...,
+        tag: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "page_size", b"page_size", "page_token", b"page_token", "query", b"query", "tag", b"tag"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomersRequest: _TypeAlias = ListCustomersRequest  # noqa: Y015
+
+@_typing.final
+class ListCustomersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def customers(self) -> _containers.RepeatedCompositeFieldContainer[Global___CustomerSummary]: ...
+    def __init__(
+        self,
+        *,
+        customers: _abc.Iterable[Global___CustomerSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customers", b"customers", "next_page_token", b"next_page_token", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCustomersResponse: _TypeAlias = ListCustomersResponse  # noqa: Y015
+
+@_typing.final
+class GetCustomerSummaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    customer_id: _builtins.str
+    min_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        customer_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["customer_id", b"customer_id", "min_position", b"min_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerSummaryRequest: _TypeAlias = GetCustomerSummaryRequest  # noqa: Y015
+
+@_typing.final
+class GetCustomerSummaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    @_builtins.property
+    def summary(self) -> Global___CustomerSummary: ...
+    def __init__(
+        self,
+        *,
+        summary: Global___CustomerSummary | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCustomerSummaryResponse: _TypeAlias = GetCustomerSummaryResponse  # noqa: Y015

@@ -51,6 +51,16 @@ class CustomerServiceStub:
                 request_serializer=ledger_dot_v1_dot_customers__pb2.GetCustomerRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_customers__pb2.GetCustomerResponse.FromString,
                 _registered_method=True)
+        self.ListCustomers = channel.unary_unary(
+                '/ledger.v1.CustomerService/ListCustomers',
+                request_serializer=ledger_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
+                _registered_method=True)
+        self.GetCustomerSummary = channel.unary_unary(
+                '/ledger.v1.CustomerService/GetCustomerSummary',
+                request_serializer=ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerServiceServicer:
@@ -79,6 +89,20 @@ class CustomerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCustomers(self, request, context):
+        """Customers from the customers view, by name, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerSummary(self, request, context):
+        """A customer's profile with what they bought.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +120,16 @@ def add_CustomerServiceServicer_to_server(servicer, server):
                     servicer.GetCustomer,
                     request_deserializer=ledger_dot_v1_dot_customers__pb2.GetCustomerRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_customers__pb2.GetCustomerResponse.SerializeToString,
+            ),
+            'ListCustomers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCustomers,
+                    request_deserializer=ledger_dot_v1_dot_customers__pb2.ListCustomersRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_customers__pb2.ListCustomersResponse.SerializeToString,
+            ),
+            'GetCustomerSummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerSummary,
+                    request_deserializer=ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +215,60 @@ class CustomerService:
             '/ledger.v1.CustomerService/GetCustomer',
             ledger_dot_v1_dot_customers__pb2.GetCustomerRequest.SerializeToString,
             ledger_dot_v1_dot_customers__pb2.GetCustomerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCustomers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CustomerService/ListCustomers',
+            ledger_dot_v1_dot_customers__pb2.ListCustomersRequest.SerializeToString,
+            ledger_dot_v1_dot_customers__pb2.ListCustomersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerSummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CustomerService/GetCustomerSummary',
+            ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryRequest.SerializeToString,
+            ledger_dot_v1_dot_customers__pb2.GetCustomerSummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

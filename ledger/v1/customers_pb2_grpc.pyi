@@ -41,6 +41,10 @@ class CustomerServiceStub:
     """Changes the fields named in `update_mask`."""
     GetCustomer: _grpc.UnaryUnaryMultiCallable[_customers_pb2.GetCustomerRequest, _customers_pb2.GetCustomerResponse]
     """One customer."""
+    ListCustomers: _grpc.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]
+    """Customers from the customers view, by name, filtered and paginated."""
+    GetCustomerSummary: _grpc.UnaryUnaryMultiCallable[_customers_pb2.GetCustomerSummaryRequest, _customers_pb2.GetCustomerSummaryResponse]
+    """A customer's profile with what they bought."""
 
 @_typing.type_check_only
 class CustomerServiceAsyncStub(CustomerServiceStub):
@@ -55,6 +59,10 @@ class CustomerServiceAsyncStub(CustomerServiceStub):
     """Changes the fields named in `update_mask`."""
     GetCustomer: _aio.UnaryUnaryMultiCallable[_customers_pb2.GetCustomerRequest, _customers_pb2.GetCustomerResponse]  # type: ignore[assignment]
     """One customer."""
+    ListCustomers: _aio.UnaryUnaryMultiCallable[_customers_pb2.ListCustomersRequest, _customers_pb2.ListCustomersResponse]  # type: ignore[assignment]
+    """Customers from the customers view, by name, filtered and paginated."""
+    GetCustomerSummary: _aio.UnaryUnaryMultiCallable[_customers_pb2.GetCustomerSummaryRequest, _customers_pb2.GetCustomerSummaryResponse]  # type: ignore[assignment]
+    """A customer's profile with what they bought."""
 
 class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The merchant's customers. Customer records are personal data: the ledger keeps only the
@@ -84,5 +92,21 @@ class CustomerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_customers_pb2.GetCustomerResponse, _abc.Awaitable[_customers_pb2.GetCustomerResponse]]:
         """One customer."""
+
+    @_abc_1.abstractmethod
+    def ListCustomers(
+        self,
+        request: _customers_pb2.ListCustomersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.ListCustomersResponse, _abc.Awaitable[_customers_pb2.ListCustomersResponse]]:
+        """Customers from the customers view, by name, filtered and paginated."""
+
+    @_abc_1.abstractmethod
+    def GetCustomerSummary(
+        self,
+        request: _customers_pb2.GetCustomerSummaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_customers_pb2.GetCustomerSummaryResponse, _abc.Awaitable[_customers_pb2.GetCustomerSummaryResponse]]:
+        """A customer's profile with what they bought."""
 
 def add_CustomerServiceServicer_to_server(servicer: CustomerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -42,6 +44,33 @@ ADJUSTMENT_REASON_CORRECTION: AdjustmentReason.ValueType  # 4
 ADJUSTMENT_REASON_RETURN_TO_STOCK: AdjustmentReason.ValueType  # 5
 ADJUSTMENT_REASON_OTHER: AdjustmentReason.ValueType  # 6
 Global___AdjustmentReason: _TypeAlias = AdjustmentReason  # noqa: Y015
+
+class _MovementKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MovementKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MOVEMENT_KIND_UNSPECIFIED: _MovementKind.ValueType  # 0
+    MOVEMENT_KIND_RECEIVED: _MovementKind.ValueType  # 1
+    MOVEMENT_KIND_ADJUSTED: _MovementKind.ValueType  # 2
+    MOVEMENT_KIND_COUNTED: _MovementKind.ValueType  # 3
+    MOVEMENT_KIND_TRANSFERRED_OUT: _MovementKind.ValueType  # 4
+    MOVEMENT_KIND_TRANSFERRED_IN: _MovementKind.ValueType  # 5
+    MOVEMENT_KIND_SOLD: _MovementKind.ValueType  # 6
+    MOVEMENT_KIND_RETURNED: _MovementKind.ValueType  # 7
+
+class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper): ...
+
+MOVEMENT_KIND_UNSPECIFIED: MovementKind.ValueType  # 0
+MOVEMENT_KIND_RECEIVED: MovementKind.ValueType  # 1
+MOVEMENT_KIND_ADJUSTED: MovementKind.ValueType  # 2
+MOVEMENT_KIND_COUNTED: MovementKind.ValueType  # 3
+MOVEMENT_KIND_TRANSFERRED_OUT: MovementKind.ValueType  # 4
+MOVEMENT_KIND_TRANSFERRED_IN: MovementKind.ValueType  # 5
+MOVEMENT_KIND_SOLD: MovementKind.ValueType  # 6
+MOVEMENT_KIND_RETURNED: MovementKind.ValueType  # 7
+Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
 @_typing.final
 class StockItem(_message.Message):
@@ -409,3 +438,250 @@ class GetStockItemResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStockItemResponse: _TypeAlias = GetStockItemResponse  # noqa: Y015
+
+@_typing.final
+class StockLevel(_message.Message):
+    """A stock item as the inventory view shows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOCK_ITEM_FIELD_NUMBER: _builtins.int
+    LAST_MOVEMENT_AT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stock_item(self) -> Global___StockItem: ...
+    @_builtins.property
+    def last_movement_at(self) -> _timestamp_pb2.Timestamp:
+        """When it last moved."""
+
+    def __init__(
+        self,
+        *,
+        stock_item: Global___StockItem | None = ...,
+        last_movement_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_movement_at", b"last_movement_at", "stock_item", b"stock_item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_movement_at", b"last_movement_at", "stock_item", b"stock_item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StockLevel: _TypeAlias = StockLevel  # noqa: Y015
+
+@_typing.final
+class ListStockLevelsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    NEGATIVE_ONLY_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    location_id: _builtins.str
+    product_id: _builtins.str
+    negative_only: _builtins.bool
+    """Only items whose on-hand is below zero (to investigate)."""
+    min_position: _builtins.int
+    """See ledger.v1.ListSalesRequest.min_position."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        product_id: _builtins.str = ...,
+        negative_only: _builtins.bool = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "min_position", b"min_position", "negative_only", b"negative_only", "page_size", b"page_size", "page_token", b"page_token", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStockLevelsRequest: _TypeAlias = ListStockLevelsRequest  # noqa: Y015
+
+@_typing.final
+class ListStockLevelsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOCK_LEVELS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def stock_levels(self) -> _containers.RepeatedCompositeFieldContainer[Global___StockLevel]: ...
+    def __init__(
+        self,
+        *,
+        stock_levels: _abc.Iterable[Global___StockLevel] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "position", b"position", "stock_levels", b"stock_levels"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStockLevelsResponse: _TypeAlias = ListStockLevelsResponse  # noqa: Y015
+
+@_typing.final
+class GetStockLevelRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    location_id: _builtins.str
+    min_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "min_position", b"min_position", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStockLevelRequest: _TypeAlias = GetStockLevelRequest  # noqa: Y015
+
+@_typing.final
+class GetStockLevelResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOCK_LEVEL_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    @_builtins.property
+    def stock_level(self) -> Global___StockLevel: ...
+    def __init__(
+        self,
+        *,
+        stock_level: Global___StockLevel | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["stock_level", b"stock_level"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "stock_level", b"stock_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStockLevelResponse: _TypeAlias = GetStockLevelResponse  # noqa: Y015
+
+@_typing.final
+class StockMovement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    QUANTITY_FIELD_NUMBER: _builtins.int
+    ON_HAND_AFTER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    OTHER_LOCATION_ID_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """The log position of the event."""
+    kind: Global___MovementKind.ValueType
+    quantity: _builtins.int
+    """Effect on on-hand (signed; for a count, its variance)."""
+    on_hand_after: _builtins.int
+    reason: Global___AdjustmentReason.ValueType
+    reference: _builtins.str
+    note: _builtins.str
+    sale_id: _builtins.str
+    other_location_id: _builtins.str
+    """The other end of a transfer."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        kind: Global___MovementKind.ValueType = ...,
+        quantity: _builtins.int = ...,
+        on_hand_after: _builtins.int = ...,
+        reason: Global___AdjustmentReason.ValueType = ...,
+        reference: _builtins.str = ...,
+        note: _builtins.str = ...,
+        sale_id: _builtins.str = ...,
+        other_location_id: _builtins.str = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "note", b"note", "occurred_at", b"occurred_at", "on_hand_after", b"on_hand_after", "other_location_id", b"other_location_id", "position", b"position", "quantity", b"quantity", "reason", b"reason", "reference", b"reference", "sale_id", b"sale_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StockMovement: _TypeAlias = StockMovement  # noqa: Y015
+
+@_typing.final
+class ListStockMovementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    product_id: _builtins.str
+    location_id: _builtins.str
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    min_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        product_id: _builtins.str = ...,
+        location_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["location_id", b"location_id", "min_position", b"min_position", "page_size", b"page_size", "page_token", b"page_token", "product_id", b"product_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStockMovementsRequest: _TypeAlias = ListStockMovementsRequest  # noqa: Y015
+
+@_typing.final
+class ListStockMovementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[Global___StockMovement]: ...
+    def __init__(
+        self,
+        *,
+        movements: _abc.Iterable[Global___StockMovement] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movements", b"movements", "next_page_token", b"next_page_token", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStockMovementsResponse: _TypeAlias = ListStockMovementsResponse  # noqa: Y015

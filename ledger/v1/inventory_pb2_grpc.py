@@ -62,6 +62,21 @@ class InventoryServiceStub:
                 request_serializer=ledger_dot_v1_dot_inventory__pb2.GetStockItemRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_inventory__pb2.GetStockItemResponse.FromString,
                 _registered_method=True)
+        self.ListStockLevels = channel.unary_unary(
+                '/ledger.v1.InventoryService/ListStockLevels',
+                request_serializer=ledger_dot_v1_dot_inventory__pb2.ListStockLevelsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_inventory__pb2.ListStockLevelsResponse.FromString,
+                _registered_method=True)
+        self.GetStockLevel = channel.unary_unary(
+                '/ledger.v1.InventoryService/GetStockLevel',
+                request_serializer=ledger_dot_v1_dot_inventory__pb2.GetStockLevelRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_inventory__pb2.GetStockLevelResponse.FromString,
+                _registered_method=True)
+        self.ListStockMovements = channel.unary_unary(
+                '/ledger.v1.InventoryService/ListStockMovements',
+                request_serializer=ledger_dot_v1_dot_inventory__pb2.ListStockMovementsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_inventory__pb2.ListStockMovementsResponse.FromString,
+                _registered_method=True)
 
 
 class InventoryServiceServicer:
@@ -105,6 +120,27 @@ class InventoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStockLevels(self, request, context):
+        """Stock levels from the inventory view, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStockLevel(self, request, context):
+        """One stock level from the inventory view.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStockMovements(self, request, context):
+        """The movements of one product at one location, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InventoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +168,21 @@ def add_InventoryServiceServicer_to_server(servicer, server):
                     servicer.GetStockItem,
                     request_deserializer=ledger_dot_v1_dot_inventory__pb2.GetStockItemRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_inventory__pb2.GetStockItemResponse.SerializeToString,
+            ),
+            'ListStockLevels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStockLevels,
+                    request_deserializer=ledger_dot_v1_dot_inventory__pb2.ListStockLevelsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_inventory__pb2.ListStockLevelsResponse.SerializeToString,
+            ),
+            'GetStockLevel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStockLevel,
+                    request_deserializer=ledger_dot_v1_dot_inventory__pb2.GetStockLevelRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_inventory__pb2.GetStockLevelResponse.SerializeToString,
+            ),
+            'ListStockMovements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStockMovements,
+                    request_deserializer=ledger_dot_v1_dot_inventory__pb2.ListStockMovementsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_inventory__pb2.ListStockMovementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +323,87 @@ class InventoryService:
             '/ledger.v1.InventoryService/GetStockItem',
             ledger_dot_v1_dot_inventory__pb2.GetStockItemRequest.SerializeToString,
             ledger_dot_v1_dot_inventory__pb2.GetStockItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStockLevels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.InventoryService/ListStockLevels',
+            ledger_dot_v1_dot_inventory__pb2.ListStockLevelsRequest.SerializeToString,
+            ledger_dot_v1_dot_inventory__pb2.ListStockLevelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStockLevel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.InventoryService/GetStockLevel',
+            ledger_dot_v1_dot_inventory__pb2.GetStockLevelRequest.SerializeToString,
+            ledger_dot_v1_dot_inventory__pb2.GetStockLevelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStockMovements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.InventoryService/ListStockMovements',
+            ledger_dot_v1_dot_inventory__pb2.ListStockMovementsRequest.SerializeToString,
+            ledger_dot_v1_dot_inventory__pb2.ListStockMovementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

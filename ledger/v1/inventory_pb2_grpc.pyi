@@ -46,6 +46,12 @@ class InventoryServiceStub:
     """Moves stock between two locations atomically."""
     GetStockItem: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetStockItemRequest, _inventory_pb2.GetStockItemResponse]
     """The current state of one product at one location."""
+    ListStockLevels: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListStockLevelsRequest, _inventory_pb2.ListStockLevelsResponse]
+    """Stock levels from the inventory view, filtered and paginated."""
+    GetStockLevel: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.GetStockLevelRequest, _inventory_pb2.GetStockLevelResponse]
+    """One stock level from the inventory view."""
+    ListStockMovements: _grpc.UnaryUnaryMultiCallable[_inventory_pb2.ListStockMovementsRequest, _inventory_pb2.ListStockMovementsResponse]
+    """The movements of one product at one location, newest first."""
 
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
@@ -65,6 +71,12 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
     """Moves stock between two locations atomically."""
     GetStockItem: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetStockItemRequest, _inventory_pb2.GetStockItemResponse]  # type: ignore[assignment]
     """The current state of one product at one location."""
+    ListStockLevels: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListStockLevelsRequest, _inventory_pb2.ListStockLevelsResponse]  # type: ignore[assignment]
+    """Stock levels from the inventory view, filtered and paginated."""
+    GetStockLevel: _aio.UnaryUnaryMultiCallable[_inventory_pb2.GetStockLevelRequest, _inventory_pb2.GetStockLevelResponse]  # type: ignore[assignment]
+    """One stock level from the inventory view."""
+    ListStockMovements: _aio.UnaryUnaryMultiCallable[_inventory_pb2.ListStockMovementsRequest, _inventory_pb2.ListStockMovementsResponse]  # type: ignore[assignment]
+    """The movements of one product at one location, newest first."""
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stock of one product at one location (a stock item). Quantities are whole units.
@@ -111,5 +123,29 @@ class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_inventory_pb2.GetStockItemResponse, _abc.Awaitable[_inventory_pb2.GetStockItemResponse]]:
         """The current state of one product at one location."""
+
+    @_abc_1.abstractmethod
+    def ListStockLevels(
+        self,
+        request: _inventory_pb2.ListStockLevelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListStockLevelsResponse, _abc.Awaitable[_inventory_pb2.ListStockLevelsResponse]]:
+        """Stock levels from the inventory view, filtered and paginated."""
+
+    @_abc_1.abstractmethod
+    def GetStockLevel(
+        self,
+        request: _inventory_pb2.GetStockLevelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.GetStockLevelResponse, _abc.Awaitable[_inventory_pb2.GetStockLevelResponse]]:
+        """One stock level from the inventory view."""
+
+    @_abc_1.abstractmethod
+    def ListStockMovements(
+        self,
+        request: _inventory_pb2.ListStockMovementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_inventory_pb2.ListStockMovementsResponse, _abc.Awaitable[_inventory_pb2.ListStockMovementsResponse]]:
+        """The movements of one product at one location, newest first."""
 
 def add_InventoryServiceServicer_to_server(servicer: InventoryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

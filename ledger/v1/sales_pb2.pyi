@@ -1451,3 +1451,161 @@ class ImportSalesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportSalesResponse: _TypeAlias = ImportSalesResponse  # noqa: Y015
+
+@_typing.final
+class ListSalesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AFTER_FIELD_NUMBER: _builtins.int
+    CREATED_BEFORE_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    """From the previous response's next_page_token; empty for the first page."""
+    status: Global___SaleStatus.ValueType
+    channel: Global___SalesChannel.ValueType
+    location_id: _builtins.str
+    customer_id: _builtins.str
+    min_position: _builtins.int
+    """Answer only once the view has applied the log up to this position (a mutating
+    response's `position`); UNAVAILABLE if it takes too long.
+    """
+    @_builtins.property
+    def created_after(self) -> _timestamp_pb2.Timestamp:
+        """Sales created at or after / before these times."""
+
+    @_builtins.property
+    def created_before(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        status: Global___SaleStatus.ValueType = ...,
+        channel: Global___SalesChannel.ValueType = ...,
+        location_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        created_after: _timestamp_pb2.Timestamp | None = ...,
+        created_before: _timestamp_pb2.Timestamp | None = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_after", b"created_after", "created_before", b"created_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "created_after", b"created_after", "created_before", b"created_before", "customer_id", b"customer_id", "location_id", b"location_id", "min_position", b"min_position", "page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSalesRequest: _TypeAlias = ListSalesRequest  # noqa: Y015
+
+@_typing.final
+class SaleSummary(_message.Message):
+    """A sale as the orders view shows it (payments are in GetSale)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    LOCATION_ID_FIELD_NUMBER: _builtins.int
+    CUSTOMER_ID_FIELD_NUMBER: _builtins.int
+    CURRENCY_CODE_FIELD_NUMBER: _builtins.int
+    SUBTOTAL_FIELD_NUMBER: _builtins.int
+    DISCOUNT_TOTAL_FIELD_NUMBER: _builtins.int
+    TAX_TOTAL_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    PAID_TOTAL_FIELD_NUMBER: _builtins.int
+    REFUNDED_TOTAL_FIELD_NUMBER: _builtins.int
+    AMOUNT_DUE_FIELD_NUMBER: _builtins.int
+    ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    EXTERNAL_ORDER_ID_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    COMPLETED_AT_FIELD_NUMBER: _builtins.int
+    LINE_ITEMS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    version: _builtins.int
+    status: Global___SaleStatus.ValueType
+    channel: Global___SalesChannel.ValueType
+    location_id: _builtins.str
+    customer_id: _builtins.str
+    currency_code: _builtins.str
+    subtotal: _builtins.int
+    discount_total: _builtins.int
+    tax_total: _builtins.int
+    total: _builtins.int
+    paid_total: _builtins.int
+    refunded_total: _builtins.int
+    amount_due: _builtins.int
+    item_count: _builtins.int
+    external_order_id: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def completed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        status: Global___SaleStatus.ValueType = ...,
+        channel: Global___SalesChannel.ValueType = ...,
+        location_id: _builtins.str = ...,
+        customer_id: _builtins.str = ...,
+        currency_code: _builtins.str = ...,
+        subtotal: _builtins.int = ...,
+        discount_total: _builtins.int = ...,
+        tax_total: _builtins.int = ...,
+        total: _builtins.int = ...,
+        paid_total: _builtins.int = ...,
+        refunded_total: _builtins.int = ...,
+        amount_due: _builtins.int = ...,
+        item_count: _builtins.int = ...,
+        external_order_id: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        completed_at: _timestamp_pb2.Timestamp | None = ...,
+        line_items: _abc.Iterable[Global___LineItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["completed_at", b"completed_at", "created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "channel", b"channel", "completed_at", b"completed_at", "created_at", b"created_at", "currency_code", b"currency_code", "customer_id", b"customer_id", "discount_total", b"discount_total", "external_order_id", b"external_order_id", "id", b"id", "item_count", b"item_count", "line_items", b"line_items", "location_id", b"location_id", "paid_total", b"paid_total", "refunded_total", b"refunded_total", "status", b"status", "subtotal", b"subtotal", "tax_total", b"tax_total", "total", b"total", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SaleSummary: _TypeAlias = SaleSummary  # noqa: Y015
+
+@_typing.final
+class ListSalesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    position: _builtins.int
+    """The log position the view had applied when it answered."""
+    @_builtins.property
+    def sales(self) -> _containers.RepeatedCompositeFieldContainer[Global___SaleSummary]: ...
+    def __init__(
+        self,
+        *,
+        sales: _abc.Iterable[Global___SaleSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "position", b"position", "sales", b"sales"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSalesResponse: _TypeAlias = ListSalesResponse  # noqa: Y015

@@ -96,6 +96,11 @@ class SalesServiceStub:
                 request_serializer=ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.FromString,
                 _registered_method=True)
+        self.ListSales = channel.unary_unary(
+                '/ledger.v1.SalesService/ListSales',
+                request_serializer=ledger_dot_v1_dot_sales__pb2.ListSalesRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_sales__pb2.ListSalesResponse.FromString,
+                _registered_method=True)
 
 
 class SalesServiceServicer:
@@ -188,6 +193,13 @@ class SalesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSales(self, request, context):
+        """Sales from the orders view, newest first, filtered and paginated.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SalesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +257,11 @@ def add_SalesServiceServicer_to_server(servicer, server):
                     servicer.ImportSales,
                     request_deserializer=ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.SerializeToString,
+            ),
+            'ListSales': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSales,
+                    request_deserializer=ledger_dot_v1_dot_sales__pb2.ListSalesRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_sales__pb2.ListSalesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -551,6 +568,33 @@ class SalesService:
             '/ledger.v1.SalesService/ImportSales',
             ledger_dot_v1_dot_sales__pb2.ImportSalesRequest.SerializeToString,
             ledger_dot_v1_dot_sales__pb2.ImportSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSales(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.SalesService/ListSales',
+            ledger_dot_v1_dot_sales__pb2.ListSalesRequest.SerializeToString,
+            ledger_dot_v1_dot_sales__pb2.ListSalesResponse.FromString,
             options,
             channel_credentials,
             insecure,

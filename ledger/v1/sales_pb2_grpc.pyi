@@ -66,6 +66,8 @@ class SalesServiceStub:
     reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
     The response reports each order's outcome, in the order sent.
     """
+    ListSales: _grpc.UnaryUnaryMultiCallable[_sales_pb2.ListSalesRequest, _sales_pb2.ListSalesResponse]
+    """Sales from the orders view, newest first, filtered and paginated."""
 
 @_typing.type_check_only
 class SalesServiceAsyncStub(SalesServiceStub):
@@ -105,6 +107,8 @@ class SalesServiceAsyncStub(SalesServiceStub):
     reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
     The response reports each order's outcome, in the order sent.
     """
+    ListSales: _aio.UnaryUnaryMultiCallable[_sales_pb2.ListSalesRequest, _sales_pb2.ListSalesResponse]  # type: ignore[assignment]
+    """Sales from the orders view, newest first, filtered and paginated."""
 
 class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sales and their payments. Every mutating request carries a `request_id`
@@ -207,5 +211,13 @@ class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
         reported as DUPLICATE and records nothing; a changed re-import is reported as CONFLICT.
         The response reports each order's outcome, in the order sent.
         """
+
+    @_abc_1.abstractmethod
+    def ListSales(
+        self,
+        request: _sales_pb2.ListSalesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sales_pb2.ListSalesResponse, _abc.Awaitable[_sales_pb2.ListSalesResponse]]:
+        """Sales from the orders view, newest first, filtered and paginated."""
 
 def add_SalesServiceServicer_to_server(servicer: SalesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,272 @@
+"""Reading the views: filters, keyset pages, and read-your-writes via `min_position`.
+
+Each query finds the view's live generation in the registry, first waiting (bounded) until
+the view has applied the log up to `min_position` when the caller gives one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from psycopg import Cursor
+from psycopg.rows import DictRow
+
+from ledger.domain.errors import NotFound, NotYetVisible
+from ledger.domain.validation import Checks
+from projections import catalog, customers, inventory, orders, paging
+from projections.runner import Projections
+from projections.view import q
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_page_token: str
+    position: int
+    # Extra rows by key, e.g. the line items of each sale.
+    related: dict[Any, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SaleFilters:
+    status: str | None = None
+    channel: str | None = None
+    location_id: str | None = None
+    customer_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class ReadModels:
+    def __init__(self, projections: Projections, *, wait_seconds: float = 5.0) -> None:
+        self.projections = projections
+        self.wait_seconds = wait_seconds
+        self.datastore = projections.datastore
+
+    @contextmanager
+    def _view(self, view: str, min_position: int) -> Iterator[tuple[Cursor[DictRow], str, int]]:
+        if min_position < 0:
+            checks = Checks()
+            checks.fail("min_position", "must not be negative")
+            checks.raise_if_any()
+        if min_position and not self.projections.wait_for(view, min_position, self.wait_seconds):
+            raise NotYetVisible(
+                f"the {view} view has not reached position {min_position} yet; retry shortly"
+            )
+        schema, position = self.projections.live_schema(view)
+        with self.datastore.transaction() as curs:
+            yield curs, schema, position
+
+    def _page(
+        self, listing: str, rows: list[DictRow], limit: int, key: list[str], position: int
+    ) -> tuple[list[dict[str, Any]], str, int]:
+        rows_out = [dict(r) for r in rows[:limit]]
+        token = ""
+        if len(rows) > limit:
+            last = rows_out[-1]
+            token = paging.encode(listing, [last[k] for k in key])
+        return rows_out, token, position
+
+    # ---- sales ----------------------------------------------------------------------------
+
+    def list_sales(
+        self,
+        merchant_id: str,
+        filters: SaleFilters,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        limit = paging.page_size(page_size)
+        after = paging.decode("sales", page_token, 2) or [None, None]
+        with self._view("orders", min_position) as (curs, schema, position):
+            curs.execute(
+                q(orders.LIST_SALES, schema),
+                {
+                    "merchant_id": merchant_id,
+                    **vars(filters),
+                    "after_created": after[0],
+                    "after_id": after[1],
+                    "limit": limit + 1,
+                },
+            )
+            found = curs.fetchall()
+            rows, token, position = self._page(
+                "sales", found, limit, ["created_at", "sale_id"], position
+            )
+            curs.execute(q(orders.LINES_OF, schema), ([r["sale_id"] for r in rows],))
+            lines: dict[Any, list[dict[str, Any]]] = {}
+            for line in curs.fetchall():
+                lines.setdefault(line["sale_id"], []).append(dict(line))
+        return Page(rows, token, position, lines)
+
+    # ---- catalog --------------------------------------------------------------------------
+
+    def list_products(
+        self,
+        merchant_id: str,
+        *,
+        query: str = "",
+        status: str | None = None,
+        category: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        limit = paging.page_size(page_size)
+        after = paging.decode("products", page_token, 1) or [None]
+        with self._view("catalog", min_position) as (curs, schema, position):
+            curs.execute(
+                q(catalog.LIST_PRODUCTS, schema),
+                {
+                    "merchant_id": merchant_id,
+                    "query": query or None,
+                    "prefix": paging.like_prefix(query),
+                    "infix": "%" + paging.like_prefix(query),
+                    "status": status,
+                    "category": category or None,
+                    "after_sku": after[0],
+                    "limit": limit + 1,
+                },
+            )
+            rows, token, position = self._page(
+                "products", curs.fetchall(), limit, ["sku"], position
+            )
+        return Page(rows, token, position)
+
+    # ---- customers ------------------------------------------------------------------------
+
+    def list_customers(
+        self,
+        merchant_id: str,
+        *,
+        query: str = "",
+        tag: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        limit = paging.page_size(page_size)
+        after = paging.decode("customers", page_token, 2) or [None, None]
+        with self._view("customers", min_position) as (curs, schema, position):
+            curs.execute(
+                q(customers.LIST_CUSTOMERS, schema),
+                {
+                    "merchant_id": merchant_id,
+                    "query": query or None,
+                    "prefix": paging.like_prefix(query.lower()),
+                    "infix": "%" + paging.like_prefix(query),
+                    "tag": tag or None,
+                    "after_name": after[0],
+                    "after_id": after[1],
+                    "limit": limit + 1,
+                },
+            )
+            rows, token, position = self._page(
+                "customers", curs.fetchall(), limit, ["name", "customer_id"], position
+            )
+            related = self._purchases(curs, schema, merchant_id, [r["customer_id"] for r in rows])
+        return Page(rows, token, position, related)
+
+    def customer_summary(
+        self, merchant_id: str, customer_id: str, *, min_position: int = 0
+    ) -> Page:
+        with self._view("customers", min_position) as (curs, schema, position):
+            curs.execute(q(customers.GET_CUSTOMER, schema), (merchant_id, customer_id))
+            row = curs.fetchone()
+            if row is None:
+                raise NotFound(f"customer {customer_id} not found", reason="CUSTOMER_NOT_FOUND")
+            related = self._purchases(curs, schema, merchant_id, [customer_id])
+        return Page([dict(row)], "", position, related)
+
+    def _purchases(
+        self, curs: Cursor[DictRow], schema: str, merchant_id: str, ids: list[str]
+    ) -> dict[Any, list[dict[str, Any]]]:
+        """Per customer id: its stats row first (if any), then one row per currency."""
+        related: dict[Any, list[dict[str, Any]]] = {i: [] for i in ids}
+        curs.execute(q(customers.STATS_OF, schema), (merchant_id, ids))
+        for r in curs.fetchall():
+            related[r["customer_id"]].insert(0, {"stats": True, **r})
+        curs.execute(q(customers.SPEND_OF, schema), (merchant_id, ids))
+        for r in curs.fetchall():
+            related[r["customer_id"]].append(dict(r))
+        return related
+
+    # ---- inventory ------------------------------------------------------------------------
+
+    def list_stock_levels(
+        self,
+        merchant_id: str,
+        *,
+        location_id: str = "",
+        product_id: str = "",
+        negative_only: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        limit = paging.page_size(page_size)
+        after = paging.decode("stock_levels", page_token, 2) or [None, None]
+        with self._view("inventory", min_position) as (curs, schema, position):
+            curs.execute(
+                q(inventory.LIST_LEVELS, schema),
+                {
+                    "merchant_id": merchant_id,
+                    "location_id": location_id or None,
+                    "product_id": product_id or None,
+                    "negative_only": negative_only,
+                    "after_location": after[0],
+                    "after_product": after[1],
+                    "limit": limit + 1,
+                },
+            )
+            rows, token, position = self._page(
+                "stock_levels", curs.fetchall(), limit, ["location_id", "product_id"], position
+            )
+        return Page(rows, token, position)
+
+    def stock_level(
+        self, merchant_id: str, product_id: str, location_id: str, *, min_position: int = 0
+    ) -> Page:
+        with self._view("inventory", min_position) as (curs, schema, position):
+            curs.execute(q(inventory.GET_LEVEL, schema), (merchant_id, product_id, location_id))
+            row = curs.fetchone()
+        if row is None:
+            raise NotFound(
+                f"no stock of product {product_id} has moved at {location_id}",
+                reason="STOCK_LEVEL_NOT_FOUND",
+            )
+        return Page([dict(row)], "", position)
+
+    def list_movements(
+        self,
+        merchant_id: str,
+        product_id: str,
+        location_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        limit = paging.page_size(page_size)
+        after = paging.decode("movements", page_token, 1) or [None]
+        with self._view("inventory", min_position) as (curs, schema, position):
+            curs.execute(
+                q(inventory.LIST_MOVEMENTS, schema),
+                {
+                    "merchant_id": merchant_id,
+                    "product_id": product_id,
+                    "location_id": location_id,
+                    "after_position": after[0],
+                    "limit": limit + 1,
+                },
+            )
+            rows, token, position = self._page(
+                "movements", curs.fetchall(), limit, ["position"], position
+            )
+        return Page(rows, token, position)
