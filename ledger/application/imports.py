@@ -80,11 +80,28 @@ class ImportCommands(SalesCommands):
             sale_id = imported_sale_id(ctx.merchant_id, order.channel, order.external_order_id)
             pending.append(_Pending(index, order, sale_id, order_fingerprint(order)))
         for start in range(0, len(pending), CHUNK_SIZE):
-            results.update(self._import_chunk(ctx, pending[start : start + CHUNK_SIZE]))
+            results.update(self._import_splitting(ctx, pending[start : start + CHUNK_SIZE]))
         return [results[i] for i in range(len(orders))]
 
-    def _import_chunk(self, ctx: Context, chunk: list[_Pending]) -> dict[int, ImportResult]:
-        for _ in range(MAX_ATTEMPTS):
+    def _import_splitting(self, ctx: Context, chunk: list[_Pending]) -> dict[int, ImportResult]:
+        """Imports a chunk; if it keeps losing races (live sales moving the same stock
+        items), imports its halves instead: a smaller save holds its reads for less time.
+        """
+        try:
+            return self._import_chunk(ctx, chunk, attempts=3 if len(chunk) > 1 else MAX_ATTEMPTS)
+        except VersionConflict:
+            if len(chunk) == 1:
+                raise
+        half = len(chunk) // 2
+        return {
+            **self._import_splitting(ctx, chunk[:half]),
+            **self._import_splitting(ctx, chunk[half:]),
+        }
+
+    def _import_chunk(
+        self, ctx: Context, chunk: list[_Pending], attempts: int
+    ) -> dict[int, ImportResult]:
+        for _ in range(attempts):
             results: dict[int, ImportResult] = {}
             new_sales: list[Sale] = []
             stock: dict[UUID, StockItem] = {}
@@ -118,18 +135,20 @@ class ImportCommands(SalesCommands):
                 except DomainError as e:
                     results[p.index] = ImportResult(ImportStatus.REJECTED, message=e.message)
                     continue
-                stock_moved = self._stock_effects(sale, stock)
-                del stock_moved  # cached in `stock`, saved below with the sales
                 new_sales.append(sale)
                 known_orders[p.sale_id] = p.fingerprint
                 results[p.index] = ImportResult(ImportStatus.IMPORTED, sale_id)
+            # Stock items are read last, just before saving: sales at the same locations
+            # move them all the time, and the shorter the window, the fewer lost races.
+            for sale in new_sales:
+                self._stock_effects(sale, stock)
             try:
                 self.save(*new_sales, *stock.values())
             except IntegrityError:
                 continue  # a concurrent writer got there first: decide again on fresh state
             return results
         raise VersionConflict(
-            f"gave up importing after {MAX_ATTEMPTS} attempts: the data is changing too fast",
+            f"gave up importing after {attempts} attempts: the data is changing too fast",
             reason="CONCURRENT_MODIFICATION",
         )
 
