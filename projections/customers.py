@@ -8,6 +8,8 @@ refunds), from completed sales and refunds of sales that name the customer.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg import Cursor
@@ -103,6 +105,29 @@ def _profile(c: Customer) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class _SaleFacts:
+    """What the purchase figures read from a sale at one of its versions."""
+
+    merchant_id: str
+    customer_id: str
+    currency_code: str
+    channel: str
+    total: int
+    placed_at: datetime | None  # imported orders: when placed in the other channel
+
+    @classmethod
+    def of(cls, sale: Sale) -> _SaleFacts:
+        return cls(
+            sale.merchant_id,
+            sale.customer_id,
+            sale.currency_code,
+            sale.channel.value,
+            sale.total,
+            sale.placed_at,
+        )
+
+
 class CustomersView(View):
     name = "customers"
     topics = (
@@ -122,7 +147,13 @@ class CustomersView(View):
         customers = source.aggregates_at(self.ledger, source.latest_versions(events, Customer))
         if customers:
             curs.executemany(q(UPSERT_CUSTOMER, schema), [_profile(c) for c in customers.values()])
-        sales = source.aggregates_at(self.ledger, source.latest_versions(events, Sale))
+        # Each sale as of each of its events here: a refund counts for the customer the sale
+        # named when it was refunded (one may be attached later), wherever pages end.
+        wanted: dict[Any, set[int]] = {}
+        for e in events:
+            if isinstance(e.event, (Sale.Event, Sale.Created)):
+                wanted.setdefault(e.originator_id, set()).add(e.originator_version)
+        sales = source.states_at(self.ledger, wanted, _SaleFacts.of)
         buyers = {(s.merchant_id, s.customer_id) for s in sales.values() if s.customer_id}
         if not buyers:
             return
@@ -132,7 +163,7 @@ class CustomersView(View):
         curs.execute(q(SELECT_SPEND, schema), keys)
         spend = {(r["merchant_id"], r["customer_id"], r["currency_code"]): dict(r) for r in curs}
         for e in events:
-            sale = sales.get(e.originator_id)
+            sale = sales.get((e.originator_id, e.originator_version))
             if sale is None or not sale.customer_id:
                 continue
             key = (sale.merchant_id, sale.customer_id)
@@ -159,11 +190,11 @@ class CustomersView(View):
                         "channels": [],
                     },
                 )
-                at = e.event.timestamp
+                at = sale.placed_at or e.event.timestamp  # an imported order: when placed
                 row["order_count"] += 1
                 row["first_purchase_at"] = min(filter(None, (row["first_purchase_at"], at)))
                 row["last_purchase_at"] = max(filter(None, (row["last_purchase_at"], at)))
-                row["channels"] = sorted({*row["channels"], sale.channel.value})
+                row["channels"] = sorted({*row["channels"], sale.channel})
                 money["orders"] += 1
                 money["spend"] += sale.total
             elif isinstance(e.event, Sale.PaymentRefunded):

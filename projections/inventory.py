@@ -111,6 +111,7 @@ def _movement(level: dict[str, Any], e: Any) -> dict[str, Any]:
                 kind="transferred_out",
                 quantity=-e.quantity,
                 reference=e.reference,
+                note=e.note,
                 other_location_id=e.to_location_id,
             )
         case StockItem.TransferredIn():
@@ -120,6 +121,7 @@ def _movement(level: dict[str, Any], e: Any) -> dict[str, Any]:
                 kind="transferred_in",
                 quantity=e.quantity,
                 reference=e.reference,
+                note=e.note,
                 other_location_id=e.from_location_id,
             )
         case StockItem.Sold():

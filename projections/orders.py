@@ -126,7 +126,7 @@ def order_row(sale: Sale, position: int) -> dict[str, Any]:
         "item_count": sum(line.quantity for line in sale.line_items),
         "external_order_id": sale.external_order_id,
         "import_channel": sale.import_channel,
-        "created_at": sale.created_on,
+        "created_at": sale.placed_at or sale.created_on,  # an imported order: when placed
         "updated_at": sale.modified_on,
         "completed_at": sale.completed_at,
         "canceled_at": sale.canceled_at,

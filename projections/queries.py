@@ -6,13 +6,17 @@ the view has applied the log up to `min_position` when the caller gives one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+from eventsourcing.persistence import ProgrammingError
 from psycopg import Cursor
+from psycopg.errors import InvalidSchemaName, UndefinedTable
 from psycopg.rows import DictRow
 
 from ledger.domain.errors import NotFound, NotYetVisible
@@ -20,6 +24,25 @@ from ledger.domain.validation import Checks
 from projections import catalog, customers, inventory, orders, paging
 from projections.runner import Projections
 from projections.view import q
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _switch_safe(query: Callable[P, R]) -> Callable[P, R]:
+    """Runs a query again if a rebuild dropped the generation it had just looked up."""
+
+    @functools.wraps(query)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        for _ in range(2):
+            try:
+                return query(*args, **kwargs)
+            except ProgrammingError as e:
+                if not isinstance(e.__cause__, (UndefinedTable, InvalidSchemaName)):
+                    raise
+        return query(*args, **kwargs)
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -73,6 +96,7 @@ class ReadModels:
 
     # ---- sales ----------------------------------------------------------------------------
 
+    @_switch_safe
     def list_sales(
         self,
         merchant_id: str,
@@ -83,7 +107,11 @@ class ReadModels:
         min_position: int = 0,
     ) -> Page:
         limit = paging.page_size(page_size)
-        after = paging.decode("sales", page_token, 2) or [None, None]
+        paging.check_filters(location_id=filters.location_id, customer_id=filters.customer_id)
+        after = paging.decode("sales", page_token, 2, (paging.moment, paging.uuid_text)) or [
+            None,
+            None,
+        ]
         with self._view("orders", min_position) as (curs, schema, position):
             curs.execute(
                 q(orders.LIST_SALES, schema),
@@ -107,6 +135,7 @@ class ReadModels:
 
     # ---- catalog --------------------------------------------------------------------------
 
+    @_switch_safe
     def list_products(
         self,
         merchant_id: str,
@@ -119,7 +148,8 @@ class ReadModels:
         min_position: int = 0,
     ) -> Page:
         limit = paging.page_size(page_size)
-        after = paging.decode("products", page_token, 1) or [None]
+        paging.check_filters(query=query, category=category)
+        after = paging.decode("products", page_token, 1, (paging.text,)) or [None]
         with self._view("catalog", min_position) as (curs, schema, position):
             curs.execute(
                 q(catalog.LIST_PRODUCTS, schema),
@@ -141,6 +171,7 @@ class ReadModels:
 
     # ---- customers ------------------------------------------------------------------------
 
+    @_switch_safe
     def list_customers(
         self,
         merchant_id: str,
@@ -152,7 +183,11 @@ class ReadModels:
         min_position: int = 0,
     ) -> Page:
         limit = paging.page_size(page_size)
-        after = paging.decode("customers", page_token, 2) or [None, None]
+        paging.check_filters(query=query, tag=tag)
+        after = paging.decode("customers", page_token, 2, (paging.text, paging.text)) or [
+            None,
+            None,
+        ]
         with self._view("customers", min_position) as (curs, schema, position):
             curs.execute(
                 q(customers.LIST_CUSTOMERS, schema),
@@ -173,6 +208,7 @@ class ReadModels:
             related = self._purchases(curs, schema, merchant_id, [r["customer_id"] for r in rows])
         return Page(rows, token, position, related)
 
+    @_switch_safe
     def customer_summary(
         self, merchant_id: str, customer_id: str, *, min_position: int = 0
     ) -> Page:
@@ -199,6 +235,7 @@ class ReadModels:
 
     # ---- inventory ------------------------------------------------------------------------
 
+    @_switch_safe
     def list_stock_levels(
         self,
         merchant_id: str,
@@ -211,7 +248,11 @@ class ReadModels:
         min_position: int = 0,
     ) -> Page:
         limit = paging.page_size(page_size)
-        after = paging.decode("stock_levels", page_token, 2) or [None, None]
+        paging.check_filters(location_id=location_id, product_id=product_id)
+        after = paging.decode("stock_levels", page_token, 2, (paging.text, paging.text)) or [
+            None,
+            None,
+        ]
         with self._view("inventory", min_position) as (curs, schema, position):
             curs.execute(
                 q(inventory.LIST_LEVELS, schema),
@@ -230,9 +271,11 @@ class ReadModels:
             )
         return Page(rows, token, position)
 
+    @_switch_safe
     def stock_level(
         self, merchant_id: str, product_id: str, location_id: str, *, min_position: int = 0
     ) -> Page:
+        product_id = _stock_key(product_id, location_id)
         with self._view("inventory", min_position) as (curs, schema, position):
             curs.execute(q(inventory.GET_LEVEL, schema), (merchant_id, product_id, location_id))
             row = curs.fetchone()
@@ -243,6 +286,7 @@ class ReadModels:
             )
         return Page([dict(row)], "", position)
 
+    @_switch_safe
     def list_movements(
         self,
         merchant_id: str,
@@ -254,7 +298,8 @@ class ReadModels:
         min_position: int = 0,
     ) -> Page:
         limit = paging.page_size(page_size)
-        after = paging.decode("movements", page_token, 1) or [None]
+        product_id = _stock_key(product_id, location_id)
+        after = paging.decode("movements", page_token, 1, (paging.integer,)) or [None]
         with self._view("inventory", min_position) as (curs, schema, position):
             curs.execute(
                 q(inventory.LIST_MOVEMENTS, schema),
@@ -270,3 +315,12 @@ class ReadModels:
                 "movements", curs.fetchall(), limit, ["position"], position
             )
         return Page(rows, token, position)
+
+
+def _stock_key(product_id: str, location_id: str) -> str:
+    """Checks the (product, location) a stock query names; the product id in canonical form."""
+    checks = Checks()
+    checks.uuid("product_id", product_id)
+    checks.text("location_id", location_id, max_len=64, required=True)
+    checks.raise_if_any()
+    return str(uuid.UUID(product_id))

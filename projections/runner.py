@@ -161,6 +161,9 @@ class Projections:
                         log.info("projection_holding", view=name)
                 busy = False
                 for name in sorted(held):
+                    # The views are held only while the lock session lives: if it died, a
+                    # standby may hold them now, so this raises rather than apply any more.
+                    locks.execute("SELECT 1")
                     busy |= self.step(self.views[name]) == CATCH_UP_PAGE
                 if not busy:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.

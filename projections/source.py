@@ -8,8 +8,8 @@ taken from the committed head, and gaps (ids of rolled-back inserts) are simply 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -18,6 +18,8 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from projections.view import Event
+
+T = TypeVar("T")
 
 
 def head(ledger: Ledger) -> int:
@@ -77,6 +79,44 @@ def aggregates_at(ledger: Ledger, versions: dict[UUID, int]) -> dict[UUID, Any]:
         for s in stored:
             aggregate = ledger.mapper.to_domain_event(s).mutate(aggregate)  # type: ignore[attr-defined]
         result[aggregate_id] = aggregate
+    return result
+
+
+def states_at(
+    ledger: Ledger, wanted: dict[UUID, set[int]], pick: Callable[[Any], T]
+) -> dict[tuple[UUID, int], T]:
+    """What `pick` reads from each aggregate as of each wanted version, in one query.
+
+    For facts that belong to the moment of an event (e.g. the customer a sale named when it
+    was refunded): a view that read them from the page's latest version instead would give
+    different answers depending on where the pages happen to end.
+    """
+    if not wanted:
+        return {}
+    recorder = ledger.ledger_recorder
+    statement = SQL(
+        "SELECT originator_id, originator_version, topic, state FROM {table}"
+        " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(statement, (list(wanted),))
+        rows = curs.fetchall()
+    result: dict[tuple[UUID, int], T] = {}
+    aggregates: dict[UUID, Aggregate | None] = {}
+    for row in rows:
+        aggregate_id, version = row["originator_id"], row["originator_version"]
+        if version > max(wanted[aggregate_id]):
+            continue
+        stored = StoredEvent(
+            originator_id=aggregate_id,
+            originator_version=version,
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        event = ledger.mapper.to_domain_event(stored)
+        aggregates[aggregate_id] = event.mutate(aggregates.get(aggregate_id))  # type: ignore[attr-defined]
+        if version in wanted[aggregate_id]:
+            result[aggregate_id, version] = pick(aggregates[aggregate_id])
     return result
 
 

@@ -49,7 +49,13 @@ def settings(database_url: str) -> Iterator[Settings]:
     schema = f"test_{uuid.uuid4().hex[:16]}"
     yield Settings(database_url=database_url, schema=schema, pool_size=4)
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+        # The test's schema and the view generations beside it (`<schema>__<view>_<n>`).
+        names = conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
+            (schema, schema + r"\_\_%"),
+        ).fetchall()
+        for (name,) in names:
+            conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(name)))
 
 
 @pytest.fixture

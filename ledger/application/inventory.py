@@ -51,8 +51,12 @@ class InventoryCommands(LedgerBase):
             source = self._stock_item(ctx, cmd.product_id, cmd.from_location_id)
             target = self._stock_item(ctx, cmd.product_id, cmd.to_location_id)
             transfer_id = str(uuid.uuid4())
-            source.transfer_out(transfer_id, cmd.quantity, cmd.to_location_id, cmd.reference)
-            target.transfer_in(transfer_id, cmd.quantity, cmd.from_location_id, cmd.reference)
+            source.transfer_out(
+                transfer_id, cmd.quantity, cmd.to_location_id, cmd.reference, cmd.note
+            )
+            target.transfer_in(
+                transfer_id, cmd.quantity, cmd.from_location_id, cmd.reference, cmd.note
+            )
             return [source, target], {"transfer_id": transfer_id}
 
         return self._execute(ctx, cmd, decide)

@@ -158,7 +158,7 @@ class SalesCommands(LedgerBase):
                         "to sell it as an open item",
                         reason="UNKNOWN_SKU",
                     )
-                priced.append(item)
+                priced.append(item if item.name else replace(item, name=item.sku))
                 continue
             product.check_active()
             if item.unit_price is None and product.currency_code != currency_code:
@@ -183,6 +183,7 @@ class SalesCommands(LedgerBase):
                         product.tax_rate_ppm if item.tax_rate_ppm is None else item.tax_rate_ppm
                     ),
                     product_id=str(product.id),
+                    name=item.name or product.name,
                 )
             )
         return tuple(priced)

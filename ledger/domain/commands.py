@@ -192,7 +192,10 @@ def check_expected_version(expected_version: int | None) -> None:
 
 def _check_line_item(checks: Checks, path: str, item: LineItemInput) -> None:
     checks.text(f"{path}.sku", item.sku, max_len=64, required=True)
-    checks.text(f"{path}.name", item.name, max_len=200, required=True)
+    # An empty name takes the catalog product's name (or, for an open item, the sku).
+    checks.text(f"{path}.name", item.name, max_len=200)
+    if item.name and not item.name.strip():
+        checks.fail(f"{path}.name", "must not be blank")
     if not 1 <= item.quantity <= MAX_QUANTITY:
         checks.fail(f"{path}.quantity", f"must be between 1 and {MAX_QUANTITY}")
     if item.unit_price is not None:

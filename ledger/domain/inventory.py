@@ -143,6 +143,7 @@ class StockItem(Aggregate):
         quantity: int
         to_location_id: str
         reference: str
+        note: str
 
     class TransferredIn(Event):
         TOPIC = "posledger.StockTransferredIn"
@@ -150,6 +151,7 @@ class StockItem(Aggregate):
         quantity: int
         from_location_id: str
         reference: str
+        note: str
 
     class Sold(Event):
         TOPIC = "posledger.StockSold"
@@ -202,7 +204,9 @@ class StockItem(Aggregate):
             note=note,
         )
 
-    def transfer_out(self, transfer_id: str, quantity: int, to_location_id: str, ref: str) -> None:
+    def transfer_out(
+        self, transfer_id: str, quantity: int, to_location_id: str, ref: str, note: str = ""
+    ) -> None:
         if quantity > self.on_hand:
             raise RuleViolated(
                 f"only {self.on_hand} units on hand at {self.location_id}; cannot transfer "
@@ -215,15 +219,19 @@ class StockItem(Aggregate):
             quantity=quantity,
             to_location_id=to_location_id,
             reference=ref,
+            note=note,
         )
 
-    def transfer_in(self, transfer_id: str, quantity: int, from_location_id: str, ref: str) -> None:
+    def transfer_in(
+        self, transfer_id: str, quantity: int, from_location_id: str, ref: str, note: str = ""
+    ) -> None:
         self.trigger_event(
             self.TransferredIn,
             transfer_id=transfer_id,
             quantity=quantity,
             from_location_id=from_location_id,
             reference=ref,
+            note=note,
         )
 
     def record_sale(self, sale_id: str, quantity: int) -> None:

@@ -6,6 +6,7 @@ becomes None, which command validation reports as a field violation.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +68,17 @@ ENTRY_METHODS_TO_WIRE = {v.value: k for k, v in ENTRY_METHODS.items()}
 # ---- requests → commands -----------------------------------------------------------------
 
 
+def _id(value: str) -> str:
+    """A UUID in its canonical form (lower case, dashed), so ids match however written.
+
+    Anything else passes through unchanged for validation to report.
+    """
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
+
+
 def line_item(item: pb.LineItemInput) -> c.LineItemInput:
     return c.LineItemInput(
         sku=item.sku,
@@ -92,22 +104,22 @@ def create_sale(req: pb.CreateSaleRequest) -> c.CreateSale:
 
 def add_line_item(req: pb.AddLineItemRequest) -> c.AddLineItem:
     return c.AddLineItem(
-        sale_id=req.sale_id,
+        sale_id=_id(req.sale_id),
         line_item=line_item(req.line_item) if req.HasField("line_item") else None,
     )
 
 
 def remove_line_item(req: pb.RemoveLineItemRequest) -> c.RemoveLineItem:
-    return c.RemoveLineItem(sale_id=req.sale_id, line_id=req.line_id)
+    return c.RemoveLineItem(sale_id=_id(req.sale_id), line_id=_id(req.line_id))
 
 
 def attach_customer(req: pb.AttachCustomerRequest) -> c.AttachCustomer:
-    return c.AttachCustomer(sale_id=req.sale_id, customer_id=req.customer_id)
+    return c.AttachCustomer(sale_id=_id(req.sale_id), customer_id=req.customer_id)
 
 
 def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
     return c.RequestPayment(
-        sale_id=req.sale_id,
+        sale_id=_id(req.sale_id),
         amount=req.amount,
         currency_code=req.currency_code,
         tender_types=tuple(TENDERS.get(t) for t in req.tender_types),
@@ -129,8 +141,8 @@ def _timestamp(path: str, ts: Timestamp) -> datetime:
 def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPaymentResult:
     card = _card(req.card) if req.HasField("card") else None
     return c.RecordPaymentResult(
-        sale_id=req.sale_id,
-        payment_id=req.payment_id,
+        sale_id=_id(req.sale_id),
+        payment_id=_id(req.payment_id),
         outcome=OUTCOMES.get(req.outcome),
         tender=TENDERS.get(req.tender),
         card=card,
@@ -148,18 +160,20 @@ def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPayment
 
 
 def cancel_payment(req: pb.CancelPaymentRequest) -> c.CancelPayment:
-    return c.CancelPayment(sale_id=req.sale_id, payment_id=req.payment_id, reason=req.reason)
+    return c.CancelPayment(
+        sale_id=_id(req.sale_id), payment_id=_id(req.payment_id), reason=req.reason
+    )
 
 
 def refund_payment(req: pb.RefundPaymentRequest) -> c.RefundPayment:
     return c.RefundPayment(
-        sale_id=req.sale_id,
-        payment_id=req.payment_id,
+        sale_id=_id(req.sale_id),
+        payment_id=_id(req.payment_id),
         amount=req.amount,
         reason=req.reason,
         processor_reference=req.processor_reference,
         restock_items=tuple(
-            c.RestockItem(line_id=item.line_id, quantity=item.quantity)
+            c.RestockItem(line_id=_id(item.line_id), quantity=item.quantity)
             for item in req.restock_items
         ),
     )
@@ -196,7 +210,7 @@ def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
 
 
 def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
-    return c.CancelSale(sale_id=req.sale_id, reason=req.reason)
+    return c.CancelSale(sale_id=_id(req.sale_id), reason=req.reason)
 
 
 # ---- state → messages --------------------------------------------------------------------
@@ -204,7 +218,7 @@ def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
 
 def line_item_message(item: LineItem) -> pb.LineItem:
     return pb.LineItem(
-        line_id=item.line_id,
+        line_id=_id(item.line_id),
         sku=item.sku,
         name=item.name,
         quantity=item.quantity,

@@ -10,6 +10,7 @@ from ledger.application import Ledger
 from ledger.domain import customer as d
 from ledger.domain.commands import Channel
 from ledger.domain.customer import Customer
+from ledger.domain.errors import NotFound, NotYetVisible
 from ledger.grpc.catalog import masked_changes
 from ledger.grpc.context import command_context, timestamp
 from ledger.grpc.convert import CHANNELS, CHANNELS_TO_WIRE
@@ -164,10 +165,16 @@ class CustomerServicer(customers_pb2_grpc.CustomerServiceServicer):
         self, request: pb.GetCustomerSummaryRequest, context: grpc.ServicerContext
     ) -> pb.GetCustomerSummaryResponse:
         merchant_id = current_principal().merchant_id
-        self.ledger.get_customer(merchant_id, request.customer_id)  # validates; NOT_FOUND
-        page = self.reads.customer_summary(
-            merchant_id, request.customer_id, min_position=request.min_position
-        )
+        customer = self.ledger.get_customer(merchant_id, request.customer_id)  # or NOT_FOUND
+        try:
+            page = self.reads.customer_summary(
+                merchant_id, str(customer.id), min_position=request.min_position
+            )
+        except NotFound:
+            raise NotYetVisible(
+                f"customer {customer.id} exists but the customers view has not caught up; "
+                "retry, or pass the position of your last write as min_position"
+            ) from None
         row = page.rows[0]
         return pb.GetCustomerSummaryResponse(
             summary=summary_message(row, page.related.get(row["customer_id"], [])),

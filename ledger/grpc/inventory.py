@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import grpc
@@ -161,7 +162,10 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServiceServicer):
             current_principal().merchant_id, request.product_id, request.location_id
         )
         if item is None:  # a catalog product that never moved here: nothing on hand
-            empty = pb.StockItem(product_id=request.product_id, location_id=request.location_id)
+            # The id as the ledger spells it (the request may use upper case, say), as it
+            # is answered once the product has moved here; get_stock_item validated it.
+            product_id = str(uuid.UUID(request.product_id))
+            empty = pb.StockItem(product_id=product_id, location_id=request.location_id)
             return pb.GetStockItemResponse(stock_item=empty)
         return pb.GetStockItemResponse(stock_item=stock_item_message(item))
 

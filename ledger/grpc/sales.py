@@ -12,7 +12,7 @@ import grpc
 
 from ledger.application import Context, ImportStatus, Ledger
 from ledger.domain.commands import ImportOrder
-from ledger.domain.errors import InvalidRequest
+from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc import convert
 from ledger.grpc.context import command_context
 from ledger.grpc.interceptors import current_principal
@@ -138,6 +138,10 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
         ctx = Context(merchant_id=principal.merchant_id, app_id=principal.app_id)
         response = pb.ImportSalesResponse()
         for batch in request_iterator:
+            if len(batch.orders) > MAX_IMPORT_BATCH:
+                raise InvalidRequest(
+                    [FieldViolation("orders", f"at most {MAX_IMPORT_BATCH} orders per message")]
+                )
             orders: list[ImportOrder | InvalidRequest] = []
             for message in batch.orders:
                 try:
@@ -183,6 +187,8 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
             position=page.position,
         )
 
+
+MAX_IMPORT_BATCH = 1000
 
 IMPORT_STATUSES = {
     ImportStatus.IMPORTED: pb.IMPORT_STATUS_IMPORTED,

@@ -13,10 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.field_mask_pb2 import FieldMask
 from google.rpc import error_details_pb2  # type: ignore[import-untyped, unused-ignore]
 from grpc_status import rpc_status
 
+from ledger.v1 import catalog_pb2 as catalog_pb
+from ledger.v1 import customers_pb2 as customers_pb
+from ledger.v1 import inventory_pb2 as inventory_pb
 from ledger.v1 import sales_pb2 as pb
+from ledger.v1.catalog_pb2_grpc import CatalogServiceStub
+from ledger.v1.customers_pb2_grpc import CustomerServiceStub
+from ledger.v1.inventory_pb2_grpc import InventoryServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 
 TIMEOUT = 10.0
@@ -351,3 +358,314 @@ def expect_failure(call: Callable[[], object]) -> RpcFailure:
     except grpc.RpcError as error:
         return failure(error)
     raise AssertionError("the call succeeded; it was expected to fail")
+
+
+# ---- catalog, customers, inventory, imports ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stubs:
+    """One stub per ledger service, all on one channel."""
+
+    sales: SalesServiceStub
+    catalog: CatalogServiceStub
+    customers: CustomerServiceStub
+    inventory: InventoryServiceStub
+
+    @classmethod
+    def on(cls, channel: grpc.Channel) -> Stubs:
+        return cls(
+            sales=SalesServiceStub(channel),
+            catalog=CatalogServiceStub(channel),
+            customers=CustomerServiceStub(channel),
+            inventory=InventoryServiceStub(channel),
+        )
+
+
+def create_product_request(**overrides: Any) -> catalog_pb.CreateProductRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "sku": "COF-250",
+        "name": "Coffee beans 250 g",
+        "price": 1250,
+        "currency_code": "USD",
+        "tax_rate_ppm": 88750,
+        "barcode": "4006381333931",
+        "category": "coffee",
+    }
+    fields.update(overrides)
+    return catalog_pb.CreateProductRequest(**fields)
+
+
+def create_product(
+    stub: CatalogServiceStub, *, metadata: Metadata | None = None, **overrides: Any
+) -> catalog_pb.Product:
+    request = create_product_request(**overrides)
+    return stub.CreateProduct(request, timeout=TIMEOUT, metadata=metadata).product
+
+
+def update_product_request(
+    product_id: str, changes: dict[str, Any], paths: list[str] | None = None, **overrides: Any
+) -> catalog_pb.UpdateProductRequest:
+    """Sets `changes` on `product` and masks exactly their names unless `paths` is given."""
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "product": catalog_pb.ProductFields(**changes),
+        "update_mask": FieldMask(paths=list(changes) if paths is None else paths),
+    }
+    fields.update(overrides)
+    return catalog_pb.UpdateProductRequest(**fields)
+
+
+def update_product(
+    stub: CatalogServiceStub,
+    product_id: str,
+    changes: dict[str, Any],
+    paths: list[str] | None = None,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> catalog_pb.Product:
+    request = update_product_request(product_id, changes, paths, **overrides)
+    return stub.UpdateProduct(request, timeout=TIMEOUT, metadata=metadata).product
+
+
+def discontinue_product_request(
+    product_id: str, **overrides: Any
+) -> catalog_pb.DiscontinueProductRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "reason": "supplier stopped making it",
+    }
+    fields.update(overrides)
+    return catalog_pb.DiscontinueProductRequest(**fields)
+
+
+def discontinue_product(
+    stub: CatalogServiceStub, product_id: str, *, metadata: Metadata | None = None, **overrides: Any
+) -> catalog_pb.Product:
+    request = discontinue_product_request(product_id, **overrides)
+    return stub.DiscontinueProduct(request, timeout=TIMEOUT, metadata=metadata).product
+
+
+def get_product(
+    stub: CatalogServiceStub,
+    *,
+    product_id: str | None = None,
+    sku: str | None = None,
+    metadata: Metadata | None = None,
+) -> catalog_pb.Product:
+    """By id or by sku (whichever is given; neither sends an empty lookup)."""
+    request = catalog_pb.GetProductRequest()
+    if product_id is not None:
+        request.product_id = product_id
+    if sku is not None:
+        request.sku = sku
+    return stub.GetProduct(request, timeout=TIMEOUT, metadata=metadata).product
+
+
+def external_id(channel: str, value: str) -> customers_pb.ExternalId:
+    return customers_pb.ExternalId(channel=channel, external_id=value)
+
+
+def create_customer_request(**overrides: Any) -> customers_pb.CreateCustomerRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "phone": "+4915112345678",
+    }
+    fields.update(overrides)
+    return customers_pb.CreateCustomerRequest(**fields)
+
+
+def create_customer(
+    stub: CustomerServiceStub, *, metadata: Metadata | None = None, **overrides: Any
+) -> customers_pb.Customer:
+    request = create_customer_request(**overrides)
+    return stub.CreateCustomer(request, timeout=TIMEOUT, metadata=metadata).customer
+
+
+def update_customer_request(
+    customer_id: str, changes: dict[str, Any], paths: list[str] | None = None, **overrides: Any
+) -> customers_pb.UpdateCustomerRequest:
+    """Sets `changes` on `customer` and masks exactly their names unless `paths` is given."""
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "customer_id": customer_id,
+        "customer": customers_pb.CustomerFields(**changes),
+        "update_mask": FieldMask(paths=list(changes) if paths is None else paths),
+    }
+    fields.update(overrides)
+    return customers_pb.UpdateCustomerRequest(**fields)
+
+
+def update_customer(
+    stub: CustomerServiceStub,
+    customer_id: str,
+    changes: dict[str, Any],
+    paths: list[str] | None = None,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> customers_pb.Customer:
+    request = update_customer_request(customer_id, changes, paths, **overrides)
+    return stub.UpdateCustomer(request, timeout=TIMEOUT, metadata=metadata).customer
+
+
+def get_customer(
+    stub: CustomerServiceStub, customer_id: str, *, metadata: Metadata | None = None
+) -> customers_pb.Customer:
+    request = customers_pb.GetCustomerRequest(customer_id=customer_id)
+    return stub.GetCustomer(request, timeout=TIMEOUT, metadata=metadata).customer
+
+
+def receive_stock_request(
+    product_id: str, quantity: int, **overrides: Any
+) -> inventory_pb.ReceiveStockRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "location_id": "store-1",
+        "quantity": quantity,
+        "reference": "PO-1001",
+    }
+    fields.update(overrides)
+    return inventory_pb.ReceiveStockRequest(**fields)
+
+
+def receive_stock(
+    stub: InventoryServiceStub,
+    product_id: str,
+    quantity: int,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> inventory_pb.StockItem:
+    request = receive_stock_request(product_id, quantity, **overrides)
+    return stub.ReceiveStock(request, timeout=TIMEOUT, metadata=metadata).stock_item
+
+
+def adjust_stock_request(
+    product_id: str, quantity: int, **overrides: Any
+) -> inventory_pb.AdjustStockRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "location_id": "store-1",
+        "quantity": quantity,
+        "reason": inventory_pb.ADJUSTMENT_REASON_DAMAGE,
+    }
+    fields.update(overrides)
+    return inventory_pb.AdjustStockRequest(**fields)
+
+
+def adjust_stock(
+    stub: InventoryServiceStub,
+    product_id: str,
+    quantity: int,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> inventory_pb.StockItem:
+    request = adjust_stock_request(product_id, quantity, **overrides)
+    return stub.AdjustStock(request, timeout=TIMEOUT, metadata=metadata).stock_item
+
+
+def record_stock_count_request(
+    product_id: str, counted_quantity: int, **overrides: Any
+) -> inventory_pb.RecordStockCountRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "location_id": "store-1",
+        "counted_quantity": counted_quantity,
+    }
+    fields.update(overrides)
+    return inventory_pb.RecordStockCountRequest(**fields)
+
+
+def record_stock_count(
+    stub: InventoryServiceStub,
+    product_id: str,
+    counted_quantity: int,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> inventory_pb.StockItem:
+    request = record_stock_count_request(product_id, counted_quantity, **overrides)
+    return stub.RecordStockCount(request, timeout=TIMEOUT, metadata=metadata).stock_item
+
+
+def transfer_stock_request(
+    product_id: str, quantity: int, **overrides: Any
+) -> inventory_pb.TransferStockRequest:
+    fields: dict[str, Any] = {
+        "request_id": new_request_id(),
+        "product_id": product_id,
+        "from_location_id": "store-1",
+        "to_location_id": "store-2",
+        "quantity": quantity,
+        "reference": "TR-1",
+    }
+    fields.update(overrides)
+    return inventory_pb.TransferStockRequest(**fields)
+
+
+def transfer_stock(
+    stub: InventoryServiceStub,
+    product_id: str,
+    quantity: int,
+    *,
+    metadata: Metadata | None = None,
+    **overrides: Any,
+) -> inventory_pb.TransferStockResponse:
+    request = transfer_stock_request(product_id, quantity, **overrides)
+    return stub.TransferStock(request, timeout=TIMEOUT, metadata=metadata)
+
+
+def get_stock_item(
+    stub: InventoryServiceStub,
+    product_id: str,
+    location_id: str = "store-1",
+    *,
+    metadata: Metadata | None = None,
+) -> inventory_pb.StockItem:
+    request = inventory_pb.GetStockItemRequest(product_id=product_id, location_id=location_id)
+    return stub.GetStockItem(request, timeout=TIMEOUT, metadata=metadata).stock_item
+
+
+def imported_order(channel: str, external_order_id: str, **overrides: Any) -> pb.ImportedOrder:
+    """A finished web order: one open-item line (1000 + 8.875% tax = 1089) paid by card."""
+    fields: dict[str, Any] = {
+        "channel": channel,
+        "external_order_id": external_order_id,
+        "sales_channel": pb.SALES_CHANNEL_ONLINE,
+        "location_id": "web",
+        "currency_code": "USD",
+        "line_items": [line_item(tax_rate_ppm=88750)],
+        "payments": [
+            pb.ImportedPayment(
+                tender=pb.TENDER_TYPE_CARD,
+                amount=1089,
+                card=card(entry_method=pb.CARD_ENTRY_METHOD_ON_FILE),
+                auth_code="OK1",
+                processor_reference=f"{channel}-{external_order_id}",
+            )
+        ],
+    }
+    fields.update(overrides)
+    return pb.ImportedOrder(**fields)
+
+
+def import_sales(
+    stub: SalesServiceStub,
+    batches: list[list[pb.ImportedOrder]],
+    *,
+    metadata: Metadata | None = None,
+) -> pb.ImportSalesResponse:
+    """Streams one ImportSalesRequest per batch and returns the single response."""
+    requests = (pb.ImportSalesRequest(orders=batch) for batch in batches)
+    return stub.ImportSales(requests, timeout=TIMEOUT * 6, metadata=metadata)

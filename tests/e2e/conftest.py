@@ -17,6 +17,7 @@ from ledger.application import Ledger
 from ledger.grpc.server import LedgerServer, create_server
 from ledger.keys import Authenticator
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from tests.e2e.api_client import Metadata, Stubs, bearer
 
 CONNECT_TIMEOUT = 10.0
 STOP_GRACE = 1.0
@@ -70,3 +71,21 @@ def channel(server: LedgerServer, make_channel: MakeChannel) -> grpc.Channel:
 @pytest.fixture
 def stub(channel: grpc.Channel) -> SalesServiceStub:
     return SalesServiceStub(channel)
+
+
+@pytest.fixture
+def stubs(channel: grpc.Channel) -> Stubs:
+    """A stub for every ledger service on the test's channel."""
+    return Stubs.on(channel)
+
+
+@pytest.fixture
+def two_merchants(ledger: Ledger) -> tuple[Metadata, Metadata]:
+    """Bearer metadata for keys of merchants `merchant-a` and `merchant-b`.
+
+    With keys in the database the server leaves development mode, so every call must
+    carry one of them.
+    """
+    _, key_a = ledger.api_keys.create("merchant-a", "register")
+    _, key_b = ledger.api_keys.create("merchant-b", "register")
+    return bearer(key_a), bearer(key_b)

@@ -81,7 +81,7 @@ def test_each_bad_field_gets_its_own_violation(stub: SalesServiceStub) -> None:
         ({"customer_id": "c" * 65}, "customer_id"),
         ({"external_order_id": "e" * 129}, "external_order_id"),
         ({"note": "bell\x07"}, "note"),
-        ({"line_items": [api.line_item(name="")]}, "line_items[0].name"),
+        ({"line_items": [api.line_item(name="   ")]}, "line_items[0].name"),
         ({"line_items": [api.line_item(quantity=0)]}, "line_items[0].quantity"),
         ({"line_items": [api.line_item(discount=1001)]}, "line_items[0].discount"),
         ({"line_items": [api.line_item(discount=-1)]}, "line_items[0].discount"),
