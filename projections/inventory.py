@@ -14,7 +14,7 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.domain.inventory import StockItem
-from projections.view import Event, View, q
+from projections.view import Event, View, copy_rows, q
 
 DDL = (
     """CREATE TABLE IF NOT EXISTS {schema}.stock_levels (
@@ -70,11 +70,6 @@ UPSERT_LEVEL = """
         count_variance = excluded.count_variance, last_count = excluded.last_count,
         last_count_variance = excluded.last_count_variance,
         last_counted_at = excluded.last_counted_at, last_movement_at = excluded.last_movement_at"""
-INSERT_MOVEMENT = """
-    INSERT INTO {schema}.stock_movements VALUES (
-        %(position)s, %(stock_item_id)s, %(merchant_id)s, %(product_id)s, %(location_id)s,
-        %(kind)s, %(quantity)s, %(on_hand_after)s, %(reason)s, %(reference)s, %(note)s,
-        %(sale_id)s, %(other_location_id)s, %(occurred_at)s)"""
 
 COUNTERS = (
     "on_hand", "received", "sold", "returned", "adjusted", "transferred_in", "transferred_out",
@@ -188,8 +183,7 @@ class InventoryView(View):
                 }
             )
         curs.executemany(q(UPSERT_LEVEL, schema), list(levels.values()))
-        if movements:
-            curs.executemany(q(INSERT_MOVEMENT, schema), movements)
+        copy_rows(curs, schema, "stock_movements", movements)
 
 
 # ---- queries ---------------------------------------------------------------------------------

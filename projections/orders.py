@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 from ledger.application import Ledger
 from ledger.domain.sale import Sale
 from projections import source
-from projections.view import Event, View, q
+from projections.view import Event, View, copy_rows, q
 
 SALE_TOPICS = (
     "posledger.SaleCreated",
@@ -93,14 +93,10 @@ UPSERT_ORDER = """
         total = excluded.total, paid_total = excluded.paid_total,
         refunded_total = excluded.refunded_total, pending_total = excluded.pending_total,
         amount_due = excluded.amount_due, tip_total = excluded.tip_total,
-        item_count = excluded.item_count, updated_at = excluded.updated_at,
+        item_count = excluded.item_count, import_channel = excluded.import_channel,
+        updated_at = excluded.updated_at,
         completed_at = excluded.completed_at, canceled_at = excluded.canceled_at"""
 DELETE_LINES = "DELETE FROM {schema}.order_lines WHERE sale_id = ANY(%s)"
-INSERT_LINE = """
-    INSERT INTO {schema}.order_lines VALUES (
-        %(sale_id)s, %(line_no)s, %(line_id)s, %(merchant_id)s, %(sku)s, %(name)s,
-        %(product_id)s, %(quantity)s, %(unit_price)s, %(discount)s, %(tax_rate_ppm)s,
-        %(gross_amount)s, %(tax_amount)s, %(total_amount)s)"""
 
 
 def order_row(sale: Sale, position: int) -> dict[str, Any]:
@@ -176,8 +172,7 @@ class OrdersView(View):
         )
         curs.execute(q(DELETE_LINES, schema), (list(sales),))
         lines = [row for sale in sales.values() for row in line_rows(sale)]
-        if lines:
-            curs.executemany(q(INSERT_LINE, schema), lines)
+        copy_rows(curs, schema, "order_lines", lines)
 
 
 # ---- queries ---------------------------------------------------------------------------------

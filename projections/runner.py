@@ -164,7 +164,12 @@ class Projections:
                     # The views are held only while the lock session lives: if it died, a
                     # standby may hold them now, so this raises rather than apply any more.
                     locks.execute("SELECT 1")
-                    busy |= self.step(self.views[name]) == CATCH_UP_PAGE
+                    try:
+                        busy |= self.step(self.views[name]) == CATCH_UP_PAGE
+                    except Exception:
+                        # The page rolled back; keep the other views going and retry it.
+                        log.exception("projection_step_failed", view=name)
+                        stop.wait(1.0)
                 if not busy:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.
                     for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
@@ -205,10 +210,23 @@ class Projections:
         """Rebuilds `name` from the start of the log into a new generation, then switches.
 
         The live generation keeps serving queries and following the log meanwhile. Progress
-        is saved with every page: an interrupted rebuild resumes where it stopped.
+        is saved with every page: an interrupted rebuild resumes where it stopped. Rebuilds
+        of one view run one at a time (two filling one shadow copy would apply pages twice):
+        a second one waits for the first, then rebuilds again.
         """
         view = self.views[name]
         self.ensure()
+        with psycopg.connect(self.url, autocommit=True) as guard:
+            guard.execute("SELECT pg_advisory_lock(%s)", (self._lock_key(f"{name}:rebuild"),))
+            return self._rebuild(view, name, verify, progress)
+
+    def _rebuild(
+        self,
+        view: View,
+        name: str,
+        verify: bool,
+        progress: Callable[[int, int], None] | None,
+    ) -> RebuildReport:
         started = time.perf_counter()
         with self.datastore.transaction(commit=True) as curs:
             row = self._row(curs, name, lock=True)

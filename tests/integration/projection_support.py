@@ -52,16 +52,6 @@ def fresh_ledger(database_url: str, pool_size: int = 4) -> Iterator[Ledger]:
         drop_schemas(database_url, schema)
 
 
-@contextmanager
-def view_schemas_dropped(settings: Settings) -> Iterator[None]:
-    """Drops the view schemas of `settings.schema` at the end (the base has its fixture)."""
-    try:
-        yield
-    finally:
-        assert settings.database_url is not None
-        drop_schemas(settings.database_url, settings.schema)
-
-
 def ready_projections(ledger: Ledger) -> Projections:
     projections = projections_for(ledger)
     projections.ensure()
@@ -153,6 +143,8 @@ def assert_orders_match_domain(
             "amount_due": sale.amount_due,
             "tip_total": sale.tip_total,
             "item_count": sum(line.quantity for line in sale.line_items),
+            "external_order_id": sale.external_order_id,
+            "import_channel": sale.import_channel,
             "created_at": sale.created_on,
             "updated_at": sale.modified_on,
             "completed_at": sale.completed_at,

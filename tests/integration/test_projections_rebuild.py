@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from ledger.application import Ledger
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.store import Settings
-from projections import Projections, runner
+from projections import Projections, projections_for, runner
 from projections.queries import ReadModels, SaleFilters
 from projections.view import Event
 from tests.integration.catalog_support import (
@@ -45,14 +45,13 @@ from tests.integration.projection_support import (
     ready_projections,
     view_contents,
     view_rows,
-    view_schemas_dropped,
 )
 
 
 @pytest.fixture
-def projections(settings: Settings, ledger: Ledger) -> Iterator[Projections]:
-    with view_schemas_dropped(settings):
-        yield ready_projections(ledger)
+def projections(ledger: Ledger) -> Projections:
+    """The ledger's views, set up (the `settings` fixture drops their schemas afterwards)."""
+    return ready_projections(ledger)
 
 
 def _generation(projections: Projections, view: str) -> int:
@@ -349,3 +348,50 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     catch_up(projections)
     assert_inventory_matches_domain(ledger, projections, MERCHANT_A, products)
     assert_orders_match_domain(ledger, projections, MERCHANT_A, sales)
+
+
+def test_two_rebuilds_of_one_view_at_once_run_one_after_the_other(
+    ledger: Ledger, projections: Projections, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two operators (or a retrying script) rebuild the same view: nothing counts twice."""
+    products, sales = _business(ledger, imports=150)
+    catch_up(projections)
+    before = {name: view_contents(projections, name) for name in ("customers", "inventory")}
+    monkeypatch.setattr(runner, "REBUILD_PAGE", 20)
+    monkeypatch.setattr(runner, "CATCH_UP_PAGE", 10)
+    reports: list[Any] = []
+
+    def rebuild(name: str) -> None:
+        try:
+            # Each rebuild from a process (a ledger, a pool) of its own.
+            other = Ledger.open(_settings_of(ledger))
+            try:
+                reports.append(projections_for(other).rebuild(name))
+            finally:
+                other.close()
+        except BaseException as e:
+            reports.append(e)
+
+    threads = [
+        threading.Thread(target=rebuild, args=(name,))
+        for name in ("customers", "customers", "inventory", "inventory")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert all(isinstance(r, runner.RebuildReport) for r in reports), reports
+    assert sorted(r.generation for r in reports) == [2, 2, 3, 3]
+    for name, contents in before.items():
+        assert view_contents(projections, name) == contents
+    assert_inventory_matches_domain(ledger, projections, MERCHANT_A, products)
+    customers = [r["customer_id"] for r in view_rows(projections, "customers", "customers")]
+    assert_customers_match_domain(ledger, projections, MERCHANT_A, customers, sales)
+
+
+def _settings_of(ledger: Ledger) -> Settings:
+    return Settings(
+        database_url=ledger.database_url,
+        schema=ledger.ledger_recorder.datastore.schema,
+        pool_size=4,
+    )
