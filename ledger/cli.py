@@ -1,12 +1,16 @@
-"""The `posledger` command: run the service and manage API keys."""
+"""The `posledger` command: run the service, manage API keys, views and the audit chain."""
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 import typer
@@ -15,6 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ledger.application import Ledger
+from ledger.audit import BadCheckpoint, ChainKeeper, VerifyReport, take_checkpoint, verify_log
+from ledger.audit import checkpoint as checkpoints
 from ledger.domain.errors import NotFound
 from ledger.grpc.server import create_server, is_loopback
 from ledger.keys import Authenticator, Role
@@ -27,6 +33,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
 projections_app = typer.Typer(help="Run, inspect and rebuild the read views.")
 app.add_typer(projections_app, name="projections")
+audit_app = typer.Typer(help="Tamper evidence: the hash chain over the log, signed checkpoints.")
+app.add_typer(audit_app, name="audit")
 
 console = Console(stderr=True)
 log = structlog.get_logger("posledger")
@@ -207,6 +215,193 @@ def projections_rebuild(
         # Queries now read the rebuilt copy; the exit code tells scripts the old one drifted.
         console.print("[yellow]The live view had drifted from the log; it was replaced.[/]")
         raise typer.Exit(3)
+
+
+# ---- audit ---------------------------------------------------------------------------------
+
+EXIT_TAMPERED = 1
+EXIT_BAD_CHECKPOINT = 2
+
+
+def _rate_progress(description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} events/s"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+@audit_app.command("keygen")
+def audit_keygen(
+    out: Path = typer.Option(..., help="Where to write the private key (PEM, mode 0600)."),
+) -> None:
+    """Create the Ed25519 key that signs checkpoints; prints its public key.
+
+    Keep the private key away from the database server; the public key (also written to
+    OUT.pub) is what `audit verify --public-key` pins.
+    """
+    try:
+        key = checkpoints.generate_key(out)
+    except FileExistsError as e:
+        console.print(f"[red]Refusing to overwrite: {e}[/]")
+        raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
+    console.print(f"Wrote the private key to {out} and the public key to {out}.pub.")
+    typer.echo(checkpoints.public_pem(key.public_key()), nl=False)
+
+
+@audit_app.command("chain")
+def audit_chain() -> None:
+    """Extend the hash chain over every event committed so far."""
+    ledger = Ledger.open()
+    report = ChainKeeper.for_ledger(ledger).extend()
+    ledger.close()
+    console.print(
+        f"Chained {report.events:,} new events in {report.seconds:.1f} s; the chain holds "
+        f"{report.head.events:,} events up to position {report.head.position}."
+    )
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    key: Path = typer.Option(..., help="The private key from `audit keygen`."),
+    out: Path = typer.Option(..., help="Where to write the signed checkpoint (JSON)."),
+    anchors: int = typer.Option(
+        256, min=1, help="Evenly spaced digests to sign, at most (and the head)."
+    ),
+) -> None:
+    """Extend the chain, verify it, and write a signed checkpoint of its head.
+
+    Nothing is signed if the log was tampered with (exit 1).
+    """
+    try:
+        private_key = checkpoints.load_private_key(key)
+    except BadCheckpoint as e:
+        console.print(f"[red]{e}[/]")
+        raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
+    ledger = Ledger.open()
+    keeper = ChainKeeper.for_ledger(ledger)
+    with _rate_progress("verifying") as bar:
+        signed, report = take_checkpoint(
+            keeper, private_key, max_anchors=anchors, progress=_updater(bar, "verifying")
+        )
+    ledger.close()
+    if signed is None:
+        _print_verify_report(report)
+        console.print("[red]Not signed: the log was tampered with.[/]")
+        raise typer.Exit(EXIT_TAMPERED)
+    out.write_text(signed.to_json())
+    console.print(
+        f"Signed checkpoint at position {signed.position} ({signed.events:,} events, "
+        f"{len(signed.anchors)} anchors) written to {out}."
+    )
+
+
+@audit_app.command("verify")
+def audit_verify(
+    checkpoint: Path | None = typer.Option(
+        None, help="A signed checkpoint to check the log against (catches a rewritten chain)."
+    ),
+    public_key: Path | None = typer.Option(
+        None, help="The operator's public key (PEM): the checkpoint must be signed with it."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Also print the report as JSON."),
+) -> None:
+    """Recompute the chain from the events; report where anything was changed.
+
+    Reports the first position where an event was changed, deleted or inserted.
+
+    Exit 0: clean; 1: tampered; 2: the checkpoint or key is unreadable or wrongly signed.
+    Writes nothing: events after the chain's head are not yet chained (`audit chain`).
+    """
+    signed = None
+    try:
+        trusted = checkpoints.load_public_key(public_key) if public_key else None
+        if checkpoint is not None:
+            signed = checkpoints.load(checkpoint, trusted)
+    except BadCheckpoint as e:
+        console.print(f"[red]Bad checkpoint: {e}[/]")
+        raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
+    if signed is not None and trusted is None:
+        console.print(
+            "[yellow]The signature was checked with the key inside the checkpoint; pass "
+            "--public-key to make sure it is the operator's.[/]"
+        )
+    ledger = Ledger.open()
+    keeper = ChainKeeper.for_ledger(ledger)
+    if signed is not None and signed.schema != keeper.schema:
+        console.print(
+            f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
+            f"this is {keeper.schema!r}.[/]"
+        )
+    with _rate_progress("verifying") as bar:
+        report = verify_log(keeper, signed, progress=_updater(bar, "verifying"))
+    ledger.close()
+    if as_json:
+        typer.echo(json.dumps(_report_json(report, signed)))
+    _print_verify_report(report, signed)
+    if report.finding is not None:
+        raise typer.Exit(EXIT_TAMPERED)
+
+
+def _updater(bar: Progress, description: str) -> Callable[[int, int], None]:
+    task = bar.add_task(description, total=None, rate="-")
+    started = time.perf_counter()
+
+    def update(position: int, stop: int) -> None:
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=position, total=stop, rate=f"{position / elapsed:,.0f}")
+
+    return update
+
+
+def _report_json(report: VerifyReport, signed: checkpoints.Checkpoint | None) -> dict[str, Any]:
+    finding = report.finding
+    return {
+        "clean": finding is None,
+        "events": report.events,
+        "position": report.position,
+        "chain_head": report.chain_head.position,
+        "unchained": report.unchained,
+        "checkpoint": signed.position if signed else None,
+        "seconds": round(report.seconds, 3),
+        "events_per_second": round(report.rate),
+        "finding": None
+        if finding is None
+        else {"kind": finding.kind.value, "position": finding.position, "after": finding.after},
+    }
+
+
+def _print_verify_report(
+    report: VerifyReport, signed: checkpoints.Checkpoint | None = None
+) -> None:
+    if report.finding is not None:
+        console.print(
+            f"[bold red]TAMPERED[/] at position {report.finding.position} "
+            f"({report.finding.kind.value}): {report.finding.describe()}."
+        )
+    else:
+        if report.chain_head.events == 0 and report.unchained:
+            console.print("[yellow]No event is chained yet: run `posledger audit chain`.[/]")
+        elif report.unchained:
+            console.print(
+                f"{report.unchained:,} events after position {report.chain_head.position} "
+                "are not chained yet (`posledger audit chain`)."
+            )
+        if signed is not None:
+            console.print(
+                f"The log matches the signed checkpoint at position {signed.position} "
+                f"({len(signed.all_anchors())} digests)."
+            )
+        console.print("[green]Clean.[/]")
+    done = "Recomputed" if report.finding else "Verified"
+    console.print(
+        f"{done} {report.events:,} events up to position {report.position} in "
+        f"{report.seconds:.2f} s ({report.rate:,.0f} events/s)."
+    )
 
 
 if __name__ == "__main__":

@@ -36,6 +36,12 @@ class Unauthenticated(DomainError):
     reason = "API_KEY_INVALID"
 
 
+class PermissionDenied(DomainError):
+    """The caller's key lacks the role an RPC needs (PERMISSION_DENIED)."""
+
+    reason = "ROLE_REQUIRED"
+
+
 @dataclass(frozen=True)
 class Principal:
     """The authenticated caller."""
@@ -44,6 +50,11 @@ class Principal:
     app_id: str
     key_id: str
     role: Role
+
+    def require(self, role: Role) -> None:
+        """Refuses a caller without `role`. Development mode (no keys at all) has every role."""
+        if self.role is not role and self.key_id:
+            raise PermissionDenied(f"this needs an API key with the {role.value} role")
 
 
 @dataclass(frozen=True)

@@ -142,6 +142,24 @@ class CommandRecord:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class EventMetadata:
+    """Who and where, recorded for every event a command writes (never the API key itself).
+
+    The server's time is each event's own `timestamp`; a device's time, where it reports
+    one, is the event's `occurred_at`.
+    """
+
+    merchant_id: str
+    app_id: str = ""
+    key_id: str = ""
+    device_id: str = ""
+    request_id: str = ""
+    # Location of each aggregate that has one (sales, stock items), by aggregate id.
+    locations: dict[UUID, str] = field(default_factory=dict)
+
+
+METADATA_TABLE = "event_metadata"
 COMMANDS_TABLE = "processed_commands"
 COMMANDS_PKEY = f"{COMMANDS_TABLE}_pkey"
 NO_AUTO_PREPARE = 2**31  # a psycopg `prepare_threshold` no statement reaches
@@ -179,6 +197,32 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self.select_command_statement = SQL(
             "SELECT * FROM {table} WHERE merchant_id = %s AND request_id = %s"
         ).format(table=table)
+        metadata = Identifier(self.datastore.schema, METADATA_TABLE)
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {table} ("
+                " originator_id uuid NOT NULL,"
+                " originator_version bigint NOT NULL,"
+                " merchant_id text NOT NULL,"
+                " app_id text NOT NULL,"
+                " key_id text NOT NULL,"
+                " location_id text NOT NULL,"
+                " device_id text NOT NULL,"
+                " request_id text NOT NULL,"
+                " PRIMARY KEY (originator_id, originator_version))"
+            ).format(table=metadata)
+        )
+        self.insert_metadata_statement = SQL(
+            "INSERT INTO {table} SELECT * FROM unnest("
+            "%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::text[], %s::text[])"
+            # A clash here means the events clash too: let their insert raise it, as the
+            # IntegrityError the application handles (a duplicate or a lost race).
+            " ON CONFLICT DO NOTHING"
+        ).format(table=metadata)
+        self.select_metadata_statement = SQL(
+            "SELECT * FROM {table} WHERE originator_id = %s ORDER BY originator_version"
+        ).format(table=metadata)
 
     def _insert_events(
         self,
@@ -186,6 +230,7 @@ class LedgerRecorder(PostgresApplicationRecorder):
         stored_events: Any,
         *,
         command_record: CommandRecord | None = None,
+        event_metadata: EventMetadata | None = None,
         **kwargs: Any,
     ) -> None:
         # No automatic preparing on this connection (explicit `prepare=True` still works).
@@ -216,6 +261,29 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     ),
                     prepare=False,  # runs once per command; see prepare_threshold above
                 )
+        if event_metadata is not None and stored_events:
+            m = event_metadata
+            n = len(stored_events)
+            curs.execute(
+                self.insert_metadata_statement,
+                (
+                    [e.originator_id for e in stored_events],
+                    [e.originator_version for e in stored_events],
+                    [m.merchant_id] * n,
+                    [m.app_id] * n,
+                    [m.key_id] * n,
+                    [m.locations.get(e.originator_id, "") for e in stored_events],
+                    [m.device_id] * n,
+                    [m.request_id] * n,
+                ),
+                prepare=False,
+            )
+
+    def select_event_metadata(self, originator_id: UUID) -> dict[int, dict[str, Any]]:
+        """The metadata of an aggregate's events, by version."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self.select_metadata_statement, (originator_id,))
+            return {row["originator_version"]: dict(row) for row in curs.fetchall()}
 
     def select_command_record(self, merchant_id: str, request_id: str) -> CommandRecord | None:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:

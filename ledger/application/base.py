@@ -28,9 +28,11 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
+from ledger.domain.validation import Checks
 from ledger.keys import ApiKeys
 from ledger.store import (
     CommandRecord,
+    EventMetadata,
     LedgerRecorder,
     Settings,
     database_url,
@@ -57,6 +59,17 @@ class Context:
     expected_version: int | None = None
     app_id: str = ""
     key_id: str = ""
+    device_id: str = ""  # from the caller's `x-device-id` metadata, when it sends one
+
+    def event_metadata(self, aggregates: list[Any]) -> EventMetadata:
+        return EventMetadata(
+            merchant_id=self.merchant_id,
+            app_id=self.app_id,
+            key_id=self.key_id,
+            device_id=self.device_id,
+            request_id=self.request_id,
+            locations={a.id: a.location_id for a in aggregates if hasattr(a, "location_id")},
+        )
 
 
 @dataclass(frozen=True)
@@ -141,6 +154,13 @@ class LedgerBase(Application[UUID]):
             raise NotFound(f"{noun} {aggregate_id} not found", reason=reason)
         return found
 
+    def owned_aggregate_id(self, merchant_id: str, aggregate_id: str) -> UUID:
+        """The id of any aggregate of the merchant (sale, product, customer, stock item)."""
+        checks = Checks()
+        checks.uuid("aggregate_id", aggregate_id)
+        checks.raise_if_any()
+        return self._load(Aggregate, merchant_id, aggregate_id, "AGGREGATE_NOT_FOUND").id
+
     @staticmethod
     def _check_version(ctx: Context, aggregate: Aggregate) -> None:
         """Refuses to act on an aggregate that moved on since the caller read it."""
@@ -182,7 +202,11 @@ class LedgerBase(Application[UUID]):
                 result={"ids": ids, "aggregates": [[str(a.id), a.version] for a in aggregates]},
             )
             try:
-                recordings = self.save(*aggregates, command_record=record)
+                recordings = self.save(
+                    *aggregates,
+                    command_record=record,
+                    event_metadata=ctx.event_metadata(aggregates),
+                )
             except IntegrityError as e:
                 if is_duplicate_command(e):
                     # A twin of this request committed first: answer as it was answered.

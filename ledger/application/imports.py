@@ -143,7 +143,8 @@ class ImportCommands(SalesCommands):
             for sale in new_sales:
                 self._stock_effects(sale, stock)
             try:
-                self.save(*new_sales, *stock.values())
+                aggregates = [*new_sales, *stock.values()]
+                self.save(*aggregates, event_metadata=ctx.event_metadata(aggregates))
             except IntegrityError:
                 continue  # a concurrent writer got there first: decide again on fresh state
             return results

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from ledger.application.base import Context, Decision, LedgerBase, Outcome
 from ledger.domain import commands as c
-from ledger.domain.errors import RuleViolated
+from ledger.domain.errors import NotFound, RuleViolated
 from ledger.domain.inventory import StockItem, stock_item_id
 from ledger.domain.product import Product, product_id
 from ledger.domain.sale import Sale
@@ -111,9 +111,13 @@ class SalesCommands(LedgerBase):
     def cancel_sale(self, ctx: Context, cmd: c.CancelSale) -> SaleResult:
         return self._on_sale(ctx, cmd, lambda sale: sale.cancel(cmd.reason))
 
-    def get_sale(self, merchant_id: str, sale_id: str) -> Sale:
+    def get_sale(self, merchant_id: str, sale_id: str, version: int | None = None) -> Sale:
+        """The sale now, or as it was at `version` (a version it never had is NOT_FOUND)."""
         c.check_sale_id(sale_id)
-        return self._load(Sale, merchant_id, sale_id, "SALE_NOT_FOUND")
+        sale = self._load(Sale, merchant_id, sale_id, "SALE_NOT_FOUND", version)
+        if version is not None and sale.version != version:
+            raise NotFound(f"sale {sale_id} has no version {version}", reason="VERSION_NOT_FOUND")
+        return sale
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ledger.application import Context
-from ledger.grpc.interceptors import current_principal
+from ledger.grpc.interceptors import current_device_id, current_principal
 
 
 def command_context(request: Any) -> Context:
@@ -23,6 +23,7 @@ def command_context(request: Any) -> Context:
         expected_version=request.expected_version if has_version else None,
         app_id=principal.app_id,
         key_id=principal.key_id,
+        device_id=current_device_id(),
     )
 
 

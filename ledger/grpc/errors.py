@@ -19,7 +19,7 @@ from ledger.domain.errors import (
     RuleViolated,
     VersionConflict,
 )
-from ledger.keys import Unauthenticated
+from ledger.keys import PermissionDenied, Unauthenticated
 
 ERROR_DOMAIN = "posledger"
 
@@ -32,6 +32,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (NotYetVisible, code_pb2.UNAVAILABLE),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
 

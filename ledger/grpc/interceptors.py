@@ -22,6 +22,8 @@ from ledger.keys import Authenticator, Principal
 log = structlog.get_logger("posledger.rpc")
 
 _principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
+_device_id: contextvars.ContextVar[str] = contextvars.ContextVar("device_id", default="")
+MAX_DEVICE_ID = 128
 
 GUARDED_PREFIX = "/ledger.v1."
 
@@ -29,6 +31,11 @@ GUARDED_PREFIX = "/ledger.v1."
 def current_principal() -> Principal:
     """The caller of the RPC this thread is serving."""
     return _principal.get()
+
+
+def current_device_id() -> str:
+    """The `x-device-id` the caller sent (cut to 128 printable characters), or ""."""
+    return _device_id.get()
 
 
 def _code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -99,9 +106,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 principal = self._authenticate(context)
                 token = _principal.set(principal)
+                device = _device_id.set(_device_of(context))
                 try:
                     return behavior(request, context)
                 finally:
+                    _device_id.reset(device)
                     _principal.reset(token)
             except Exception as error:
                 if isinstance(error, grpc.RpcError) or _code(context) is not None:
@@ -121,9 +130,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 principal = self._authenticate(context)
                 token = _principal.set(principal)
+                device = _device_id.set(_device_of(context))
                 try:
                     yield from behavior(request, context)
                 finally:
+                    _device_id.reset(device)
                     _principal.reset(token)
             except Exception as error:
                 if _code(context) is not None:
@@ -133,6 +144,13 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 _log_call(method, context, principal, request, started)
 
         return call
+
+
+def _device_of(context: grpc.ServicerContext) -> str:
+    value = dict(context.invocation_metadata() or ()).get("x-device-id", "")
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return "".join(ch for ch in value if ch.isprintable())[:MAX_DEVICE_ID]
 
 
 def _log_call(

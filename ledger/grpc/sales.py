@@ -15,7 +15,7 @@ from ledger.domain.commands import ImportOrder
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc import convert
 from ledger.grpc.context import command_context
-from ledger.grpc.interceptors import current_principal
+from ledger.grpc.interceptors import current_device_id, current_principal
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1 import sales_pb2_grpc
 from projections.queries import ReadModels
@@ -135,7 +135,12 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
     ) -> pb.ImportSalesResponse:
         principal = current_principal()
         # Imports need no request_id: each order is idempotent by (channel, external id).
-        ctx = Context(merchant_id=principal.merchant_id, app_id=principal.app_id)
+        ctx = Context(
+            merchant_id=principal.merchant_id,
+            app_id=principal.app_id,
+            key_id=principal.key_id,
+            device_id=current_device_id(),
+        )
         response = pb.ImportSalesResponse()
         for batch in request_iterator:
             if len(batch.orders) > MAX_IMPORT_BATCH:

@@ -11,6 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ledger.application import Ledger
+from ledger.grpc.audit import AuditServicer
 from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
 from ledger.grpc.interceptors import LedgerInterceptor
@@ -18,6 +19,8 @@ from ledger.grpc.inventory import InventoryServicer
 from ledger.grpc.sales import SalesServicer
 from ledger.keys import Authenticator
 from ledger.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     catalog_pb2,
     catalog_pb2_grpc,
     customers_pb2,
@@ -37,6 +40,7 @@ SERVICE_NAMES = [
         (catalog_pb2, "CatalogService"),
         (customers_pb2, "CustomerService"),
         (inventory_pb2, "InventoryService"),
+        (audit_pb2, "AuditService"),
     ]
 ]
 
@@ -94,6 +98,7 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(ledger, reads), server
     )
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:

@@ -1,0 +1,295 @@
+"""The hash chain over the event log, as pure functions (no I/O).
+
+Each event's digest covers the previous digest and the event as stored: its position
+(notification id), aggregate id, version, topic and the stored payload bytes:
+
+    event_hash = SHA-256("posledger-event-v1\\0" | position | aggregate id | version
+                         | topic length | topic | payload length | payload)
+    digest     = SHA-256("posledger-chain-v1\\0" | previous digest | event_hash)
+
+Integers are big-endian (positions, versions and payload lengths 8 bytes, the topic
+length 4), the id is its 16 bytes, a NULL topic or payload has length -1: fixed widths and
+a length before each variable field, so no two different events, or orders of events,
+encode alike. The chain starts from 32 zero bytes. The event hash has the same definition
+in SQL (`store.event_hash_sql`), so the database can hash the payloads where they lie and
+send 32 bytes per event instead of the payload (a test keeps the two definitions equal).
+
+A walk (`ChainWalker`) recomputes the chain in position order and compares it with the
+digests stored when the chain was extended, and with the anchors of a signed checkpoint.
+It stops at the first finding:
+
+- changed: an event and a stored digest at the same position, and the digest differs (the
+  event's id, version, topic or payload changed, or the stored digest did);
+- deleted: a stored digest at a position where no event is left;
+- inserted: an event at a position the chain had passed without one (or a stored digest
+  was deleted);
+- rewritten: the recomputed chain differs from a signed anchor although the stored chain
+  agreed with the events up to there: the stored chain was rewritten to match changed
+  events. Only a checkpoint kept outside the database catches this; it bounds the first
+  change to the positions after the last good anchor, up to the bad one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Final
+from uuid import UUID
+
+DIGEST_SIZE: Final = 32
+GENESIS: Final = bytes(DIGEST_SIZE)
+EVENT_DOMAIN: Final = b"posledger-event-v1\x00"
+LINK_DOMAIN: Final = b"posledger-chain-v1\x00"
+# position, aggregate id, version, topic length (-1: NULL)
+_EVENT_HEAD: Final = struct.Struct(">q16sqi")
+_STATE_LENGTH: Final = struct.Struct(">q")  # payload length (-1: NULL)
+
+# What a walk reads: position, event hash (None: no event there), stored digest (None:
+# not chained).
+ChainRow = tuple[int, bytes | None, bytes | None]
+# The same with the event's fields instead of its hash (None id: no event there).
+EventRow = tuple[int, UUID | None, int | None, str | None, bytes | None, bytes | None]
+
+
+def event_hash(
+    position: int, originator_id: UUID, version: int, topic: str | None, state: bytes | None
+) -> bytes:
+    """The hash of one event as stored, at its position."""
+    topic_bytes = b"" if topic is None else topic.encode()
+    h = hashlib.sha256(EVENT_DOMAIN)
+    h.update(
+        _EVENT_HEAD.pack(
+            position, originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
+        )
+    )
+    h.update(topic_bytes)
+    h.update(_STATE_LENGTH.pack(-1 if state is None else len(state)))
+    if state is not None:
+        h.update(state)
+    return h.digest()
+
+
+def link(previous: bytes, hashed_event: bytes) -> bytes:
+    """The chain's digest after an event, from the digest before it and the event's hash."""
+    if len(previous) != DIGEST_SIZE or len(hashed_event) != DIGEST_SIZE:
+        raise ValueError(f"digests and event hashes have {DIGEST_SIZE} bytes")
+    return hashlib.sha256(LINK_DOMAIN + previous + hashed_event).digest()
+
+
+def digest(
+    previous: bytes,
+    position: int,
+    originator_id: UUID,
+    version: int,
+    topic: str | None,
+    state: bytes | None,
+) -> bytes:
+    """The chain's digest after the event at `position`, following `previous`."""
+    return link(previous, event_hash(position, originator_id, version, topic, state))
+
+
+def chain(
+    hashed: Iterable[tuple[int, bytes]], start_digest: bytes = GENESIS
+) -> list[tuple[int, bytes]]:
+    """Each (position, event hash)'s (position, digest), continuing from `start_digest`."""
+    result = []
+    current = start_digest
+    for position, hashed_event in hashed:
+        current = link(current, hashed_event)
+        result.append((position, current))
+    return result
+
+
+class Kind(StrEnum):
+    CHANGED = "changed"
+    DELETED = "deleted"
+    INSERTED = "inserted"
+    REWRITTEN = "rewritten"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The first place where the log differs from what was chained or signed.
+
+    For `rewritten`, the first change lies after `after` and at or before `position`.
+    """
+
+    kind: Kind
+    position: int
+    after: int | None = None
+
+    def describe(self) -> str:
+        if self.kind is Kind.CHANGED:
+            return (
+                f"the event at position {self.position} was changed "
+                "(its id, version, topic or payload, or its stored digest)"
+            )
+        if self.kind is Kind.DELETED:
+            return f"the event at position {self.position} was deleted"
+        if self.kind is Kind.INSERTED:
+            return (
+                f"an event was inserted at position {self.position} "
+                "(or its stored digest was deleted)"
+            )
+        if self.after is not None and self.position == self.after + 1:
+            where = f"at position {self.position}"
+        else:
+            where = f"after position {self.after} and at or before position {self.position}"
+        return (
+            f"the log differs from the signed checkpoint {where}: events were changed, "
+            "deleted or inserted there and the stored chain was rewritten to match"
+        )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The chain's digest after every event at or before `position`."""
+
+    position: int
+    digest: bytes
+
+
+@dataclass
+class ChainWalker:
+    """Recomputes the chain from rows in position order and compares as it goes.
+
+    `chain_head`: the stored chain covers positions up to here; later events are only
+    recomputed (None: every row must be chained). `anchors`: signed digests to meet.
+    `sample_every`: keep every n-th recomputed digest (for a new checkpoint's anchors).
+    """
+
+    digest: bytes = GENESIS
+    chain_head: int | None = None
+    anchors: Sequence[Anchor] = ()
+    sample_every: int = 0
+    position: int = 0  # of the last event walked
+    events: int = 0
+    finding: Finding | None = None
+    samples: list[Anchor] = field(default_factory=list)
+    _next_anchor: int = field(default=0, init=False)
+    _good_anchor: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.anchors = sorted(self.anchors, key=lambda a: a.position)
+        if len(self.digest) != DIGEST_SIZE:
+            raise ValueError(f"a digest has {DIGEST_SIZE} bytes")
+
+    def feed(self, rows: Iterable[ChainRow]) -> Finding | None:
+        """Walks `rows` (after any walked before); returns the first finding, if any."""
+        if self.finding is not None:
+            return self.finding
+        chain_head = self.chain_head
+        next_anchor = self._next_anchor_position()
+        sha256 = hashlib.sha256
+        current = self.digest
+        for position, hashed_event, stored in rows:
+            if next_anchor is not None and next_anchor < position:
+                self.digest = current
+                if self._meet_anchors(before=position):
+                    return self.finding
+                next_anchor = self._next_anchor_position()
+            chained = chain_head is None or position <= chain_head
+            if hashed_event is None:
+                if stored is not None and chained:
+                    return self._found(Kind.DELETED, position, current)
+                continue
+            if len(hashed_event) != DIGEST_SIZE:
+                raise ValueError(f"event hashes have {DIGEST_SIZE} bytes")
+            following = sha256(LINK_DOMAIN + current + hashed_event).digest()
+            if chained:
+                if stored is None:
+                    return self._found(Kind.INSERTED, position, current)
+                if stored != following:
+                    return self._found(Kind.CHANGED, position, current)
+            current = following
+            self.position = position
+            self.events += 1
+            if self.sample_every and self.events % self.sample_every == 0:
+                self.samples.append(Anchor(position, current))
+        self.digest = current
+        return None
+
+    def finish(self) -> Finding | None:
+        """Meets the anchors after the last row; call once every row has been fed."""
+        if self.finding is None:
+            self._meet_anchors(before=None)
+        return self.finding
+
+    def _next_anchor_position(self) -> int | None:
+        if self._next_anchor < len(self.anchors):
+            return self.anchors[self._next_anchor].position
+        return None
+
+    def _meet_anchors(self, before: int | None) -> bool:
+        anchors = self.anchors
+        while self._next_anchor < len(anchors) and (
+            before is None or anchors[self._next_anchor].position < before
+        ):
+            anchor = anchors[self._next_anchor]
+            if anchor.digest != self.digest:
+                self.finding = Finding(Kind.REWRITTEN, anchor.position, after=self._good_anchor)
+                return True
+            self._good_anchor = anchor.position
+            self._next_anchor += 1
+        return False
+
+    def _found(self, kind: Kind, position: int, current: bytes) -> Finding:
+        self.digest = current
+        self.finding = Finding(kind, position)
+        return self.finding
+
+
+def hashed_rows(rows: Iterable[EventRow]) -> Iterable[ChainRow]:
+    """Rows with the event's fields, as a walk reads them (with the event's hash)."""
+    for position, originator_id, version, topic, state, stored in rows:
+        if originator_id is None:
+            yield position, None, stored
+        else:
+            assert version is not None
+            yield position, event_hash(position, originator_id, version, topic, state), stored
+
+
+def verify_rows(
+    rows: Iterable[EventRow],
+    start_digest: bytes = GENESIS,
+    *,
+    chain_head: int | None = None,
+    anchors: Sequence[Anchor] = (),
+) -> Finding | None:
+    """The first finding in `rows` (in position order), or None when they all agree."""
+    walker = ChainWalker(digest=start_digest, chain_head=chain_head, anchors=anchors)
+    return walker.feed(hashed_rows(rows)) or walker.finish()
+
+
+def merge(
+    hashed: Sequence[tuple[int, bytes]], links: Sequence[tuple[int, bytes]], upto: int
+) -> list[ChainRow]:
+    """Event hashes and stored digests (each sorted by position) side by side, up to
+    `upto` (rows beyond it are left out)."""
+    if (
+        len(hashed) == len(links)
+        and (not hashed or (hashed[-1][0] <= upto and links[-1][0] <= upto))
+        and [e[0] for e in hashed] == [c[0] for c in links]
+    ):  # the usual case: every event chained, nothing missing
+        return [(e[0], e[1], c[1]) for e, c in zip(hashed, links, strict=True)]
+    rows: list[ChainRow] = []
+    i = j = 0
+    n, m = len(hashed), len(links)
+    while True:
+        e = hashed[i][0] if i < n and hashed[i][0] <= upto else None
+        c = links[j][0] if j < m and links[j][0] <= upto else None
+        if e is None and c is None:
+            return rows
+        if c is None or (e is not None and e < c):
+            rows.append((hashed[i][0], hashed[i][1], None))
+            i += 1
+        elif e is None or c < e:
+            rows.append((c, None, links[j][1]))
+            j += 1
+        else:
+            rows.append((e, hashed[i][1], links[j][1]))
+            i += 1
+            j += 1
