@@ -16,7 +16,7 @@ before (its views are dropped and built from position 0 again).
    each view in a process of its own (so its peak RSS is its own).
 3. Rebuild: `Projections.rebuild(view)` of each view over the whole log, likewise.
 4. Live follow: a runner (`Projections.run`) in its own process, and commands saved one at
-   a time; the latency is from the command's return (its events committed) until the
+   a time; the latency is from the command's save (its events committed) until the
    view's registry row reaches the command's log position.
 
 --profile FILE runs the catch-up under cProfile (slower: its times are not the figures),
@@ -72,7 +72,7 @@ from ledger.domain import product as prod  # noqa: E402
 from ledger.domain.sale import LineItem  # noqa: E402
 from ledger.store import Settings  # noqa: E402
 from projections import projections_for  # noqa: E402
-from projections.runner import CATCH_UP_PAGE, Projections  # noqa: E402
+from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections  # noqa: E402
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/test"
 VIEWS = ("orders", "inventory", "customers", "catalog")
@@ -133,8 +133,9 @@ class Generator:
         self.ledger = ledger
         self.merchant = f"bench-{worker}"
         self.worker = worker
-        self.rnd = random.Random(worker)  # noqa: S311
+        self.rnd = random.Random(worker)
         self.requests = itertools.count()
+        self.run = uuid.uuid4().hex[:8]  # request ids of every run differ
         self.orders = itertools.count()
         self.products = products
         self.customer_count = customers
@@ -143,7 +144,7 @@ class Generator:
 
     def ctx(self) -> Context:
         self.live_commands += 1
-        return Context(self.merchant, f"bench-{self.worker}-{next(self.requests)}")
+        return Context(self.merchant, f"bench-{self.worker}-{self.run}-{next(self.requests)}")
 
     def set_up(self) -> None:
         for n in range(self.products):
@@ -176,7 +177,7 @@ class Generator:
                     name=f"Customer {n}",
                     email=f"customer{n}@example.com",
                     marketing_consent=n % 2 == 0,
-                    consent_channel=cust.Channel.IN_STORE if n % 2 == 0 else None,
+                    consent_channel=c.Channel.IN_STORE if n % 2 == 0 else None,
                     tags=("bench",),
                 ),
             )
@@ -215,9 +216,7 @@ class Generator:
                             c.Tender.CARD, self._total(lines), CARD, f"A{n}", f"ch_{n}"
                         ),
                     ),
-                    customer_id=(
-                        self.rnd.choice(self.catalog.customers) if n % 3 == 0 else ""
-                    ),
+                    customer_id=(self.rnd.choice(self.catalog.customers) if n % 3 == 0 else ""),
                 )
             )
         results = self.ledger.import_sales(Context(self.merchant), orders)
@@ -236,7 +235,9 @@ class Generator:
                 line_items=tuple(
                     c.LineItemInput(sku, f"Item {sku}", q, unit_price=None) for sku, q in lines
                 ),
-                customer_id=self.rnd.choice(self.catalog.customers) if self.rnd.random() < 0.5 else "",
+                customer_id=self.rnd.choice(self.catalog.customers)
+                if self.rnd.random() < 0.5
+                else "",
             ),
         )
         if not pay:
@@ -324,7 +325,7 @@ class Generator:
     def change_price(self) -> Any:
         sku = self.rnd.choice(sorted(self.catalog.ids))
         price, tax = self.catalog.prices[sku]
-        price = max(100, price + self.rnd.choice((-50, 50)))
+        price = price + 50 if price <= 150 else price + self.rnd.choice((-50, 50))
         outcome = self.ledger.update_product(
             self.ctx(), prod.UpdateProduct(self.catalog.ids[sku], (("price", price),))
         )
@@ -335,7 +336,9 @@ class Generator:
         customer = self.rnd.choice(self.catalog.customers)
         return self.ledger.update_customer(
             self.ctx(),
-            cust.UpdateCustomer(customer, (("name", f"Customer {next(self.requests)}"),)),
+            cust.UpdateCustomer(
+                customer, (("name", f"Customer {self.run}-{next(self.requests)}"),)
+            ),
         )
 
     def receive(self) -> Any:
@@ -360,7 +363,12 @@ def generate(
     gen.set_up()
     imported = 0
     try:
-        while (remaining := target - head(ledger)) > 0:
+        reported = 0
+        while (remaining := target - (position := head(ledger))) > 0:
+            if worker == 0 and position - reported >= 100_000:
+                reported = position
+                rate = position / (time.perf_counter() - started)
+                print(f"  generating: {position:,} events, {rate:,.0f} events/s", flush=True)
             # Smaller batches near the end, so the log overshoots the target only a little.
             count = max(1, min(args["batch"], remaining // (6 * workers)))
             imported += gen.import_batch(count)
@@ -488,7 +496,12 @@ def run_views(
     """A projections runner in its own process, as `posledger projections run` is."""
     ledger = open_ledger(url, schema)
     stop = threading.Event()
-    threading.Thread(target=lambda: (done.wait(), stop.set()), daemon=True).start()
+
+    def stop_when_done() -> None:
+        done.wait()
+        stop.set()
+
+    threading.Thread(target=stop_when_done, daemon=True).start()
     cpu = cpu_seconds()
     projections_for(ledger).run(stop, ready.set)
     ledger.close()
@@ -510,6 +523,17 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
         ledger = open_ledger(url, schema)
         gen = Generator(ledger, worker=0, products=0, customers=0)
         load_catalog(ledger, gen)
+        # The moment each save returns (its transaction committed), before the command
+        # builds its answer: the latency is measured from there.
+        committed: list[float] = []
+        save = ledger.save
+
+        def timed_save(*args: Any, **kwargs: Any) -> Any:
+            recordings = save(*args, **kwargs)
+            committed.append(time.perf_counter())
+            return recordings
+
+        ledger.save = timed_save  # type: ignore[method-assign]
         kinds: list[tuple[str, Callable[[], Any]]] = [
             ("orders", lambda: gen.live_sale(pay=False)),
             ("inventory", gen.receive),
@@ -519,22 +543,29 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
         registry = Identifier(schema, "projection_views")
         latencies: dict[str, list[float]] = {name: [] for name, _ in kinds}
         commands: list[float] = []
+        order: list[tuple[float, int, str]] = []  # (latency, sample number, view)
         with psycopg.connect(url, autocommit=True) as conn:
             poll = SQL("SELECT position FROM {} WHERE view = %s").format(registry)
-            # Let the runner settle at the head first.
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                rows = conn.execute(SQL("SELECT min(position) FROM {}").format(registry))
-                if (rows.fetchone() or [0])[0] >= head(ledger):
-                    break
-                time.sleep(0.05)
+            # Warm-up, not measured: one command of each kind, each waited for. The runner's
+            # first round also extends the audit hash chain over the log written so far.
+            warm_up = time.perf_counter()
+            for view, command in kinds:
+                position = command().position
+                while (conn.execute(poll, (view,)).fetchone() or [0])[0] < position:
+                    if time.perf_counter() - warm_up > 600:
+                        raise RuntimeError("the runner did not catch up in 10 minutes")
+                    time.sleep(0.01)
+            warm_up = time.perf_counter() - warm_up
+            previous = head(ledger)
             for i in range(samples):
                 view, command = kinds[i % len(kinds)]
                 sent = time.perf_counter()
                 outcome = command()
-                saved = time.perf_counter()
-                commands.append(saved - sent)
+                commands.append(time.perf_counter() - sent)
+                saved = committed[-1]
                 position = outcome.position
+                assert position > previous, "every command records an event"
+                previous = position
                 while True:
                     row = conn.execute(poll, (view,), prepare=True).fetchone()
                     if row and row[0] >= position:
@@ -543,6 +574,7 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
                         raise RuntimeError(f"{view} did not reach {position} in 60 s")
                     time.sleep(0.0005)
                 latencies[view].append(time.perf_counter() - saved)
+                order.append((latencies[view][-1], i, view))
                 time.sleep(0.01)  # commands arrive apart, not back to back
         ledger.close()
         done.set()
@@ -557,6 +589,8 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
         "per_view": {view: summary(values) for view, values in latencies.items()},
         "command": summary(commands),
         "runner": runner_stats,
+        "slowest": sorted(order, reverse=True)[:3],
+        "warm_up": warm_up,
     }
 
 
@@ -581,7 +615,6 @@ def load_catalog(ledger: Ledger, gen: Generator) -> None:
             (gen.merchant,),
         ):
             gen.catalog.customers.append(customer_id)
-    gen.requests = itertools.count(10**9)  # request ids the generation never used
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -612,6 +645,26 @@ def log_counts(url: str, schema: str) -> tuple[int, list[tuple[str, int]]]:
         ).fetchall()
     topics = [(str(t), int(n)) for t, n in rows]
     return sum(n for _, n in topics), topics
+
+
+def statistics_state(url: str, schema: str) -> str:
+    """Whether the planner has statistics for the events table (autovacuum may be off)."""
+    with psycopg.connect(url) as conn:
+        autovacuum = conn.execute("SHOW autovacuum").fetchone()
+        row = conn.execute(
+            "SELECT greatest(last_analyze, last_autoanalyze) FROM pg_stat_user_tables"
+            " WHERE schemaname = %s AND relname = 'ledger_events'",
+            (schema,),
+        ).fetchone()
+    analyzed = row[0] if row else None
+    return f"autovacuum {autovacuum[0] if autovacuum else '?'}, " + (
+        f"last analyzed {analyzed:%Y-%m-%d %H:%M:%S}" if analyzed else "never analyzed"
+    )
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min), {five:.2f} (5 min)"
 
 
 def print_profile(path: str) -> None:
@@ -647,8 +700,14 @@ def main() -> None:
     parser.add_argument("--tracemalloc", action="store_true", help="also trace Python heap peak")
     parser.add_argument("--profile", metavar="FILE", help="cProfile the catch-up into FILE.*")
     parser.add_argument("--skip", default="", help="comma list of: catchup,rebuild,live")
+    parser.add_argument("--views", default=",".join(VIEWS), help="comma list of views to measure")
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE the events table before measuring"
+    )
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    views = [v for v in args.views.split(",") if v]
+    assert set(views) <= set(VIEWS), f"views are {', '.join(VIEWS)}"
     # Stopped with SIGTERM, still drop the schema (unless --keep).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
@@ -675,7 +734,9 @@ def main() -> None:
             context = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(args.workers, mp_context=context) as pool:
                 futures = [
-                    pool.submit(reporting, generate, w, args.workers, url, schema, args.events, options)
+                    pool.submit(
+                        reporting, generate, w, args.workers, url, schema, args.events, options
+                    )
                     for w in range(args.workers)
                 ]
                 made = [f.result() for f in futures]
@@ -687,43 +748,44 @@ def main() -> None:
                 f"\ngenerated {total:,} events in {seconds:.0f} s ({total / seconds:,.0f} events/s,"
                 f" {args.workers} processes): {orders:,} imported orders, {live:,} live commands"
             )
+        if args.analyze:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(SQL("ANALYZE {}").format(Identifier(schema, "ledger_events")))
         total, topics = log_counts(url, schema)
-        print(f"log: {total:,} events; " + ", ".join(f"{t.split('.')[-1]} {n:,}" for t, n in topics))
+        print(
+            f"log: {total:,} events; " + ", ".join(f"{t.split('.')[-1]} {n:,}" for t, n in topics)
+        )
+        print(f"events table statistics: {statistics_state(url, schema)}")
 
         if "catchup" not in skip:
-            print("\nCatch-up from position 0 (Projections.step, pages of 1,000, one process each)")
-            print(
-                f"{'view':<10} {'events read':>12} {'seconds':>8} {'log ev/s':>9}"
-                f" {'read ev/s':>9} {'cpu %':>6} {'RSS MiB':>8} {'heap MiB':>8}  rows"
-            )
-            results = [
-                in_child(catch_up, url, schema, view, args.tracemalloc, args.profile or "")
-                for view in VIEWS
-            ]
-            for r in results:
-                print_row(r, total)
-            wall = sum(r["seconds"] for r in results)
-            print(f"{'all views':<10} {'':>12} {wall:>8.1f} {total / wall:>9,.0f}")
+            print(f"\nCatch-up from position 0 (Projections.step, pages of {CATCH_UP_PAGE:,})")
+            results = []
+            for view in views:
+                print(f"  {view}: starting, {load()}")
+                results.append(
+                    in_child(catch_up, url, schema, view, args.tracemalloc, args.profile or "")
+                )
+            print_table(results, total)
             if args.profile:
                 print_profile(args.profile)
 
         if "rebuild" not in skip:
-            print("\nRebuild of each view over the whole log (Projections.rebuild, pages of 5,000)")
             print(
-                f"{'view':<10} {'events read':>12} {'seconds':>8} {'log ev/s':>9}"
-                f" {'read ev/s':>9} {'cpu %':>6} {'RSS MiB':>8} {'heap MiB':>8}  rows"
+                "\nRebuild of each view over the whole log"
+                f" (Projections.rebuild, pages of {REBUILD_PAGE:,})"
             )
-            results = [in_child(rebuild, url, schema, view, args.tracemalloc) for view in VIEWS]
-            for r in results:
-                print_row(r, total)
-            wall = sum(r["seconds"] for r in results)
-            print(f"{'all views':<10} {'':>12} {wall:>8.1f} {total / wall:>9,.0f}")
+            results = []
+            for view in views:
+                print(f"  {view}: starting, {load()}")
+                results.append(in_child(rebuild, url, schema, view, args.tracemalloc))
+            print_table(results, total)
 
         if "live" not in skip:
+            print(f"\nLive follow: starting, {load()}")
             live_result = live_follow(url, schema, args.samples)
             print(
                 f"\nLive follow: runner in its own process, {live_result['samples']} commands"
-                " one at a time; from the command's return to the view at its position"
+                " one at a time; from the command's save (committed) to the view at its position"
             )
             print(f"{'view':<10} {'n':>4} {'median ms':>10} {'p95 ms':>8} {'max ms':>8}")
             rows = [*live_result["per_view"].items(), ("all", live_result["all"])]
@@ -737,6 +799,14 @@ def main() -> None:
                 f"(the commands themselves: median {s['median_ms']:.1f} ms, p95 {s['p95_ms']:.1f}"
                 f" ms; runner peak RSS {live_result['runner']['rss_peak']:.0f} MiB)"
             )
+            slowest = ", ".join(
+                f"#{i} {view} {1000 * seconds:.1f} ms"
+                for seconds, i, view in live_result["slowest"]
+            )
+            print(
+                f"(slowest samples: {slowest};"
+                f" warm-up, not measured: {live_result['warm_up']:.1f} s)"
+            )
     finally:
         if args.keep:
             print(f"\nkept schema {schema} (measure again with --reuse {schema})")
@@ -748,12 +818,30 @@ def main() -> None:
                         conn.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(name)))
 
 
-def print_row(r: dict[str, Any], total: int) -> None:
-    rows = ", ".join(f"{t} {n:,}" for t, n in r["rows"].items())
+def print_table(results: list[dict[str, Any]], total: int) -> None:
+    """One row per view (each measured in a process of its own), and the sum."""
     print(
-        f"{r['view']:<10} {r['events']:>12,} {r['seconds']:>8.1f} {total / r['seconds']:>9,.0f}"
-        f" {r['events'] / r['seconds']:>9,.0f} {100 * r['cpu'] / r['seconds']:>6.0f}"
-        f" {mib(r['rss_peak']):>8} {mib(r['traced_peak']):>8}  {rows}"
+        f"{'view':<10} {'events read':>12} {'seconds':>8} {'log ev/s':>9} {'read ev/s':>9}"
+        f" {'cpu %':>6} {'RSS MiB':>8} {'heap MiB':>8}  rows"
+    )
+    for r in results:
+        rows = ", ".join(f"{t} {n:,}" for t, n in r["rows"].items())
+        print(
+            f"{r['view']:<10} {r['events']:>12,} {r['seconds']:>8.1f}"
+            f" {total / r['seconds']:>9,.0f} {r['events'] / r['seconds']:>9,.0f}"
+            f" {100 * r['cpu'] / r['seconds']:>6.0f} {mib(r['rss_peak']):>8}"
+            f" {mib(r['traced_peak']):>8}  {rows}"
+        )
+    wall = sum(r["seconds"] for r in results)
+    read = sum(r["events"] for r in results)
+    print(
+        f"{'all':<10} {read:>12,} {wall:>8.1f} {total / wall:>9,.0f} {read / wall:>9,.0f}"
+        f"{'':>6} {max(r['rss_peak'] for r in results):>8,.0f}"
+    )
+    print(
+        "  (RSS when each process started measuring: "
+        + ", ".join(f"{r['view']} {r['rss_before']:.0f}" for r in results)
+        + f" MiB; {load()})"
     )
 
 

@@ -165,7 +165,7 @@ class OrdersView(View):
         if not versions:
             return
         positions = {e.originator_id: e.position for e in events}
-        sales = source.aggregates_at(self.ledger, versions)
+        sales = source.aggregates_at(self.ledger, versions, events)
         curs.executemany(
             q(UPSERT_ORDER, schema),
             [order_row(sale, positions[sale_id]) for sale_id, sale in sales.items()],
