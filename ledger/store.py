@@ -82,6 +82,9 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
     """The `eventsourcing` library's environment for our database."""
     params = conninfo_to_dict(url)
     return {
+        # Never "y": the library's insert function skips the table lock that keeps
+        # notification ids in commit order, and a tailing reader could then miss events.
+        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "APPLICATION_RECORDER_TOPIC": f"{__name__}:LedgerRecorder",
         "POSTGRES_DBNAME": str(params.get("dbname") or "postgres"),
@@ -96,9 +99,6 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
         # No pre-ping: it doubles the round trips of every read, and the library already
         # retries a statement that fails on a dropped connection.
         "POSTGRES_PRE_PING": "n",
-        # Never "y": the library's insert function skips the table lock that keeps
-        # notification ids in commit order, and a tailing reader could then miss events.
-        "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
         # Recently used aggregates stay in memory; a load then reads only the events
         # recorded since (fast-forward), so it is never stale, and a copy is handed out.
         "AGGREGATE_CACHE_MAXSIZE": "10000",
