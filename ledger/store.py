@@ -7,11 +7,11 @@ is started from the `pgserver` wheel in `POSLEDGER_DATA_DIR`.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -20,10 +20,19 @@ import psycopg
 import structlog
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg import Cursor
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import DictRow
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
+
+from ledger.group_commit import (
+    CommandRecord,
+    CommitRequest,
+    DuplicateCommand,
+    EventMetadata,
+    GroupCommitter,
+    commit_call_sql,
+    commit_function_sql,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -125,57 +134,25 @@ def schema_lock(url: str, schema: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
 
 
-@dataclass(frozen=True)
-class CommandRecord:
-    """The record of one successful command, committed with its events.
-
-    A retry with the same request id finds it and is answered from the aggregate as it was
-    at `aggregate_version`, with the ids in `result`; nothing is written again.
-    """
-
-    merchant_id: str
-    request_id: str
-    command: str
-    fingerprint: str
-    aggregate_id: UUID
-    aggregate_version: int
-    result: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class EventMetadata:
-    """Who and where, recorded for every event a command writes (never the API key itself).
-
-    The server's time is each event's own `timestamp`; a device's time, where it reports
-    one, is the event's `occurred_at`.
-    """
-
-    merchant_id: str
-    app_id: str = ""
-    key_id: str = ""
-    device_id: str = ""
-    request_id: str = ""
-    # Location of each aggregate that has one (sales, stock items), by aggregate id.
-    locations: dict[UUID, str] = field(default_factory=dict)
-
-
 METADATA_TABLE = "event_metadata"
 COMMANDS_TABLE = "processed_commands"
 COMMANDS_PKEY = f"{COMMANDS_TABLE}_pkey"
-NO_AUTO_PREPARE = 2**31  # a psycopg `prepare_threshold` no statement reaches
 
 
 class LedgerRecorder(PostgresApplicationRecorder):
-    """The library's recorder plus a table of processed commands.
+    """The library's recorder, plus processed commands, event metadata and group commit.
 
-    `insert_events` runs `_insert_events` in the same transaction as the events, before the
-    events table is locked, so a command's record and its events commit together or not at
-    all, and a duplicate request fails fast on the primary key.
+    `insert_events` does not write itself: it hands the command's events, its record, its
+    metadata and its read set to this recorder's `GroupCommitter` (ledger/group_commit.py),
+    which commits them together with other commands' in one transaction. A command's record
+    and its events still commit together or not at all; a duplicate request raises
+    `DuplicateCommand`, a version clash or a stale read `CommitConflict`.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        table = Identifier(self.datastore.schema, COMMANDS_TABLE)
+        schema = self.datastore.schema
+        table = Identifier(schema, COMMANDS_TABLE)
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {table} ("
@@ -190,14 +167,10 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 " CONSTRAINT {pkey} PRIMARY KEY (merchant_id, request_id))"
             ).format(table=table, pkey=Identifier(COMMANDS_PKEY))
         )
-        self.insert_command_statement = SQL(
-            "INSERT INTO {table} (merchant_id, request_id, command, fingerprint,"
-            " aggregate_id, aggregate_version, result) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-        ).format(table=table)
         self.select_command_statement = SQL(
             "SELECT * FROM {table} WHERE merchant_id = %s AND request_id = %s"
         ).format(table=table)
-        metadata = Identifier(self.datastore.schema, METADATA_TABLE)
+        metadata = Identifier(schema, METADATA_TABLE)
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {table} ("
@@ -212,72 +185,60 @@ class LedgerRecorder(PostgresApplicationRecorder):
                 " PRIMARY KEY (originator_id, originator_version))"
             ).format(table=metadata)
         )
-        self.insert_metadata_statement = SQL(
-            "INSERT INTO {table} SELECT * FROM unnest("
-            "%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[])"
-            # A clash here means the events clash too: let their insert raise it, as the
-            # IntegrityError the application handles (a duplicate or a lost race).
-            " ON CONFLICT DO NOTHING"
-        ).format(table=metadata)
         self.select_metadata_statement = SQL(
             "SELECT * FROM {table} WHERE originator_id = %s ORDER BY originator_version"
         ).format(table=metadata)
+        # Replaced on every start, so a server of a newer version brings its own.
+        self.sql_create_statements.append(
+            commit_function_sql(schema, self.events_table_name, self.channel_name)
+        )
+        self._committer: GroupCommitter | None = None
+        self._committer_lock = threading.Lock()
 
-    def _insert_events(
+    @property
+    def committer(self) -> GroupCommitter:
+        """This recorder's writer, started on first use."""
+        with self._committer_lock:
+            if self._committer is None:
+                self._committer = GroupCommitter(
+                    self._connect_writer,
+                    commit_call_sql(self.datastore.schema),
+                    lock_timeout_seconds=self.datastore.lock_timeout,
+                )
+            return self._committer
+
+    def _connect_writer(self) -> psycopg.Connection[Any]:
+        params = {**self.datastore.pool.kwargs, "row_factory": tuple_row}  # type: ignore[dict-item]
+        conn = psycopg.connect(autocommit=True, connect_timeout=5, **params)
+        # A bound on the one call a group makes: the lock wait plus the inserts.
+        timeout_ms = (self.datastore.lock_timeout + 10) * 1000
+        conn.execute(SQL("SET statement_timeout = {}").format(timeout_ms))
+        return conn
+
+    def insert_events(
         self,
-        curs: Cursor[DictRow],
-        stored_events: Any,
+        stored_events: Sequence[StoredEvent],
         *,
         command_record: CommandRecord | None = None,
         event_metadata: EventMetadata | None = None,
+        reads: Sequence[tuple[UUID, int]] = (),
         **kwargs: Any,
-    ) -> None:
-        # No automatic preparing on this connection (explicit `prepare=True` still works).
-        # psycopg prepares a statement on its 5th run without recording whether that worked;
-        # in this pipeline a failed statement (a duplicate command) makes the server skip
-        # that PREPARE, and the library's insert_events swallows the error inside the
-        # transaction, so psycopg's cache is not cleared: every later run of the statement
-        # on this connection then fails with `prepared statement "_pg3_N" does not exist`.
-        curs.connection.prepare_threshold = NO_AUTO_PREPARE
-        super()._insert_events(curs, stored_events, **kwargs)
-        if command_record is not None:
-            r = command_record
-            # A nested pipeline syncs when it ends, so a duplicate request raises its
-            # UniqueViolation here, before any event is sent or the table is locked, and
-            # the transaction rolls back. Left to the library's pipeline, the error could
-            # be read early and swallowed, surfacing as a retried "pipeline aborted".
-            with curs.connection.pipeline():
-                curs.execute(
-                    self.insert_command_statement,
-                    (
-                        r.merchant_id,
-                        r.request_id,
-                        r.command,
-                        r.fingerprint,
-                        r.aggregate_id,
-                        r.aggregate_version,
-                        json.dumps(r.result),
-                    ),
-                    prepare=False,  # runs once per command; see prepare_threshold above
-                )
-        if event_metadata is not None and stored_events:
-            m = event_metadata
-            n = len(stored_events)
-            curs.execute(
-                self.insert_metadata_statement,
-                (
-                    [e.originator_id for e in stored_events],
-                    [e.originator_version for e in stored_events],
-                    [m.merchant_id] * n,
-                    [m.app_id] * n,
-                    [m.key_id] * n,
-                    [m.locations.get(e.originator_id, "") for e in stored_events],
-                    [m.device_id] * n,
-                    [m.request_id] * n,
-                ),
-                prepare=False,
-            )
+    ) -> Sequence[int] | None:
+        if not stored_events and command_record is None:
+            return []
+        request = CommitRequest(
+            events=stored_events,
+            command_record=command_record,
+            metadata=event_metadata,
+            reads=reads,
+        )
+        return self.committer.commit(request)
+
+    def close_writer(self) -> None:
+        with self._committer_lock:
+            committer, self._committer = self._committer, None
+        if committer is not None:
+            committer.close()
 
     def select_event_metadata(self, originator_id: UUID) -> dict[int, dict[str, Any]]:
         """The metadata of an aggregate's events, by version."""
@@ -339,9 +300,5 @@ def select_position(recorder: PostgresApplicationRecorder, versions: list[tuple[
 
 
 def is_duplicate_command(error: BaseException) -> bool:
-    """True when an insert failed on the processed-commands primary key."""
-    cause = error.__cause__
-    return (
-        isinstance(cause, psycopg.errors.UniqueViolation)
-        and cause.diag.constraint_name == COMMANDS_PKEY
-    )
+    """True when a commit failed because the request id was already recorded."""
+    return isinstance(error, DuplicateCommand)

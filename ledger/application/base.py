@@ -15,8 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, is_dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -24,15 +29,14 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, Recording
 
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
 from ledger.domain.validation import Checks
+from ledger.group_commit import CommandRecord, EventMetadata
 from ledger.keys import ApiKeys
 from ledger.store import (
-    CommandRecord,
-    EventMetadata,
     LedgerRecorder,
     Settings,
     database_url,
@@ -47,6 +51,10 @@ from ledger.store import (
 # in 7 of 16 simultaneous completions. Backoff is capped so 10 attempts stay well under 0.5 s.
 MAX_ATTEMPTS = 10
 MAX_BACKOFF_SECONDS = 0.05
+# Aggregates kept in memory for commands (sales, products, stock items, customers).
+COMMAND_CACHE_SIZE = 20_000
+# How long a command waits for its turn to write an aggregate another command is writing.
+TURN_TIMEOUT_SECONDS = 30.0
 A = TypeVar("A", bound=Aggregate)
 
 
@@ -112,6 +120,10 @@ class LedgerBase(Application[UUID]):
             ledger.api_keys.create_table()
         return ledger
 
+    def close(self) -> None:
+        self.ledger_recorder.close_writer()
+        super().close()
+
     @property
     def ledger_recorder(self) -> LedgerRecorder:
         assert isinstance(self.recorder, LedgerRecorder)
@@ -123,18 +135,82 @@ class LedgerBase(Application[UUID]):
 
     # ---- loading, with tenancy ------------------------------------------------------------
 
+    @cached_property
+    def command_cache(self) -> CommandCache:
+        return CommandCache()
+
     def _find(
-        self, cls: type[A], merchant_id: str, aggregate_id: UUID, version: int | None = None
+        self,
+        cls: type[A],
+        merchant_id: str,
+        aggregate_id: UUID,
+        version: int | None = None,
+        *,
+        copy: bool = True,
     ) -> A | None:
-        """The merchant's aggregate of type `cls`, or None. Foreign ones look missing."""
+        """The merchant's aggregate of type `cls`, or None. Foreign ones look missing.
+
+        Inside a command's decision (`_reading`), the latest version is taken from this
+        process's command cache without a round trip, and what was read joins the command's
+        read set, which the commit checks: a decision made on a version that has moved on
+        fails as a conflict and is made again on fresh state. `copy=False` hands out the
+        cached object itself, for callers that only read it.
+        """
+        reads = _current_reads.get()
         found: object
-        try:
-            found = self.repository.get(aggregate_id, version=version)
-        except AggregateNotFoundError:
-            return None
+        if reads is not None and version is None:
+            found = self._read_for_command(reads, aggregate_id, copy=copy)
+        else:
+            try:
+                found = self.repository.get(aggregate_id, version=version)
+            except AggregateNotFoundError:
+                return None
         if not isinstance(found, cls) or getattr(found, "merchant_id", None) != merchant_id:
             return None
         return found
+
+    def _read_for_command(self, reads: ReadSet, aggregate_id: UUID, *, copy: bool) -> object:
+        cached = None if reads.fresh else self.command_cache.get(aggregate_id)
+        if cached is None:
+            try:
+                aggregate: Aggregate | None = self.repository.get(aggregate_id)
+            except AggregateNotFoundError:
+                aggregate = None
+            cached = self.command_cache.put(aggregate_id, aggregate)
+        else:
+            reads.used_cache = True
+        reads.versions[aggregate_id] = cached.version
+        if cached.aggregate is None:
+            return None
+        return deepcopy(cached.aggregate) if copy else cached.aggregate
+
+    @contextmanager
+    def _reading(self, *, fresh: bool) -> Iterator[ReadSet]:
+        """Collects what a decision reads (see `_find`)."""
+        reads = ReadSet(fresh=fresh)
+        token = _current_reads.set(reads)
+        try:
+            yield reads
+        finally:
+            _current_reads.reset(token)
+
+    def _save_decision(
+        self, aggregates: list[Any], reads: ReadSet, **kwargs: Any
+    ) -> list[Recording[UUID]]:
+        """Saves what a decision changed, checking what it read; keeps the cache current."""
+        written = {a.id for a in aggregates if a.pending_events}
+        try:
+            recordings = self.save(
+                *aggregates,
+                reads=[(i, v) for i, v in reads.versions.items() if i not in written],
+                **kwargs,
+            )
+        except IntegrityError:
+            self.command_cache.evict([*reads.versions, *written])
+            raise
+        for aggregate in aggregates:
+            self.command_cache.put(aggregate.id, aggregate)
+        return recordings
 
     def _load(
         self,
@@ -173,52 +249,66 @@ class LedgerBase(Application[UUID]):
     # ---- running a command ----------------------------------------------------------------
 
     def _execute(self, ctx: Context, cmd: Any, decide: Callable[[], Decision]) -> Outcome:
-        """Runs a validated command: replays a known request, else decides and saves."""
+        """Runs a validated command: decides and saves; a known request is replayed.
+
+        A retry is not looked up first: its record is found when the commit meets it
+        (`DuplicateCommand`), or its decision fails on the state the original left, and
+        either way it is answered as the original was.
+
+        Commands of this process that write the same aggregate (a busy stock item) take
+        turns from decision to commit: one that had to wait decides again on what the one
+        before it committed, instead of failing at commit and starting over.
+        """
         c.check_request_id(ctx.request_id)
         c.check_expected_version(ctx.expected_version)
         fingerprint = _fingerprint(cmd, ctx.expected_version)
-        replayed = self._replay(ctx, fingerprint)
-        if replayed is not None:
-            return replayed
-
+        fresh = False
         for attempt in range(MAX_ATTEMPTS):
-            try:
-                aggregates, ids = decide()
-            except DomainError:
-                # A twin of this request may have committed since the check above, and
-                # changed the state so that this copy fails: answer as the twin was answered.
-                replayed = self._replay(ctx, fingerprint)
-                if replayed is not None:
-                    return replayed
-                raise
-            main = aggregates[0]
-            record = CommandRecord(
-                merchant_id=ctx.merchant_id,
-                request_id=ctx.request_id,
-                command=type(cmd).__name__,
-                fingerprint=fingerprint,
-                aggregate_id=main.id,
-                aggregate_version=main.version,
-                result={"ids": ids, "aggregates": [[str(a.id), a.version] for a in aggregates]},
-            )
-            try:
-                recordings = self.save(
-                    *aggregates,
-                    command_record=record,
-                    event_metadata=ctx.event_metadata(aggregates),
+            decided = self._decide(ctx, fingerprint, decide, fresh=fresh)
+            if isinstance(decided, Outcome):
+                return decided
+            written = decided.written()
+            with self.command_cache.writing(written) as waited:
+                if waited:
+                    decided = self._decide(ctx, fingerprint, decide, fresh=fresh)
+                    if isinstance(decided, Outcome):
+                        return decided
+                    if not decided.written() <= written:
+                        continue  # it now writes more than it holds: take turns again
+                aggregates, ids = decided.aggregates, decided.ids
+                record = CommandRecord(
+                    merchant_id=ctx.merchant_id,
+                    request_id=ctx.request_id,
+                    command=type(cmd).__name__,
+                    fingerprint=fingerprint,
+                    aggregate_id=aggregates[0].id,
+                    aggregate_version=aggregates[0].version,
+                    result={
+                        "ids": ids,
+                        "aggregates": [[str(a.id), a.version] for a in aggregates],
+                    },
                 )
-            except IntegrityError as e:
-                if is_duplicate_command(e):
-                    # A twin of this request committed first: answer as it was answered.
-                    replayed = self._replay(ctx, fingerprint)
-                    assert replayed is not None
-                    return replayed
-                # Decided again on fresh state, which checks `expected_version` again: a
-                # conflict on the main aggregate is then a VersionConflict, while one on
-                # another aggregate it moves (a sale's stock items) is simply retried.
-                backoff = min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)
-                time.sleep(random.uniform(0, backoff))  # noqa: S311
-                continue
+                try:
+                    recordings = self._save_decision(
+                        aggregates,
+                        decided.reads,
+                        command_record=record,
+                        event_metadata=ctx.event_metadata(aggregates),
+                    )
+                except IntegrityError as e:
+                    if is_duplicate_command(e):
+                        # A twin of this request committed first: answer as it was answered.
+                        replayed = self._replay(ctx, fingerprint)
+                        assert replayed is not None
+                        return replayed
+                    # Decided again on fresh state, which checks `expected_version` again: a
+                    # conflict on the main aggregate is then a VersionConflict, while one on
+                    # another aggregate it moves (a sale's stock items) is simply retried.
+                    fresh = True
+                    if attempt:
+                        backoff = min(MAX_BACKOFF_SECONDS, 0.005 * 2**attempt)
+                        time.sleep(random.uniform(0, backoff))  # noqa: S311
+                    continue
             position = max((r.notification.id for r in recordings), default=0)
             return Outcome(
                 aggregates=tuple(aggregates),
@@ -229,6 +319,26 @@ class LedgerBase(Application[UUID]):
             f"gave up after {MAX_ATTEMPTS} attempts: the data is changing too fast",
             reason="CONCURRENT_MODIFICATION",
         )
+
+    def _decide(
+        self, ctx: Context, fingerprint: str, decide: Callable[[], Decision], *, fresh: bool
+    ) -> Decided | Outcome:
+        """The command's decision, or the answer to a twin that committed first."""
+        with self._reading(fresh=fresh) as reads:
+            try:
+                aggregates, ids = decide()
+            except DomainError:
+                if not reads.used_cache:
+                    # A twin of this request may have committed first and changed the state
+                    # so that this copy fails: answer as the twin was answered.
+                    replayed = self._replay(ctx, fingerprint)
+                    if replayed is not None:
+                        return replayed
+                    raise
+            else:
+                return Decided(aggregates, ids, reads)
+        # Refused on cached state, which may be behind: confirm on fresh state.
+        return self._decide(ctx, fingerprint, decide, fresh=True)
 
     def _replay(self, ctx: Context, fingerprint: str) -> Outcome | None:
         record = self.ledger_recorder.select_command_record(ctx.merchant_id, ctx.request_id)
@@ -254,6 +364,109 @@ class LedgerBase(Application[UUID]):
     def _position(self, aggregates: list[Any]) -> int:
         """Where the aggregates' current versions stand in the log (for no-ops and replays)."""
         return select_position(self.ledger_recorder, [(a.id, a.version) for a in aggregates])
+
+
+@dataclass(frozen=True)
+class Decided:
+    """What a decision changed and what it read."""
+
+    aggregates: list[Any]
+    ids: dict[str, str]
+    reads: ReadSet
+
+    def written(self) -> frozenset[UUID]:
+        return frozenset(a.id for a in self.aggregates if a.pending_events)
+
+
+@dataclass
+class ReadSet:
+    """The aggregates one decision read, at the versions it read (0: did not exist)."""
+
+    fresh: bool  # read from the database, not the command cache
+    versions: dict[UUID, int] = field(default_factory=dict)
+    used_cache: bool = False
+
+
+_current_reads: ContextVar[ReadSet | None] = ContextVar("posledger_reads", default=None)
+
+
+@dataclass(frozen=True)
+class Cached:
+    aggregate: Any  # None: known not to exist
+    version: int
+
+
+class CommandCache:
+    """The latest version of aggregates this process has read or written, for commands.
+
+    Entries may fall behind writes by other processes; the commit's read-set check catches
+    that, so the cache never makes a command act on stale state, at worst retry it.
+    """
+
+    def __init__(self, maxsize: int = COMMAND_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[UUID, Cached] = OrderedDict()
+        self._lock = threading.Lock()
+        self._maxsize = maxsize
+        # Aggregates being written by a command of this process: a lock and its users.
+        self._turns: dict[UUID, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def writing(self, aggregate_ids: frozenset[UUID]) -> Iterator[bool]:
+        """Holds the turn to write these aggregates; yields whether it had to wait."""
+        ordered = sorted(aggregate_ids)  # one order for everyone: no deadlock
+        with self._lock:
+            for key in ordered:
+                lock, users = self._turns.get(key, (threading.Lock(), 0))
+                self._turns[key] = (lock, users + 1)
+            locks = [self._turns[key][0] for key in ordered]
+        held: list[threading.Lock] = []
+        waited = False
+        try:
+            for lock in locks:
+                if not lock.acquire(blocking=False):
+                    waited = True
+                    if not lock.acquire(timeout=TURN_TIMEOUT_SECONDS):
+                        raise VersionConflict(
+                            "another command kept this data busy for too long",
+                            reason="CONCURRENT_MODIFICATION",
+                        )
+                held.append(lock)
+            yield waited
+        finally:
+            for lock in reversed(held):
+                lock.release()
+            with self._lock:
+                for key in ordered:
+                    lock, users = self._turns[key]
+                    if users > 1:
+                        self._turns[key] = (lock, users - 1)
+                    else:
+                        del self._turns[key]
+
+    def get(self, aggregate_id: UUID) -> Cached | None:
+        with self._lock:
+            found = self._entries.get(aggregate_id)
+            if found is not None:
+                self._entries.move_to_end(aggregate_id)
+            return found
+
+    def put(self, aggregate_id: UUID, aggregate: Any) -> Cached:
+        """Keeps `aggregate` (None: absent) unless a newer version is already kept."""
+        entry = Cached(aggregate, 0 if aggregate is None else aggregate.version)
+        with self._lock:
+            current = self._entries.get(aggregate_id)
+            if current is not None and current.version > entry.version:
+                return entry
+            self._entries[aggregate_id] = entry
+            self._entries.move_to_end(aggregate_id)
+            if len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return entry
+
+    def evict(self, aggregate_ids: Iterable[UUID]) -> None:
+        with self._lock:
+            for aggregate_id in aggregate_ids:
+                self._entries.pop(aggregate_id, None)
 
 
 def _fingerprint(cmd: Any, expected_version: int | None) -> str:

@@ -14,6 +14,7 @@ import json
 import uuid
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
@@ -101,57 +102,67 @@ class ImportCommands(SalesCommands):
     def _import_chunk(
         self, ctx: Context, chunk: list[_Pending], attempts: int
     ) -> dict[int, ImportResult]:
+        fresh = False
         for _ in range(attempts):
-            results: dict[int, ImportResult] = {}
-            new_sales: list[Sale] = []
-            stock: dict[UUID, StockItem] = {}
-            products: dict[str, Product | None] = {}
-            # Fingerprints of orders imported before, then of this chunk's new sales.
-            known_orders = self._imported_fingerprints([p.sale_id for p in chunk])
-            for p in chunk:
-                sale_id = str(p.sale_id)
-                known = known_orders.get(p.sale_id)
-                if known is not None:
-                    status = (
-                        ImportStatus.DUPLICATE if known == p.fingerprint else ImportStatus.CONFLICT
-                    )
-                    message = (
-                        ""
-                        if status is ImportStatus.DUPLICATE
-                        else "imported before with different content; nothing was changed"
-                    )
-                    results[p.index] = ImportResult(status, sale_id, message)
-                    continue
-                try:
-                    lines = self._price_lines(
-                        ctx.merchant_id, p.order.currency_code, p.order.line_items, products
-                    )
-                    sale = Sale.import_order(
-                        p.sale_id,
-                        ctx.merchant_id,
-                        replace(p.order, line_items=lines),
-                        p.fingerprint,
-                    )
-                except DomainError as e:
-                    results[p.index] = ImportResult(ImportStatus.REJECTED, message=e.message)
-                    continue
-                new_sales.append(sale)
-                known_orders[p.sale_id] = p.fingerprint
-                results[p.index] = ImportResult(ImportStatus.IMPORTED, sale_id)
-            # Stock items are read last, just before saving: sales at the same locations
-            # move them all the time, and the shorter the window, the fewer lost races.
-            for sale in new_sales:
-                self._stock_effects(sale, stock)
+            with self._reading(fresh=fresh) as reads:
+                results, aggregates = self._decide_chunk(ctx, chunk)
+                rejected_on_cache = reads.used_cache and any(
+                    r.status is ImportStatus.REJECTED for r in results.values()
+                )
+            if rejected_on_cache:
+                fresh = True  # refused on cached state, which may be behind: confirm
+                continue
             try:
-                aggregates = [*new_sales, *stock.values()]
-                self.save(*aggregates, event_metadata=ctx.event_metadata(aggregates))
+                self._save_decision(
+                    aggregates, reads, event_metadata=ctx.event_metadata(aggregates)
+                )
             except IntegrityError:
-                continue  # a concurrent writer got there first: decide again on fresh state
+                fresh = True  # a concurrent writer got there first: decide again
+                continue
             return results
         raise VersionConflict(
             f"gave up importing after {attempts} attempts: the data is changing too fast",
             reason="CONCURRENT_MODIFICATION",
         )
+
+    def _decide_chunk(
+        self, ctx: Context, chunk: list[_Pending]
+    ) -> tuple[dict[int, ImportResult], list[Any]]:
+        """Each order's result, and the new sales and the stock items they move."""
+        results: dict[int, ImportResult] = {}
+        new_sales: list[Sale] = []
+        stock: dict[UUID, StockItem] = {}
+        products: dict[str, Product | None] = {}
+        # Fingerprints of orders imported before, then of this chunk's new sales.
+        known_orders = self._imported_fingerprints([p.sale_id for p in chunk])
+        for p in chunk:
+            sale_id = str(p.sale_id)
+            known = known_orders.get(p.sale_id)
+            if known is not None:
+                status = ImportStatus.DUPLICATE if known == p.fingerprint else ImportStatus.CONFLICT
+                message = (
+                    ""
+                    if status is ImportStatus.DUPLICATE
+                    else "imported before with different content; nothing was changed"
+                )
+                results[p.index] = ImportResult(status, sale_id, message)
+                continue
+            try:
+                lines = self._price_lines(
+                    ctx.merchant_id, p.order.currency_code, p.order.line_items, products
+                )
+                sale = Sale.import_order(
+                    p.sale_id, ctx.merchant_id, replace(p.order, line_items=lines), p.fingerprint
+                )
+            except DomainError as e:
+                results[p.index] = ImportResult(ImportStatus.REJECTED, message=e.message)
+                continue
+            new_sales.append(sale)
+            known_orders[p.sale_id] = p.fingerprint
+            results[p.index] = ImportResult(ImportStatus.IMPORTED, sale_id)
+        for sale in new_sales:
+            self._stock_effects(sale, stock)
+        return results, [*new_sales, *stock.values()]
 
     def _imported_fingerprints(self, sale_ids: list[UUID]) -> dict[UUID, str]:
         """Orders imported before, by sale id (ids embed the merchant), in one query."""

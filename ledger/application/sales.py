@@ -153,7 +153,7 @@ class SalesCommands(LedgerBase):
         for item in items:
             if item.sku not in products:
                 key = product_id(merchant_id, item.sku)
-                products[item.sku] = self._find(Product, merchant_id, key)
+                products[item.sku] = self._find(Product, merchant_id, key, copy=False)
             product = products[item.sku]
             if product is None:
                 if item.unit_price is None:

@@ -20,6 +20,7 @@ from typing import Any
 from eventsourcing.domain import Aggregate
 
 from ledger.domain.commands import Channel
+from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import AlreadyExists
 from ledger.domain.validation import Checks
 
@@ -110,7 +111,7 @@ class Actor:
     key_id: str
 
 
-class Customer(Aggregate):
+class Customer(CheapCopy, Aggregate):
     TOPIC = "posledger.Customer"
 
     class Event(Aggregate.Event):
@@ -237,7 +238,7 @@ def external_id_claim_id(merchant_id: str, external: ExternalId) -> uuid.UUID:
     )
 
 
-class ExternalIdClaim(Aggregate):
+class ExternalIdClaim(CheapCopy, Aggregate):
     """Who holds one external id of one merchant on one channel."""
 
     TOPIC = "posledger.ExternalIdClaim"

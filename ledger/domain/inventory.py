@@ -16,6 +16,7 @@ from functools import singledispatchmethod
 
 from eventsourcing.domain import Aggregate
 
+from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import RuleViolated
 from ledger.domain.validation import Checks
 
@@ -105,7 +106,7 @@ def validate_stock_command(command: StockCommand) -> None:
     checks.raise_if_any()
 
 
-class StockItem(Aggregate):
+class StockItem(CheapCopy, Aggregate):
     TOPIC = "posledger.StockItem"
 
     class Event(Aggregate.Event):

@@ -13,6 +13,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
+from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import RuleViolated
 from ledger.domain.money import PPM
 from ledger.domain.validation import Checks
@@ -82,7 +83,7 @@ def validate_product_command(command: CreateProduct | UpdateProduct | Discontinu
     checks.raise_if_any()
 
 
-class Product(Aggregate):
+class Product(CheapCopy, Aggregate):
     TOPIC = "posledger.Product"
 
     class Event(Aggregate.Event):

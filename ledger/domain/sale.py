@@ -12,7 +12,7 @@ its fields change.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import singledispatchmethod
@@ -31,6 +31,7 @@ from ledger.domain.commands import (
     RestockItem,
     Tender,
 )
+from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import NotFound, RuleViolated
 from ledger.domain.money import MAX_AMOUNT, line_tax
 
@@ -94,6 +95,9 @@ class LineItem:
     def to_event(self) -> dict[str, Any]:
         return asdict(self)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> LineItem:
+        return self  # immutable through and through: a copy would only cost time
+
 
 @dataclass
 class Payment:
@@ -126,6 +130,11 @@ class Payment:
     def refundable(self) -> int:
         return self.approved_amount - self.refunded_amount
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Payment:
+        # Commands copy cached sales; every field is immutable but these two containers.
+        card = None if self.card is None else dict(self.card)
+        return replace(self, tender_types=list(self.tender_types), card=card)
+
 
 @dataclass(frozen=True)
 class Refund:
@@ -137,6 +146,9 @@ class Refund:
     refunded_at: datetime
     restock_items: tuple[dict[str, Any], ...] = ()
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> Refund:
+        return self  # never changed once made (its restock lines are read-only)
+
 
 def _card_to_event(card: CardInput | None) -> dict[str, str] | None:
     if card is None:
@@ -145,7 +157,7 @@ def _card_to_event(card: CardInput | None) -> dict[str, str] | None:
     return {"brand": card.brand, "last4": card.last4, "entry_method": card.entry_method.value}
 
 
-class Sale(Aggregate):
+class Sale(CheapCopy, Aggregate):
     TOPIC = "posledger.Sale"
 
     class Event(Aggregate.Event):

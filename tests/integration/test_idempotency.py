@@ -6,17 +6,20 @@ as its events; a retry is answered from that record and writes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application import Context, Ledger, Outcome, SaleResult
+from ledger.application import Context, Ledger, SaleResult
+from ledger.application.base import ReadSet
 from ledger.domain import commands as c
 from ledger.domain.errors import InvalidRequest, RequestIdReused, RuleViolated
 from ledger.domain.sale import PaymentStatus, Sale
-from ledger.store import CommandRecord, is_duplicate_command
+from ledger.group_commit import CommandRecord
+from ledger.store import is_duplicate_command
 from tests.integration.conftest import (
     BAGEL,
     COFFEE,
@@ -332,23 +335,25 @@ def test_a_twin_that_arrives_just_after_the_first_commits_gets_the_same_answer(
 ) -> None:
     """The worst interleaving, made deterministic.
 
-    The second request finds no record, then the first commits, then the second loads the
-    sale: it must get the first one's answer, not SALE_NOT_OPEN or VERSION_CONFLICT.
+    The second request has been received (no record of it exists yet), then the first
+    commits, then the second loads the sale: it must get the first one's answer, not
+    SALE_NOT_OPEN or VERSION_CONFLICT.
     """
     sale_id = str(open_sale(ledger).id)
     send = ONE_SHOT[command](ledger, sale_id)
-    real_replay = ledger._replay
+    real_reading = ledger._reading
     armed = [True]
     twin: list[SaleResult] = []
 
-    def replay_then_let_the_twin_commit(context_: Context, fingerprint: str) -> Outcome | None:
-        found = real_replay(context_, fingerprint)
+    @contextmanager
+    def let_the_twin_commit_then_read(*, fresh: bool) -> Iterator[ReadSet]:
         if armed:
             armed.clear()
             twin.append(send())  # runs to its commit right here
-        return found
+        with real_reading(fresh=fresh) as reads:
+            yield reads
 
-    monkeypatch.setattr(ledger, "_replay", replay_then_let_the_twin_commit)
+    monkeypatch.setattr(ledger, "_reading", let_the_twin_commit_then_read)
     before = db.event_count()
     second = send()
 

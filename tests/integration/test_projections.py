@@ -572,7 +572,7 @@ def _events_table(ledger: Ledger) -> Identifier:
 
 
 def _burn_ids_by_version_clash(ledger: Ledger, product_id: str) -> None:
-    """Two copies of one stock item saved in turn: the second save's insert rolls back."""
+    """Two copies of one stock item saved in turn: the second save is refused."""
     item_id = inv.stock_item_id(MERCHANT_A, product_id, "loc-1")
     first: StockItem = ledger.repository.get(item_id)
     second: StockItem = ledger.repository.get(item_id)
@@ -681,7 +681,9 @@ def test_racing_writers_gaps_and_a_long_transaction_miss_nothing(
             SQL("SELECT max(notification_id) - count(*) FROM {}").format(_events_table(ledger))
         ).fetchone()
     assert row is not None
-    assert row[0] >= 6, "the log has gaps"
+    # 5 ids burned by rolled-back inserts (a version clash is refused before it inserts
+    # anything, so it burns none).
+    assert row[0] >= 5, "the log has gaps"
     product_ids = [str(p.id) for p in [*products, slow]]
     assert stock_on_hand(ledger, str(slow.id)) == 50 + 1 + 7
     assert_inventory_matches_domain(ledger, projections, MERCHANT_A, product_ids)

@@ -1,7 +1,7 @@
 """Benchmark: catch-up, rebuild and live-follow speed of the views (projections).
 
-    /work/venv/bin/python bench/projections.py --events 1000000        # the full figure
-    /work/venv/bin/python bench/projections.py --events 200000         # quick mode
+    /work/venv/bin/python bench/views.py --events 1000000        # the full figure
+    /work/venv/bin/python bench/views.py --events 200000         # quick mode
 
 Uses POSLEDGER_DATABASE_URL (default postgresql://root@127.0.0.1:5432/test) and a fresh
 schema that it drops at the end unless --keep; --reuse SCHEMA measures again on a log kept
@@ -25,54 +25,48 @@ writes the stats to FILE and prints the top functions.
 
 from __future__ import annotations
 
+import argparse
+import cProfile
+import io
+import itertools
+import logging
+import multiprocessing
+import os
+import platform
+import pstats
+import random
+import re
+import resource
+import shlex
+import signal
+import statistics
 import sys
+import threading
+import time
+import traceback
+import tracemalloc
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
+from typing import Any, TypeVar
 
-# Run as `python bench/projections.py`, this file's folder would come first on sys.path and
-# `import projections` would find this script instead of the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import psycopg
+import structlog
+from psycopg.sql import SQL, Identifier
 
-import argparse  # noqa: E402
-import cProfile  # noqa: E402
-import io  # noqa: E402
-import itertools  # noqa: E402
-import logging  # noqa: E402
-import multiprocessing  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import random  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import shlex  # noqa: E402
-import signal  # noqa: E402
-import statistics  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-import tracemalloc  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from multiprocessing.queues import Queue  # noqa: E402
-from multiprocessing.synchronize import Event as MpEvent  # noqa: E402
-from typing import Any, TypeVar  # noqa: E402
-
-import psycopg  # noqa: E402
-import structlog  # noqa: E402
-from psycopg.sql import SQL, Identifier  # noqa: E402
-
-from ledger.application import Context, Ledger  # noqa: E402
-from ledger.domain import commands as c  # noqa: E402
-from ledger.domain import customer as cust  # noqa: E402
-from ledger.domain import inventory as inv  # noqa: E402
-from ledger.domain import product as prod  # noqa: E402
-from ledger.domain.sale import LineItem  # noqa: E402
-from ledger.store import Settings  # noqa: E402
-from projections import projections_for  # noqa: E402
-from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections  # noqa: E402
+from ledger.application import Context, Ledger
+from ledger.domain import commands as c
+from ledger.domain import customer as cust
+from ledger.domain import inventory as inv
+from ledger.domain import product as prod
+from ledger.domain.sale import LineItem
+from ledger.store import Settings
+from projections import projections_for
+from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/test"
 VIEWS = ("orders", "inventory", "customers", "catalog")
@@ -713,7 +707,7 @@ def main() -> None:
 
     url = os.environ.get("POSLEDGER_DATABASE_URL") or DEFAULT_URL
     schema = args.reuse or f"bench_{uuid.uuid4().hex[:8]}"
-    command = shlex.join([Path(sys.executable).name, "bench/projections.py", *sys.argv[1:]])
+    command = shlex.join([Path(sys.executable).name, "bench/views.py", *sys.argv[1:]])
     print(f"command:  {command}")
     print(
         f"machine:  {platform.node()}, {os.cpu_count()} cores, "

@@ -1,0 +1,518 @@
+"""Group commit: one writer per recorder commits many commands in one transaction.
+
+Commands decide outside any lock, then hand their stored events, command record, event
+metadata and read set to `GroupCommitter.commit`, which blocks until the writer thread has
+committed them. The writer takes whatever commands are waiting and sends them to PostgreSQL
+as ONE call of the function `posledger_commit_group` (SQL in `commit_function_sql`). In one
+round trip and one implicit transaction, that function
+
+1. takes the events table's EXCLUSIVE lock (so positions commit in order and a reader that
+   tails the log never skips an event: the library's own reason for the lock),
+2. finds, per command, whether its request id is already recorded (a duplicate), whether one
+   of its events clashes with a stored version, or whether an aggregate it read has moved on
+   since (a conflict),
+3. inserts the command records, events and metadata of the others, and returns their
+   notification ids.
+
+The lock is therefore held only while PostgreSQL itself works, never while Python does, and
+the whole group shares one COMMIT (one WAL flush). Each command still succeeds or fails on
+its own: a duplicate or a conflict answers only that command, never its neighbours.
+
+Two commands of one group must not touch the same aggregate or request id (the function
+checks against the table, not against its own group), so the writer defers such a command
+to the next group, where it meets the first one's committed events like any other writer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from psycopg.sql import SQL, Composed, Identifier
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class CommandRecord:
+    """The record of one successful command, committed with its events.
+
+    A retry with the same request id finds it and is answered from the aggregate as it was
+    at `aggregate_version`, with the ids in `result`; nothing is written again.
+    """
+
+    merchant_id: str
+    request_id: str
+    command: str
+    fingerprint: str
+    aggregate_id: UUID
+    aggregate_version: int
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventMetadata:
+    """Who and where, recorded for every event a command writes (never the API key itself).
+
+    The server's time is each event's own `timestamp`; a device's time, where it reports
+    one, is the event's `occurred_at`.
+    """
+
+    merchant_id: str
+    app_id: str = ""
+    key_id: str = ""
+    device_id: str = ""
+    request_id: str = ""
+    # Location of each aggregate that has one (sales, stock items), by aggregate id.
+    locations: dict[UUID, str] = field(default_factory=dict)
+
+
+FUNCTION_NAME = "posledger_commit_group"
+# Bounds one group: PostgreSQL holds the lock for as long as the group takes to insert.
+MAX_GROUP_COMMANDS = 500
+MAX_GROUP_EVENTS = 5_000
+# A lost connection is retried on a fresh one; a group that committed before the loss is
+# then answered as duplicates (their records exist) and replayed by the application.
+MAX_ATTEMPTS = 5
+
+
+class DuplicateCommand(IntegrityError):
+    """The command's request id is already recorded: a twin committed first."""
+
+
+class CommitConflict(IntegrityError):
+    """An event clashed with a stored version, or an aggregate read has moved on."""
+
+
+@dataclass(frozen=True)
+class CommitRequest:
+    """What one command asks to commit atomically."""
+
+    events: Sequence[StoredEvent]
+    command_record: CommandRecord | None = None
+    metadata: EventMetadata | None = None
+    # Aggregates the decision read, with the version it read them at (0: did not exist).
+    # The commit fails with a conflict if any of them has moved on.
+    reads: Sequence[tuple[UUID, int]] = ()
+
+    def written(self) -> set[UUID]:
+        return {e.originator_id for e in self.events}  # type: ignore[misc]
+
+    def read(self) -> set[UUID]:
+        return {aggregate_id for aggregate_id, _ in self.reads}
+
+
+@dataclass
+class _Pending:
+    request: CommitRequest
+    done: threading.Event = field(default_factory=threading.Event)
+    notification_ids: list[int] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass
+class GroupStats:
+    """What the writer has done, for benchmarks and metrics."""
+
+    groups: int = 0
+    commands: int = 0
+    events: int = 0
+    deferred: int = 0
+    seconds_in_database: float = 0.0  # the group call's round trips, as the writer saw them
+    largest_group: int = 0
+    lock_held_seconds: float = 0.0  # from lock granted to the end of the inserts
+    longest_lock_held: float = 0.0
+    locks_held_over_2ms: int = 0
+
+    def lock_held(self, seconds: float) -> None:
+        self.lock_held_seconds += seconds
+        self.longest_lock_held = max(self.longest_lock_held, seconds)
+        self.locks_held_over_2ms += seconds > 0.002
+
+    def summary(self) -> dict[str, float]:
+        groups = max(self.groups, 1)
+        return {
+            "groups": self.groups,
+            "commands": self.commands,
+            "events": self.events,
+            "commands_per_group": round(self.commands / groups, 2),
+            "largest_group": self.largest_group,
+            "deferred": self.deferred,
+            "call_ms_mean": round(self.seconds_in_database / groups * 1000, 3),
+            "lock_held_ms_mean": round(self.lock_held_seconds / groups * 1000, 3),
+            "lock_held_ms_max": round(self.longest_lock_held * 1000, 3),
+            "locks_held_over_2ms": self.locks_held_over_2ms,
+        }
+
+
+def commit_function_sql(schema: str, events_table: str, channel: str) -> Composed:
+    """`CREATE OR REPLACE FUNCTION` for the group commit, for one schema's tables.
+
+    Simple statements, each planned once per connection and cached by PL/pgSQL. It returns
+    a row per command that is not written (`known`: its request id is recorded; `clashed`:
+    an event clashes or a read moved on; `lost`: a twin recorded the request id while this
+    ran), a row per event written, with its notification id, and how long it has held the
+    lock (`held`, in microseconds, before the COMMIT that follows).
+    """
+    return SQL(
+        """
+CREATE OR REPLACE FUNCTION {function}(
+    lock_timeout text,
+    ev_cmd int[], ev_id uuid[], ev_version bigint[], ev_topic text[], ev_state bytea[],
+    md_merchant text[], md_app text[], md_key text[], md_location text[], md_device text[],
+    md_request text[],
+    rc_cmd int[], rc_merchant text[], rc_request text[], rc_command text[],
+    rc_fingerprint text[], rc_aggregate uuid[], rc_version bigint[], rc_result text[],
+    rd_cmd int[], rd_id uuid[], rd_version bigint[])
+RETURNS TABLE (kind text, cmd int, originator_id uuid, originator_version bigint,
+               notification_id bigint)
+LANGUAGE plpgsql
+AS $body$
+DECLARE
+    locked_at timestamptz;
+    known int[];
+    clashed int[];
+    lost int[];
+    skipped int[];
+BEGIN
+    IF cardinality(ev_id) > 0 THEN
+        -- Serialise writers of the log (see ledger/group_commit.py). Every statement after
+        -- this one sees every event committed before the lock was granted.
+        PERFORM pg_catalog.set_config('lock_timeout', lock_timeout, true);
+        LOCK TABLE {events} IN EXCLUSIVE MODE;
+        locked_at := pg_catalog.clock_timestamp();
+        NOTIFY {channel};
+    END IF;
+
+    SELECT coalesce(array_agg(r.cmd), '{{}}') INTO known
+    FROM unnest(rc_cmd, rc_merchant, rc_request) AS r(cmd, merchant_id, request_id)
+    WHERE EXISTS (SELECT FROM {commands} p
+                  WHERE p.merchant_id = r.merchant_id AND p.request_id = r.request_id);
+
+    SELECT coalesce(array_agg(DISTINCT x.cmd), '{{}}') INTO clashed FROM (
+        SELECT e.cmd FROM unnest(ev_cmd, ev_id, ev_version) AS e(cmd, id, version)
+        WHERE EXISTS (SELECT FROM {events} s
+                      WHERE s.originator_id = e.id AND s.originator_version = e.version)
+        UNION ALL
+        SELECT r.cmd FROM unnest(rd_cmd, rd_id, rd_version) AS r(cmd, id, version)
+        WHERE EXISTS (SELECT FROM {events} s
+                      WHERE s.originator_id = r.id AND s.originator_version > r.version)
+    ) AS x;
+
+    -- ON CONFLICT also skips a twin's record committed since the check above.
+    WITH recorded AS (
+        INSERT INTO {commands} (merchant_id, request_id, command, fingerprint, aggregate_id,
+                                aggregate_version, result)
+        SELECT r.merchant_id, r.request_id, r.command, r.fingerprint, r.aggregate_id,
+               r.aggregate_version, r.result::jsonb
+        FROM unnest(rc_cmd, rc_merchant, rc_request, rc_command, rc_fingerprint,
+                    rc_aggregate, rc_version, rc_result)
+            AS r(cmd, merchant_id, request_id, command, fingerprint, aggregate_id,
+                 aggregate_version, result)
+        WHERE r.cmd <> ALL (known || clashed)
+        ON CONFLICT DO NOTHING
+        RETURNING {commands}.merchant_id, {commands}.request_id
+    )
+    SELECT coalesce(array_agg(r.cmd), '{{}}') INTO lost
+    FROM unnest(rc_cmd, rc_merchant, rc_request) AS r(cmd, merchant_id, request_id)
+    WHERE r.cmd <> ALL (known || clashed)
+      AND NOT EXISTS (SELECT FROM recorded x
+                      WHERE x.merchant_id = r.merchant_id AND x.request_id = r.request_id);
+
+    skipped := known || clashed || lost;
+
+    INSERT INTO {metadata}
+    SELECT m.id, m.version, m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id,
+           m.request_id
+    FROM unnest(ev_cmd, ev_id, ev_version, md_merchant, md_app, md_key, md_location,
+                md_device, md_request)
+        AS m(cmd, id, version, merchant_id, app_id, key_id, location_id, device_id,
+             request_id)
+    WHERE m.merchant_id IS NOT NULL AND m.cmd <> ALL (skipped)
+    ON CONFLICT DO NOTHING;
+
+    RETURN QUERY SELECT 'known', k, NULL::uuid, NULL::bigint, NULL::bigint
+        FROM unnest(known) AS k;
+    RETURN QUERY SELECT 'clashed', k, NULL::uuid, NULL::bigint, NULL::bigint
+        FROM unnest(clashed) AS k;
+    RETURN QUERY SELECT 'lost', k, NULL::uuid, NULL::bigint, NULL::bigint
+        FROM unnest(lost) AS k;
+    -- Positions are handed out in the order of the rows: the order the commands decided.
+    RETURN QUERY INSERT INTO {events} AS s (originator_id, originator_version, topic, state)
+        SELECT e.id, e.version, e.topic, e.state
+        FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state) WITH ORDINALITY
+            AS e(cmd, id, version, topic, state, ord)
+        WHERE e.cmd <> ALL (skipped)
+        ORDER BY e.ord
+        RETURNING 'event'::text, NULL::int, s.originator_id, s.originator_version,
+                  s.notification_id;
+    -- How long the lock has been held so far, in microseconds (the COMMIT follows).
+    RETURN QUERY SELECT 'held', NULL::int, NULL::uuid, NULL::bigint,
+        (extract(epoch FROM pg_catalog.clock_timestamp() - locked_at) * 1e6)::bigint
+        WHERE locked_at IS NOT NULL;
+END;
+$body$
+"""
+    ).format(
+        function=Identifier(schema, FUNCTION_NAME),
+        events=Identifier(schema, events_table),
+        commands=Identifier(schema, "processed_commands"),
+        metadata=Identifier(schema, "event_metadata"),
+        channel=Identifier(channel),
+    )
+
+
+def commit_call_sql(schema: str) -> Composed:
+    return SQL(
+        "SELECT * FROM {function}(%s,"
+        " %s::int[], %s::uuid[], %s::bigint[], %s::text[], %s::bytea[],"
+        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
+        " %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[], %s::bigint[],"
+        " %s::text[],"
+        " %s::int[], %s::uuid[], %s::bigint[])"
+    ).format(function=Identifier(schema, FUNCTION_NAME))
+
+
+def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, ...]:
+    """The function's arguments: one array per column, each row tagged with its command."""
+    ev: list[list[Any]] = [[] for _ in range(11)]
+    rc: list[list[Any]] = [[] for _ in range(8)]
+    rd: list[list[Any]] = [[] for _ in range(3)]
+    for n, request in enumerate(group):
+        m = request.metadata
+        for e in request.events:
+            row: list[Any] = [n, e.originator_id, e.originator_version, e.topic, e.state]
+            if m is None:
+                row += [None] * 6
+            else:
+                location = m.locations.get(UUID(str(e.originator_id)), "")
+                row += [m.merchant_id, m.app_id, m.key_id, location, m.device_id, m.request_id]
+            for column, value in zip(ev, row, strict=True):
+                column.append(value)
+        r = request.command_record
+        if r is not None:
+            row = [
+                n,
+                r.merchant_id,
+                r.request_id,
+                r.command,
+                r.fingerprint,
+                r.aggregate_id,
+                r.aggregate_version,
+                json.dumps(r.result),
+            ]
+            for column, value in zip(rc, row, strict=True):
+                column.append(value)
+        for aggregate_id, version in request.reads:
+            for column, value in zip(rd, (n, aggregate_id, version), strict=True):
+                column.append(value)
+    return (lock_timeout, *ev, *rc, *rd)
+
+
+class GroupCommitter:
+    """The one writer of a recorder: commits waiting commands in groups, in order."""
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        call: Composed,
+        *,
+        lock_timeout_seconds: float,
+        commit_timeout_seconds: float = 30.0,
+    ) -> None:
+        self._connect = connect
+        self._call = call
+        self._lock_timeout = f"{int(lock_timeout_seconds * 1000)}ms"
+        self._commit_timeout = commit_timeout_seconds
+        self._queue: deque[_Pending] = deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._conn: psycopg.Connection[Any] | None = None
+        self.stats = GroupStats()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def commit(self, request: CommitRequest) -> list[int]:
+        """Commits one command's request; returns its events' notification ids.
+
+        Raises `DuplicateCommand` or `CommitConflict` for this command alone, and the
+        store's error when the database could not be reached.
+        """
+        pending = _Pending(request)
+        with self._wake:
+            if self._closed:
+                raise OperationalError("the event store is closed")
+            self._queue.append(pending)
+            self._wake.notify()
+        if not pending.done.wait(self._commit_timeout):
+            # The writer is stuck on the database; the group may still commit, in which
+            # case a retry with the same request id is answered from its record.
+            raise OperationalError(
+                f"the event store did not confirm the commit within {self._commit_timeout} s"
+            )
+        if pending.error is not None:
+            raise pending.error
+        return pending.notification_ids
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        self._thread.join(timeout=self._commit_timeout)
+        if self.stats.groups:
+            log.info("group_commit_summary", **self.stats.summary())
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+
+    # ---- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closed:
+                    self._wake.wait()
+                if not self._queue:
+                    return  # closed and drained
+                group = self._take_group()
+            self._commit_group(group)
+
+    def _take_group(self) -> list[_Pending]:
+        """The waiting commands that can share a transaction, oldest first.
+
+        A command that writes what an earlier one in the group read or wrote, reads what it
+        wrote, or has its request id, stays queued, in order, for the next group.
+        """
+        group: list[_Pending] = []
+        deferred: list[_Pending] = []
+        written: set[UUID] = set()
+        read: set[UUID] = set()
+        requests: set[tuple[str, str]] = set()
+        events = 0
+        while self._queue and len(group) < MAX_GROUP_COMMANDS:
+            pending = self._queue.popleft()
+            request = pending.request
+            writes, reads = request.written(), request.read()
+            record = request.command_record
+            key = (record.merchant_id, record.request_id) if record else None
+            too_big = group and events + len(request.events) > MAX_GROUP_EVENTS
+            overlaps = writes & (written | read) or reads & written
+            if too_big or overlaps or (key is not None and key in requests):
+                deferred.append(pending)
+                if too_big:
+                    break
+                continue
+            group.append(pending)
+            written |= writes
+            read |= reads
+            events += len(request.events)
+            if key is not None:
+                requests.add(key)
+        self._queue.extendleft(reversed(deferred))
+        self.stats.deferred += len(deferred)
+        return group
+
+    def _commit_group(self, group: list[_Pending]) -> None:
+        arguments = _arguments([p.request for p in group], self._lock_timeout)
+        for attempt in range(MAX_ATTEMPTS):
+            started = time.perf_counter()
+            try:
+                rows = self._execute(arguments)
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self._drop_connection()
+                if attempt + 1 < MAX_ATTEMPTS and not self._closed:
+                    log.warning("group_commit_retry", error=str(e), attempt=attempt + 1)
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                self._fail(group, OperationalError(str(e)))
+                return
+            except psycopg.Error as e:
+                self._drop_connection()
+                log.error("group_commit_failed", error=str(e), commands=len(group))
+                self._fail(group, _store_error(e))
+                return
+            except BaseException as e:
+                self._drop_connection()
+                self._fail(group, e)
+                raise
+            self._record_stats(group, time.perf_counter() - started)
+            self._answer(group, rows)
+            return
+
+    def _execute(self, arguments: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        with self._conn.cursor() as curs:
+            curs.execute(self._call, arguments, prepare=True)
+            return curs.fetchall()
+
+    def _answer(self, group: list[_Pending], rows: list[tuple[Any, ...]]) -> None:
+        owner = {
+            (e.originator_id, e.originator_version): pending
+            for pending in group
+            for e in pending.request.events
+        }
+        refused: dict[int, str] = {}
+        for kind, n, originator_id, version, notification_id in rows:
+            if kind == "event":
+                owner[originator_id, version].notification_ids.append(notification_id)
+            elif kind == "held":
+                self.stats.lock_held(notification_id / 1e6)
+            elif n not in refused or kind == "known":  # a known twin outranks a clash
+                refused[n] = kind
+        for n, pending in enumerate(group):
+            kind = refused.get(n)
+            if kind == "clashed":
+                pending.error = CommitConflict("an aggregate has moved on since it was read")
+            elif kind is not None:
+                pending.error = DuplicateCommand("the request id is already recorded")
+            pending.notification_ids.sort()
+            pending.done.set()
+
+    def _fail(self, group: list[_Pending], error: BaseException) -> None:
+        for pending in group:
+            pending.error = error
+            pending.done.set()
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    def _record_stats(self, group: list[_Pending], seconds: float) -> None:
+        s = self.stats
+        s.groups += 1
+        s.commands += len(group)
+        s.events += sum(len(p.request.events) for p in group)
+        s.seconds_in_database += seconds
+        s.largest_group = max(s.largest_group, len(group))
+
+
+def _store_error(e: psycopg.Error) -> Exception:
+    from eventsourcing import persistence
+
+    mapping: list[tuple[type[psycopg.Error], type[Exception]]] = [
+        (psycopg.IntegrityError, persistence.IntegrityError),
+        (psycopg.DataError, persistence.DataError),
+        (psycopg.ProgrammingError, persistence.ProgrammingError),
+        (psycopg.InternalError, persistence.InternalError),
+    ]
+    for source, target in mapping:
+        if isinstance(e, source):
+            error = target(str(e))
+            error.__cause__ = e
+            return error
+    error = persistence.PersistenceError(str(e))
+    error.__cause__ = e
+    return error
