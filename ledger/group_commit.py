@@ -273,13 +273,14 @@ $body$
 
 
 def commit_call_sql(schema: str) -> Composed:
+    # Parameters in binary (%b): psycopg dumps the arrays about 3x faster than as text.
     return SQL(
-        "SELECT * FROM {function}(%s,"
-        " %s::int[], %s::uuid[], %s::bigint[], %s::text[], %s::bytea[],"
-        " %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-        " %s::int[], %s::text[], %s::text[], %s::text[], %s::text[], %s::uuid[], %s::bigint[],"
-        " %s::text[],"
-        " %s::int[], %s::uuid[], %s::bigint[])"
+        "SELECT * FROM {function}(%b,"
+        " %b::int[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[],"
+        " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+        " %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::bigint[],"
+        " %b::text[],"
+        " %b::int[], %b::uuid[], %b::bigint[])"
     ).format(function=Identifier(schema, FUNCTION_NAME))
 
 

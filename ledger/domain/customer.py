@@ -22,6 +22,7 @@ from eventsourcing.domain import Aggregate
 from ledger.domain.commands import Channel
 from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import AlreadyExists
+from ledger.domain.handlers import apply_when
 from ledger.domain.validation import Checks
 
 EXTERNAL_ID_NAMESPACE = uuid.UUID("0d3f6f4e-8a6b-4c1e-b1a9-5b7e2d9c4f21")
@@ -117,7 +118,7 @@ class Customer(CheapCopy, Aggregate):
     class Event(Aggregate.Event):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Customer)
-            aggregate.when(self)
+            apply_when(aggregate, self)
 
     class Created(Aggregate.Created):
         TOPIC = "posledger.CustomerCreated"
@@ -246,7 +247,7 @@ class ExternalIdClaim(CheapCopy, Aggregate):
     class Event(Aggregate.Event):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, ExternalIdClaim)
-            aggregate.when(self)
+            apply_when(aggregate, self)
 
     class Created(Aggregate.Created):
         TOPIC = "posledger.ExternalIdClaimed"

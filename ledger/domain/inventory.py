@@ -18,6 +18,7 @@ from eventsourcing.domain import Aggregate
 
 from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import RuleViolated
+from ledger.domain.handlers import apply_when
 from ledger.domain.validation import Checks
 
 STOCK_NAMESPACE = uuid.UUID("b4e0c7d2-9a31-4f7e-8d25-6a1c3e5b7f90")
@@ -112,7 +113,7 @@ class StockItem(CheapCopy, Aggregate):
     class Event(Aggregate.Event):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, StockItem)
-            aggregate.when(self)
+            apply_when(aggregate, self)
 
     class Created(Aggregate.Created):
         TOPIC = "posledger.StockItemCreated"

@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import RuleViolated
+from ledger.domain.handlers import apply_when
 from ledger.domain.money import PPM
 from ledger.domain.validation import Checks
 
@@ -89,7 +90,7 @@ class Product(CheapCopy, Aggregate):
     class Event(Aggregate.Event):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Product)
-            aggregate.when(self)
+            apply_when(aggregate, self)
 
     class Created(Aggregate.Created):
         TOPIC = "posledger.ProductCreated"

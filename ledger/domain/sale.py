@@ -33,6 +33,7 @@ from ledger.domain.commands import (
 )
 from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import NotFound, RuleViolated
+from ledger.domain.handlers import apply_when
 from ledger.domain.money import MAX_AMOUNT, line_tax
 
 
@@ -163,7 +164,7 @@ class Sale(CheapCopy, Aggregate):
     class Event(Aggregate.Event):
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Sale)
-            aggregate.when(self)
+            apply_when(aggregate, self)
 
     class Created(Aggregate.Created):
         TOPIC = "posledger.SaleCreated"
