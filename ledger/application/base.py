@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 from uuid import UUID
@@ -261,7 +261,7 @@ class LedgerBase(Application[UUID]):
         """
         c.check_request_id(ctx.request_id)
         c.check_expected_version(ctx.expected_version)
-        fingerprint = _fingerprint(cmd, ctx.expected_version)
+        fingerprint = request_fingerprint(cmd, ctx.expected_version)
         fresh = False
         for attempt in range(MAX_ATTEMPTS):
             decided = self._decide(ctx, fingerprint, decide, fresh=fresh)
@@ -469,10 +469,27 @@ class CommandCache:
                 self._entries.pop(aggregate_id, None)
 
 
-def _fingerprint(cmd: Any, expected_version: int | None) -> str:
-    """A digest of what a request asks for, to tell a retry from a reuse of its id."""
+def request_fingerprint(cmd: Any, expected_version: int | None) -> str:
+    """A digest of what a request asks for, to tell a retry from a reuse of its id.
+
+    Stored with every command record, so it must never change: the canonical JSON of
+    `{"command", "args": dataclasses.asdict(cmd), "expected"}`, built without asdict's
+    copies (the JSON encoder walks nested dataclasses through `_plain`).
+    """
     assert is_dataclass(cmd)
     assert not isinstance(cmd, type)
-    body = {"command": type(cmd).__name__, "args": asdict(cmd), "expected": expected_version}
-    canonical = json.dumps(body, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    body = {"command": type(cmd).__name__, "args": cmd, "expected": expected_version}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    """`json.dumps` of `value` with dataclasses as `asdict` has them, keys sorted, no spaces,
+    anything else JSON lacks as `str()`: the form every stored fingerprint is taken of."""
+    return json.dumps(value, sort_keys=True, default=_plain, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    """A dataclass as the dict of its fields (as `asdict` has it); anything else as text."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in fields(value)}
+    return str(value)

@@ -10,16 +10,15 @@ move, are saved in one transaction.
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application.base import MAX_ATTEMPTS, Context
+from ledger.application.base import MAX_ATTEMPTS, Context, canonical_json
 from ledger.application.sales import SalesCommands
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, InvalidRequest, VersionConflict
@@ -51,7 +50,7 @@ def imported_sale_id(merchant_id: str, channel: str, external_order_id: str) -> 
 
 
 def order_fingerprint(order: c.ImportOrder) -> str:
-    canonical = json.dumps(asdict(order), sort_keys=True, default=str, separators=(",", ":"))
+    canonical = canonical_json(order)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
