@@ -371,7 +371,9 @@ class GroupCommitter:
             self._wake.notify()
         self._thread.join(timeout=self._commit_timeout)
         if self.stats.groups:
-            log.info("group_commit_summary", **self.stats.summary())
+            # Also runs from the application's __del__, when logging may be gone already.
+            with contextlib.suppress(Exception):
+                log.info("group_commit_summary", **self.stats.summary())
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()

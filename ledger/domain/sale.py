@@ -12,7 +12,7 @@ its fields change.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from functools import singledispatchmethod
@@ -94,7 +94,7 @@ class LineItem:
         )
 
     def to_event(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # = asdict(self): every field is a plain value
 
     def __deepcopy__(self, memo: dict[int, Any]) -> LineItem:
         return self  # immutable through and through: a copy would only cost time
