@@ -82,7 +82,10 @@ def supervise(
         except subprocess.TimeoutExpired:
             child.kill()
             child.wait()
-        code = code or (child.returncode or 0)
+        # A child still starting when told to stop dies of the signal itself: that is a
+        # clean stop too, it served nothing yet.
+        if child.returncode not in (0, -signal.SIGTERM):
+            code = code or 1
     log.info("stopped", processes=processes)
     return code
 

@@ -240,3 +240,53 @@ def test_serve_on_all_interfaces_with_a_key_requires_it(
         channel.close()
         process.kill()
     assert "DEVELOPMENT MODE" not in process.stderr
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def test_serve_with_several_processes_shares_one_port_and_restarts_a_dead_one(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`--processes 2`: two servers on one port; a killed one comes back; SIGTERM stops all."""
+    serve = ServeProcess(cli_env, tmp_path / "serve.stderr", "--processes", "2")
+    try:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{serve.port}") for _ in range(8)]
+        serve.wait_until_serving(channels[0])
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while len(_children(serve.process.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = _children(serve.process.pid)
+        assert len(children) == 2, serve.stderr
+        # Each connection lands on one of the processes; every one answers a whole sale.
+        for channel in channels:
+            serve.wait_until_serving(channel)
+            stub = SalesServiceStub(channel)
+            sale = stub.CreateSale(api.create_sale_request(), timeout=api.TIMEOUT).sale
+            assert api.get_sale(stub, sale.id) == sale
+
+        os.kill(children[0], signal.SIGKILL)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while time.monotonic() < deadline:
+            now = _children(serve.process.pid)
+            if len(now) == 2 and children[0] not in now:
+                break
+            time.sleep(0.1)
+        replaced = _children(serve.process.pid)
+        assert len(replaced) == 2, serve.stderr
+        assert children[0] not in replaced, serve.stderr
+        fresh = grpc.insecure_channel(f"127.0.0.1:{serve.port}")
+        serve.wait_until_serving(fresh)
+        assert SalesServiceStub(fresh).CreateSale(api.create_sale_request(), timeout=api.TIMEOUT)
+        for channel in [*channels, fresh]:
+            channel.close()
+
+        assert serve.terminate() == 0, serve.stderr
+        assert all(not Path(f"/proc/{pid}").exists() for pid in replaced)
+        events = [r.get("event") for r in _json_lines(serve.stderr)]
+        assert events.count("server_process_started") == 3
+        assert "server_process_exited" in events
+    finally:
+        serve.kill()
