@@ -393,13 +393,14 @@ class GroupCommitter:
     def _take_group(self) -> list[_Pending]:
         """The waiting commands that can share a transaction, oldest first.
 
-        A command that writes what an earlier one in the group read or wrote, reads what it
-        wrote, or has its request id, stays queued, in order, for the next group.
+        A command that reads or writes what an earlier one in the group writes, or has its
+        request id, stays queued, in order, for the next group: the function checks each
+        command against the table as it was before the group. (Writing what an earlier one
+        only read is fine: that is the order they commit in.)
         """
         group: list[_Pending] = []
         deferred: list[_Pending] = []
         written: set[UUID] = set()
-        read: set[UUID] = set()
         requests: set[tuple[str, str]] = set()
         events = 0
         while self._queue and len(group) < MAX_GROUP_COMMANDS:
@@ -409,7 +410,7 @@ class GroupCommitter:
             record = request.command_record
             key = (record.merchant_id, record.request_id) if record else None
             too_big = group and events + len(request.events) > MAX_GROUP_EVENTS
-            overlaps = writes & (written | read) or reads & written
+            overlaps = (writes | reads) & written
             if too_big or overlaps or (key is not None and key in requests):
                 deferred.append(pending)
                 if too_big:
@@ -417,7 +418,6 @@ class GroupCommitter:
                 continue
             group.append(pending)
             written |= writes
-            read |= reads
             events += len(request.events)
             if key is not None:
                 requests.add(key)
