@@ -488,6 +488,8 @@ def test_serve_without_projections_reads_what_a_separate_runner_applies(
         assert views.live_schema("orders")[1] < created.position, "serve applied it itself"
 
         start_runner()
+        # A runner process starts in seconds on a busy machine; then the query finds it.
+        assert views.wait_for("orders", created.position, 60), "the runner applied nothing"
         listed = stubs.sales.ListSales(
             pb.ListSalesRequest(min_position=created.position), timeout=T
         )

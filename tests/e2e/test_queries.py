@@ -472,6 +472,8 @@ def test_a_view_behind_min_position_answers_unavailable_with_retry_info(
 
         # Once the views catch up, every one of them answers, with the new data.
         with views.running():
+            for view in views.views:
+                assert views.wait_for(view, position, 30), f"{view} did not catch up"
             for name, call in calls.items():
                 assert call() is not None, name
             assert [s.id for s in list_sales(stubs, min_position=position).sales] == [sale.sale.id]
