@@ -30,7 +30,7 @@ from ledger.domain.sale import Sale
 from ledger.grpc.server import create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
-from ledger.store import Settings
+from ledger.store import Settings, SettingsError
 from projections import projections_for
 
 app = typer.Typer(help="POS Ledger: an event-sourced ledger for point-of-sale systems.")
@@ -44,13 +44,26 @@ app.add_typer(audit_app, name="audit")
 console = Console(stderr=True)
 log = structlog.get_logger("posledger")
 
+EXIT_BAD_SETTINGS = 2
+
+
+@app.callback()
+def check_settings() -> None:
+    # Every command reads the same settings: check them all first, one line per bad value.
+    try:
+        Settings.from_env()
+    except SettingsError as e:
+        for problem in e.problems:
+            typer.echo(f"posledger: bad setting {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+
 
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(50051, help="Port to listen on (0 picks a free one)."),
-    workers: int = typer.Option(16, help="Threads serving RPCs."),
-    grace: float = typer.Option(10.0, help="Seconds in-flight calls get on shutdown."),
+    port: int = typer.Option(50051, min=0, max=65535, help="Port (0 picks a free one)."),
+    workers: int = typer.Option(16, min=1, max=1024, help="Threads serving RPCs."),
+    grace: float = typer.Option(10.0, min=0, help="Seconds in-flight calls get on shutdown."),
     projections: bool | None = typer.Option(
         None,
         "--projections/--no-projections",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,24 +33,102 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "posledger"
 SCHEMA_LOCK_ID = 0x504F534C  # "POSL"
 
 
+# A schema name we can use unquoted everywhere, short enough that the view generations
+# beside it (`<schema>__<view>_<generation>`) stay within PostgreSQL's 63 characters.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+
+
+class SettingsError(Exception):
+    """Bad settings, one line per bad value (`posledger` prints them and exits 2)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class _Number:
+    """How one numeric setting is read: its variable, bounds and whether it is whole."""
+
+    variable: str
+    minimum: float
+    maximum: float
+    whole: bool = False
+    unit: str = ""
+
+    def parse(self, raw: str, problems: list[str]) -> float | None:
+        kind = "a whole number" if self.whole else "a number"
+        bounds = f"{self.minimum:g} to {self.maximum:g}{self.unit}"
+        try:
+            value = int(raw) if self.whole else float(raw)
+        except ValueError:
+            value = None
+        if value is None or not self.minimum <= value <= self.maximum:
+            problems.append(f"{self.variable}={raw!r}: must be {kind} from {bounds}")
+            return None
+        return value
+
+
+# Field of `Settings` → how its environment variable is read.
+_NUMBERS = {
+    "pool_size": _Number("POSLEDGER_DB_POOL_SIZE", 1, 1000, whole=True),
+    # The library sets it as whole seconds, and 0 would mean "wait for ever".
+    "lock_timeout_seconds": _Number("POSLEDGER_DB_LOCK_TIMEOUT", 1, 600, whole=True, unit=" s"),
+    "connect_timeout_seconds": _Number("POSLEDGER_DB_CONNECT_TIMEOUT", 2, 600, True, " s"),
+    "pool_timeout_seconds": _Number("POSLEDGER_DB_POOL_TIMEOUT", 0.05, 600, unit=" s"),
+    "statement_timeout_seconds": _Number("POSLEDGER_DB_STATEMENT_TIMEOUT", 0.1, 3600, unit=" s"),
+    "idle_in_transaction_timeout_seconds": _Number(
+        "POSLEDGER_DB_IDLE_IN_TRANSACTION_TIMEOUT", 1, 3600, whole=True, unit=" s"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Database settings, read from the environment by `Settings.from_env()`."""
+    """Database settings, read and checked from the environment by `Settings.from_env()`."""
 
     database_url: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     schema: str = "public"
     pool_size: int = 10
     lock_timeout_seconds: int = 5
+    # libpq's connect timeout (it counts whole seconds, at least 2).
+    connect_timeout_seconds: int = 2
+    # How long a call waits for a pooled connection before the store counts as unavailable.
+    pool_timeout_seconds: float = 1.0
+    # Any one statement on a pooled connection (reads, table creation, views).
+    statement_timeout_seconds: float = 15.0
+    # A session left idle inside a transaction is ended by the server after this long.
+    idle_in_transaction_timeout_seconds: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """The settings in `environ`; raises SettingsError naming every bad value."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        url = environ.get("POSLEDGER_DATABASE_URL") or None
+        if url is not None:
+            try:
+                conninfo_to_dict(url)
+            except psycopg.ProgrammingError as e:
+                problems.append(f"POSLEDGER_DATABASE_URL: not a PostgreSQL URL ({e})")
+        schema = environ.get("POSLEDGER_DB_SCHEMA") or "public"
+        if not SCHEMA_NAME.fullmatch(schema):
+            problems.append(
+                f"POSLEDGER_DB_SCHEMA={schema!r}: must be 1 to 40 lower-case letters, digits "
+                "or underscores, not starting with a digit"
+            )
+        for name, number in _NUMBERS.items():
+            raw = environ.get(number.variable, "").strip()
+            if raw:
+                values[name] = number.parse(raw, problems)
+        if problems:
+            raise SettingsError(problems)
         return cls(
-            database_url=environ.get("POSLEDGER_DATABASE_URL") or None,
+            database_url=url,
             data_dir=Path(environ.get("POSLEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
-            schema=environ.get("POSLEDGER_DB_SCHEMA") or "public",
-            pool_size=int(environ.get("POSLEDGER_DB_POOL_SIZE") or 10),
-            lock_timeout_seconds=int(environ.get("POSLEDGER_DB_LOCK_TIMEOUT") or 5),
+            schema=schema,
+            **values,
         )
 
 
@@ -96,6 +175,11 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(settings.pool_size),
         "POSTGRES_MAX_OVERFLOW": "0",
         "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
+        # The library passes this one as the pool's wait; `bound_pool` sets the real bounds.
+        "POSTGRES_CONNECT_TIMEOUT": str(settings.connect_timeout_seconds),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+            settings.idle_in_transaction_timeout_seconds
+        ),
         # No pre-ping: it doubles the round trips of every read, and the library already
         # retries a statement that fails on a dropped connection.
         "POSTGRES_PRE_PING": "n",
