@@ -64,18 +64,16 @@ def serve(
     port: int = typer.Option(50051, min=0, max=65535, help="Port (0 picks a free one)."),
     workers: int = typer.Option(16, min=1, max=1024, help="Threads serving RPCs."),
     grace: float = typer.Option(10.0, min=0, help="Seconds in-flight calls get on shutdown."),
-    projections: bool | None = typer.Option(
-        None,
+    projections: bool = typer.Option(
+        True,
         "--projections/--no-projections",
-        help="Keep the views up to date in this process "
-        "(default: on with the embedded database, off with POSLEDGER_DATABASE_URL).",
+        help="Keep the views up to date in this process (several servers stand by for each "
+        "other); --no-projections where dedicated `posledger projections run` workers do.",
     ),
 ) -> None:
     """Run the gRPC service until SIGTERM or SIGINT."""
     configure_logging()
     settings = Settings.from_env()
-    if projections is None:
-        projections = settings.database_url is None
     ledger = Ledger.open(settings)
     authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
     if not ledger.api_keys.any_active():
@@ -102,7 +100,10 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with projections_for(ledger).running() if projections else nullcontext():
+    views = projections_for(ledger) if projections else None
+    if views is not None:
+        server.watch_views(views.state)
+    with views.running() if views is not None else nullcontext():
         server.start()
         log.info("serving", host=host, port=server.port, projections=projections)
         stopping.wait()
@@ -173,10 +174,16 @@ def projections_run() -> None:
 def projections_status() -> None:
     """Each view's position, the head of the log, and how far behind it is."""
     ledger = Ledger.open()
-    table = Table("view", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild")
-    for s in projections_for(ledger).status():
+    views = projections_for(ledger)
+    table = Table(
+        "view", "runner", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild"
+    )
+    statuses = views.status()
+    followed = views.followed()
+    for s in statuses:
         table.add_row(
             s.view,
+            "following" if s.view in followed else "[red]none[/]",
             str(s.generation),
             str(s.position),
             str(s.head),

@@ -19,6 +19,7 @@ from ledger.domain.errors import (
     RequestIdReused,
     RuleViolated,
     VersionConflict,
+    ViewsNotRunning,
 )
 from ledger.keys import PermissionDenied, Unauthenticated
 from ledger.store import StoreUnavailable
@@ -34,6 +35,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (NotYetVisible, code_pb2.UNAVAILABLE),
+    (ViewsNotRunning, code_pb2.UNAVAILABLE),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
@@ -64,7 +66,7 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_packed(bad_request))
-    if isinstance(error, NotYetVisible):
+    if isinstance(error, (NotYetVisible, ViewsNotRunning)):
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromMilliseconds(500)
         status.details.append(_packed(retry))

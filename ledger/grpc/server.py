@@ -33,6 +33,7 @@ from ledger.v1 import (
 )
 from projections import projections_for
 from projections.queries import ReadModels
+from projections.runner import RunnerState
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -44,6 +45,11 @@ SERVICE_NAMES = [
         (audit_pb2, "AuditService"),
     ]
 ]
+
+
+# Health of the views this process keeps up to date (registered when it runs them):
+# SERVING while its projections runner is connected and following the log.
+VIEWS_SERVICE = "posledger.Views"
 
 
 @dataclass
@@ -68,6 +74,20 @@ class LedgerServer:
         )
         for name in ["", *SERVICE_NAMES]:
             self.health.set(name, status)  # ignored once graceful shutdown has begun
+
+    def watch_views(self, state: RunnerState) -> None:
+        """Reports this process's projections runner under `VIEWS_SERVICE`."""
+
+        def changed(state: RunnerState) -> None:
+            self.health.set(
+                VIEWS_SERVICE,
+                health_pb2.HealthCheckResponse.SERVING
+                if state.running
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+        state.listeners.append(changed)
+        changed(state)
 
     def stop(self, grace: float = 10.0) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish for `grace` seconds, stops."""
@@ -104,7 +124,7 @@ def create_server(
     if reads is None:
         views = projections_for(ledger)
         views.ensure()
-        reads = ReadModels(views)
+        reads = ReadModels(views, require_runner=True)
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger, reads), server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger, reads), server)
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(
