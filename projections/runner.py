@@ -9,6 +9,7 @@ one's session ends.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
@@ -26,7 +27,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.audit.store import ChainKeeper
-from ledger.store import StoreUnavailable, schema_lock
+from ledger.store import StoreUnavailable, renew_pool, schema_lock
 from projections import source
 from projections.view import View
 
@@ -220,6 +221,10 @@ class Projections:
                     ready = None
                 stop.wait(delay)
                 delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                # The pool's connections died with the database, and it backs off for
+                # seconds reconnecting them: take a fresh one once the database answers.
+                with contextlib.suppress(Exception):
+                    renew_pool(self.datastore, timeout=1.0)
             else:
                 break
         self.state.set("stopped")
