@@ -31,7 +31,7 @@ from ledger.domain.sale import Sale
 from ledger.grpc.server import create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
-from ledger.store import Settings
+from ledger.store import Settings, SettingsError
 from ledger.supervisor import child_environment, reserve_port, supervise
 from projections import projections_for
 
@@ -47,24 +47,38 @@ console = Console(stderr=True)
 SWITCH_INTERVAL_SECONDS = 0.0005
 log = structlog.get_logger("posledger")
 
+EXIT_BAD_SETTINGS = 2
+
+
+@app.callback()
+def check_settings() -> None:
+    # Every command reads the same settings: check them all first, one line per bad value.
+    try:
+        Settings.from_env()
+    except SettingsError as e:
+        for problem in e.problems:
+            typer.echo(f"posledger: bad setting {problem}", err=True)
+        raise typer.Exit(EXIT_BAD_SETTINGS) from None
+
 
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
-    port: int = typer.Option(50051, help="Port to listen on (0 picks a free one)."),
-    workers: int = typer.Option(16, help="Threads serving RPCs, per process."),
+    port: int = typer.Option(50051, min=0, max=65535, help="Port (0 picks a free one)."),
+    workers: int = typer.Option(16, min=1, max=1024, help="Threads serving RPCs, per process."),
     processes: int = typer.Option(
         1,
         min=1,
+        max=64,
         envvar="POSLEDGER_PROCESSES",
         help="Server processes sharing the port (SO_REUSEPORT), each with its own writer.",
     ),
-    grace: float = typer.Option(10.0, help="Seconds in-flight calls get on shutdown."),
-    projections: bool | None = typer.Option(
-        None,
+    grace: float = typer.Option(10.0, min=0, help="Seconds in-flight calls get on shutdown."),
+    projections: bool = typer.Option(
+        True,
         "--projections/--no-projections",
-        help="Keep the views up to date in this process "
-        "(default: on with the embedded database, off with POSLEDGER_DATABASE_URL).",
+        help="Keep the views up to date in this process (several servers stand by for each "
+        "other); --no-projections where dedicated `posledger projections run` workers do.",
     ),
 ) -> None:
     """Run the gRPC service until SIGTERM or SIGINT."""
@@ -73,8 +87,6 @@ def serve(
     # default lets a busy thread keep it for 5 ms): the group-commit writer most of all.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     settings = Settings.from_env()
-    if projections is None:
-        projections = settings.database_url is None
     ledger = Ledger.open(settings)
     if not _check_keys(ledger, host):
         raise typer.Exit(2)
@@ -96,7 +108,10 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with projections_for(ledger).running() if projections else nullcontext():
+    views = projections_for(ledger) if projections else None
+    if views is not None:
+        server.watch_views(views.state)
+    with views.running() if views is not None else nullcontext():
         server.start()
         log.info("serving", host=host, port=server.port, projections=projections)
         stopping.wait()
@@ -214,10 +229,16 @@ def projections_run() -> None:
 def projections_status() -> None:
     """Each view's position, the head of the log, and how far behind it is."""
     ledger = Ledger.open()
-    table = Table("view", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild")
-    for s in projections_for(ledger).status():
+    views = projections_for(ledger)
+    table = Table(
+        "view", "runner", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild"
+    )
+    statuses = views.status()
+    followed = views.followed()
+    for s in statuses:
         table.add_row(
             s.view,
+            "following" if s.view in followed else "[red]none[/]",
             str(s.generation),
             str(s.position),
             str(s.head),

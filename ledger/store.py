@@ -8,6 +8,7 @@ is started from the `pgserver` wheel in `POSLEDGER_DATA_DIR`.
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,9 +20,10 @@ from uuid import UUID
 import psycopg
 import structlog
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
-from psycopg.conninfo import conninfo_to_dict
-from psycopg.rows import tuple_row
+from eventsourcing.postgres import ConnectionPool, PostgresApplicationRecorder, PostgresDatastore
+from psycopg import Connection
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.group_commit import (
@@ -41,24 +43,102 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "posledger"
 SCHEMA_LOCK_ID = 0x504F534C  # "POSL"
 
 
+# A schema name we can use unquoted everywhere, short enough that the view generations
+# beside it (`<schema>__<view>_<generation>`) stay within PostgreSQL's 63 characters.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+
+
+class SettingsError(Exception):
+    """Bad settings, one line per bad value (`posledger` prints them and exits 2)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class _Number:
+    """How one numeric setting is read: its variable, bounds and whether it is whole."""
+
+    variable: str
+    minimum: float
+    maximum: float
+    whole: bool = False
+    unit: str = ""
+
+    def parse(self, raw: str, problems: list[str]) -> float | None:
+        kind = "a whole number" if self.whole else "a number"
+        bounds = f"{self.minimum:g} to {self.maximum:g}{self.unit}"
+        try:
+            value = int(raw) if self.whole else float(raw)
+        except ValueError:
+            value = None
+        if value is None or not self.minimum <= value <= self.maximum:
+            problems.append(f"{self.variable}={raw!r}: must be {kind} from {bounds}")
+            return None
+        return value
+
+
+# Field of `Settings` → how its environment variable is read.
+_NUMBERS = {
+    "pool_size": _Number("POSLEDGER_DB_POOL_SIZE", 1, 1000, whole=True),
+    # The library sets it as whole seconds, and 0 would mean "wait for ever".
+    "lock_timeout_seconds": _Number("POSLEDGER_DB_LOCK_TIMEOUT", 1, 600, whole=True, unit=" s"),
+    "connect_timeout_seconds": _Number("POSLEDGER_DB_CONNECT_TIMEOUT", 2, 600, True, " s"),
+    "pool_timeout_seconds": _Number("POSLEDGER_DB_POOL_TIMEOUT", 0.05, 600, unit=" s"),
+    "statement_timeout_seconds": _Number("POSLEDGER_DB_STATEMENT_TIMEOUT", 0.1, 3600, unit=" s"),
+    "idle_in_transaction_timeout_seconds": _Number(
+        "POSLEDGER_DB_IDLE_IN_TRANSACTION_TIMEOUT", 1, 3600, whole=True, unit=" s"
+    ),
+}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Database settings, read from the environment by `Settings.from_env()`."""
+    """Database settings, read and checked from the environment by `Settings.from_env()`."""
 
     database_url: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     schema: str = "public"
     pool_size: int = 10
     lock_timeout_seconds: int = 5
+    # libpq's connect timeout (it counts whole seconds, at least 2).
+    connect_timeout_seconds: int = 2
+    # How long a call waits for a pooled connection before the store counts as unavailable.
+    pool_timeout_seconds: float = 1.0
+    # Any one statement on a pooled connection (reads, table creation, views).
+    statement_timeout_seconds: float = 15.0
+    # A session left idle inside a transaction is ended by the server after this long.
+    idle_in_transaction_timeout_seconds: int = 5
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """The settings in `environ`; raises SettingsError naming every bad value."""
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+        url = environ.get("POSLEDGER_DATABASE_URL") or None
+        if url is not None:
+            try:
+                conninfo_to_dict(url)
+            except psycopg.ProgrammingError as e:
+                problems.append(f"POSLEDGER_DATABASE_URL: not a PostgreSQL URL ({e})")
+        schema = environ.get("POSLEDGER_DB_SCHEMA") or "public"
+        if not SCHEMA_NAME.fullmatch(schema):
+            problems.append(
+                f"POSLEDGER_DB_SCHEMA={schema!r}: must be 1 to 40 lower-case letters, digits "
+                "or underscores, not starting with a digit"
+            )
+        for name, number in _NUMBERS.items():
+            raw = environ.get(number.variable, "").strip()
+            if raw:
+                values[name] = number.parse(raw, problems)
+        if problems:
+            raise SettingsError(problems)
         return cls(
-            database_url=environ.get("POSLEDGER_DATABASE_URL") or None,
+            database_url=url,
             data_dir=Path(environ.get("POSLEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
-            schema=environ.get("POSLEDGER_DB_SCHEMA") or "public",
-            pool_size=int(environ.get("POSLEDGER_DB_POOL_SIZE") or 10),
-            lock_timeout_seconds=int(environ.get("POSLEDGER_DB_LOCK_TIMEOUT") or 5),
+            schema=schema,
+            **values,
         )
 
 
@@ -105,6 +185,11 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(settings.pool_size),
         "POSTGRES_MAX_OVERFLOW": "0",
         "POSTGRES_LOCK_TIMEOUT": str(settings.lock_timeout_seconds),
+        # The library passes this one as the pool's wait; `bound_pool` sets the real bounds.
+        "POSTGRES_CONNECT_TIMEOUT": str(settings.connect_timeout_seconds),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+            settings.idle_in_transaction_timeout_seconds
+        ),
         # No pre-ping: it doubles the round trips of every read, and the library already
         # retries a statement that fails on a dropped connection.
         "POSTGRES_PRE_PING": "n",
@@ -116,6 +201,111 @@ def eventsourcing_env(url: str, settings: Settings) -> dict[str, str]:
         # Tables are created once, under an advisory lock (see `schema_lock`).
         "CREATE_TABLE": "n",
     }
+
+
+class StoreUnavailable(Exception):
+    """The store is known to be unreachable: a call fails at once instead of waiting for it."""
+
+
+class StoreGate:
+    """Open while the database answers. The server's store monitor closes it when the
+    database stops answering, so new calls fail at once (and are not retried by the
+    library for seconds) until it answers again."""
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._open.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._open.clear()
+
+
+class LedgerPool(ConnectionPool[Connection[DictRow]]):
+    """The library's pool behind our gate, remembering how it was made so that it can be
+    renewed after an outage."""
+
+    def __init__(self, *, gate: StoreGate, **kwargs: Any) -> None:
+        self.gate = gate
+        self._made_with = kwargs
+        super().__init__(**kwargs)
+
+    def getconn(self, timeout: float | None = None) -> Connection[DictRow]:
+        if not self.gate.is_open:
+            raise StoreUnavailable("the event store is unavailable")
+        return super().getconn(timeout)
+
+    def renewed(self) -> LedgerPool:
+        return LedgerPool(gate=self.gate, **self._made_with)
+
+
+def connection_bounds(settings: Settings) -> dict[str, Any]:
+    """libpq parameters that bound connecting and notice a dead peer."""
+    return {
+        "connect_timeout": settings.connect_timeout_seconds,
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 3,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,  # ms: unacknowledged data for this long ends the session
+    }
+
+
+def bounded_url(url: str, settings: Settings) -> str:
+    """`url` with `connection_bounds`, for the connections opened outside the pool."""
+    return make_conninfo(url, **connection_bounds(settings))
+
+
+def bound_pool(datastore: PostgresDatastore, settings: Settings) -> StoreGate:
+    """Replaces the library's (not yet opened) pool with one where every wait is bounded:
+    connecting, waiting for a pooled connection, and each statement."""
+    old = datastore.pool
+    assert isinstance(old.kwargs, dict)
+    gate = StoreGate()
+    kwargs = {
+        **old.kwargs,
+        **connection_bounds(settings),
+        "options": f"-c statement_timeout={round(settings.statement_timeout_seconds * 1000)}",
+    }
+    datastore.pool = LedgerPool(
+        gate=gate,
+        connection_class=old.connection_class,
+        kwargs=kwargs,
+        min_size=old.min_size,
+        max_size=old.max_size,
+        open=False,
+        configure=datastore.after_connect_func(),
+        timeout=settings.pool_timeout_seconds,
+        max_waiting=old.max_waiting,
+        max_lifetime=old.max_lifetime,
+        get_password_func=old.get_password_func,
+    )
+    return gate
+
+
+def renew_pool(datastore: PostgresDatastore, timeout: float) -> None:
+    """Swaps in a fresh, connected pool (raises if it cannot connect within `timeout`).
+
+    After an outage the old pool holds dead connections and retries its lost ones with a
+    backoff of up to seconds; a fresh one is ready as soon as the database is.
+    """
+    old = datastore.pool
+    assert isinstance(old, LedgerPool)
+    new = old.renewed()
+    try:
+        new.open(wait=True, timeout=timeout)
+    except Exception:
+        new.close(timeout=0)
+        raise
+    datastore.pool = new
+    # Connections still lent out of the old pool are closed when they come back.
+    old.close(timeout=0)
 
 
 @contextmanager
@@ -208,8 +398,12 @@ class LedgerRecorder(PostgresApplicationRecorder):
             return self._committer
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
-        params = {**self.datastore.pool.kwargs, "row_factory": tuple_row}  # type: ignore[dict-item]
-        conn = psycopg.connect(autocommit=True, connect_timeout=5, **params)
+        # The pool's parameters (with their connect and keepalive bounds), but a connection
+        # of its own: the writer never waits for a pooled one.
+        pool_kwargs = self.datastore.pool.kwargs
+        assert isinstance(pool_kwargs, dict)
+        params = {"connect_timeout": 5, **pool_kwargs, "row_factory": tuple_row}
+        conn = psycopg.connect(autocommit=True, **params)
         # A bound on the one call a group makes: the lock wait plus the inserts.
         timeout_ms = (self.datastore.lock_timeout + 10) * 1000
         conn.execute(SQL("SET statement_timeout = {}").format(timeout_ms))
@@ -226,6 +420,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         if not stored_events and command_record is None:
             return []
+        pool = self.datastore.pool
+        if isinstance(pool, LedgerPool) and not pool.gate.is_open:
+            raise StoreUnavailable("the event store is not answering")
         request = CommitRequest(
             events=stored_events,
             command_record=command_record,

@@ -7,6 +7,7 @@ the view has applied the log up to `min_position` when the caller gives one.
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,12 +20,13 @@ from psycopg import Cursor
 from psycopg.errors import InvalidSchemaName, UndefinedTable
 from psycopg.rows import DictRow
 
-from ledger.domain.errors import NotFound, NotYetVisible
+from ledger.domain.errors import NotFound, NotYetVisible, ViewsNotRunning
 from ledger.domain.validation import Checks
 from projections import catalog, customers, inventory, orders, paging
 from projections.runner import Projections
 from projections.view import q
 
+FOLLOWED_CACHE_SECONDS = 1.0  # how long a query trusts the last look at who runs the views
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -65,10 +67,34 @@ class SaleFilters:
 
 
 class ReadModels:
-    def __init__(self, projections: Projections, *, wait_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        projections: Projections,
+        *,
+        wait_seconds: float = 5.0,
+        require_runner: bool = False,
+    ) -> None:
         self.projections = projections
         self.wait_seconds = wait_seconds
         self.datastore = projections.datastore
+        # Served queries refuse to read a view that no runner follows (a stale page that
+        # looks current); tests and tools that catch views up themselves may read anyway.
+        self.require_runner = require_runner
+        self._followed: tuple[float, set[str]] = (0.0, set())
+
+    def _check_followed(self, view: str) -> None:
+        if not self.require_runner:
+            return
+        checked_at, followed = self._followed
+        if time.monotonic() - checked_at > FOLLOWED_CACHE_SECONDS or view not in followed:
+            followed = self.projections.followed()
+            self._followed = (time.monotonic(), followed)
+        if view not in followed:
+            raise ViewsNotRunning(
+                f"no projections runner keeps the {view} view up to date; start one "
+                "(`posledger serve` runs them unless --no-projections, or "
+                "`posledger projections run`)"
+            )
 
     @contextmanager
     def _view(self, view: str, min_position: int) -> Iterator[tuple[Cursor[DictRow], str, int]]:
@@ -76,6 +102,7 @@ class ReadModels:
             checks = Checks()
             checks.fail("min_position", "must not be negative")
             checks.raise_if_any()
+        self._check_followed(view)
         if min_position and not self.projections.wait_for(view, min_position, self.wait_seconds):
             raise NotYetVisible(
                 f"the {view} view has not reached position {min_position} yet; retry shortly"

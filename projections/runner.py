@@ -9,6 +9,7 @@ one's session ends.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import zlib
@@ -19,13 +20,14 @@ from datetime import UTC, datetime
 
 import psycopg
 import structlog
+from eventsourcing import persistence as es_persistence
 from psycopg import Cursor
 from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.audit.store import ChainKeeper
-from ledger.store import schema_lock
+from ledger.store import StoreUnavailable, renew_pool, schema_lock
 from projections import source
 from projections.view import View
 
@@ -34,6 +36,51 @@ log = structlog.get_logger("posledger.projections")
 CATCH_UP_PAGE = 1000  # events per transaction while behind
 CHAIN_EVERY_SECONDS = 2.0  # how often a runner extends the audit hash chain
 REBUILD_PAGE = 5000  # events per transaction while rebuilding a shadow copy
+RECONNECT_FIRST_SECONDS = 0.5  # a runner that lost the database retries after this long,
+RECONNECT_MAX_SECONDS = 5.0  # doubling up to this
+
+
+def is_store_error(error: BaseException) -> bool:
+    """A lost, refused or timed-out database (which a runner outlives), not a bug."""
+    return isinstance(
+        error,
+        (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            es_persistence.OperationalError,
+            es_persistence.InterfaceError,
+            StoreUnavailable,
+        ),
+    )
+
+
+class RunnerState:
+    """What this process's runner is doing, for health, logs and `projections status`."""
+
+    def __init__(self) -> None:
+        self.state = "not started"  # running, reconnecting, stopped
+        self.error = ""
+        self.held: set[str] = set()
+        self.since = time.monotonic()
+        self.beat_at = 0.0
+        self.listeners: list[Callable[[RunnerState], None]] = []
+
+    def set(self, state: str, *, error: str = "", held: set[str] | None = None) -> None:
+        changed = state != self.state
+        self.state, self.error = state, error
+        if held is not None:
+            self.held = held
+        if changed:
+            self.since = time.monotonic()
+            for listener in self.listeners:
+                listener(self)
+
+    def beat(self) -> None:
+        self.beat_at = time.monotonic()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
 
 
 def view_schema(base: str, view: str, generation: int) -> str:
@@ -62,6 +109,7 @@ class Projections:
         self.registry = Identifier(self.base, "projection_views")
         self.url: str = ledger.database_url
         self.chain = ChainKeeper(self.url, self.base)
+        self.state = RunnerState()
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -146,8 +194,42 @@ class Projections:
     # ---- running --------------------------------------------------------------------------
 
     def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
-        """Follows the log for every view this process holds, until `stop` is set."""
-        self.ensure()
+        """Follows the log for every view this process holds, until `stop` is set.
+
+        A lost database does not end it: it logs, waits (backing off up to
+        `RECONNECT_MAX_SECONDS`), reconnects, takes its views' locks again (or stands by
+        if another runner took them meanwhile) and goes on from each view's recorded
+        position, so every event is still applied exactly once.
+        """
+        delay = RECONNECT_FIRST_SECONDS
+        ready = on_ready
+        while not stop.is_set():
+            try:
+                self.ensure()
+                self._follow(stop, ready)
+            except Exception as e:
+                if self.state.running:
+                    delay = RECONNECT_FIRST_SECONDS  # it had recovered since the last loss
+                if not is_store_error(e):
+                    self.state.set("stopped", error=repr(e))
+                    log.exception("projections_failed")
+                    raise
+                self.state.set("reconnecting", error=str(e).strip() or type(e).__name__)
+                log.warning("projections_reconnecting", error=self.state.error, delay=delay)
+                if ready is not None:
+                    ready()  # let the caller go on; the views follow once the store is back
+                    ready = None
+                stop.wait(delay)
+                delay = min(delay * 2, RECONNECT_MAX_SECONDS)
+                # The pool's connections died with the database, and it backs off for
+                # seconds reconnecting them: take a fresh one once the database answers.
+                with contextlib.suppress(Exception):
+                    renew_pool(self.datastore, timeout=1.0)
+            else:
+                break
+        self.state.set("stopped")
+
+    def _follow(self, stop: threading.Event, on_ready: Callable[[], None] | None) -> None:
         with (
             psycopg.connect(self.url, autocommit=True) as locks,
             psycopg.connect(self.url, autocommit=True) as listener,
@@ -156,8 +238,8 @@ class Projections:
             listener.execute(SQL("LISTEN {}").format(Identifier(channel)))
             held: set[str] = set()
             chained_at = 0.0
-            if on_ready is not None:
-                on_ready()
+            self.state.set("running", held=held)
+            log.info("projections_connected")
             while not stop.is_set():
                 if time.monotonic() - chained_at > CHAIN_EVERY_SECONDS:
                     # Keep the audit hash chain current (exactly once even with standbys:
@@ -165,12 +247,17 @@ class Projections:
                     chained_at = time.monotonic()
                     try:
                         self.chain.extend()
-                    except Exception:
+                    except Exception as e:
+                        if is_store_error(e):
+                            raise
                         log.exception("audit_chain_extend_failed")
                 for name in self.views.keys() - held:
                     if self._try_hold(locks, name):
                         held.add(name)
                         log.info("projection_holding", view=name)
+                if on_ready is not None:
+                    on_ready()  # holding what it can: queries see the views followed
+                    on_ready = None
                 busy = False
                 for name in sorted(held):
                     # The views are held only while the lock session lives: if it died, a
@@ -178,14 +265,37 @@ class Projections:
                     locks.execute("SELECT 1")
                     try:
                         busy |= self.step(self.views[name]) == CATCH_UP_PAGE
-                    except Exception:
+                    except Exception as e:
+                        if is_store_error(e):
+                            raise
                         # The page rolled back; keep the other views going and retry it.
                         log.exception("projection_step_failed", view=name)
                         stop.wait(1.0)
+                self.state.beat()
                 if not busy:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.
                     for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
                         pass
+
+    def followed(self) -> set[str]:
+        """The views some runner (of any process) holds right now."""
+        keys = {self._lock_key(name): name for name in self.views}
+        with self.datastore.transaction() as curs:
+            curs.execute(
+                "SELECT classid::bigint AS high, objid::bigint AS low FROM pg_locks"
+                " WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+                " AND database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())"
+            )
+            rows = curs.fetchall()
+        held = set()
+        for row in rows:
+            key = (row["high"] << 32) | row["low"]
+            if key >= 2**63:
+                key -= 2**64
+            if key in keys:
+                held.add(keys[key])
+        return held
 
     def _try_hold(self, conn: psycopg.Connection[tuple[object, ...]], view: str) -> bool:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._lock_key(view),)).fetchone()

@@ -39,6 +39,9 @@ from ledger.keys import ApiKeys
 from ledger.store import (
     LedgerRecorder,
     Settings,
+    StoreGate,
+    bound_pool,
+    bounded_url,
     database_url,
     eventsourcing_env,
     is_duplicate_command,
@@ -105,6 +108,8 @@ class LedgerBase(Application[UUID]):
     """Opens the store and runs commands. The command methods live in the mixins."""
 
     database_url: str = ""  # set by `open`; projections open connections of their own
+    store_gate: StoreGate  # set by `open`; closed while the database is unreachable
+    settings: Settings  # set by `open`
 
     @classmethod
     def open(cls, settings: Settings | None = None) -> Any:
@@ -112,7 +117,9 @@ class LedgerBase(Application[UUID]):
         settings = settings or Settings.from_env()
         url = database_url(settings)
         ledger = cls(env=eventsourcing_env(url, settings))
-        ledger.database_url = url
+        ledger.database_url = bounded_url(url, settings)
+        ledger.store_gate = bound_pool(ledger.ledger_recorder.datastore, settings)
+        ledger.settings = settings
         with schema_lock(url, settings.schema):
             ledger.ledger_recorder.create_table()
             if ledger.snapshots is not None:

@@ -68,6 +68,13 @@ class NotYetVisible(DomainError):
     reason = "VIEW_NOT_CAUGHT_UP"
 
 
+class ViewsNotRunning(DomainError):
+    """No runner keeps the view a query reads up to date (UNAVAILABLE): its answer would
+    be stale without saying so."""
+
+    reason = "VIEWS_NOT_RUNNING"
+
+
 class VersionConflict(DomainError):
     """The aggregate changed under the caller (ABORTED); re-read and retry."""
 

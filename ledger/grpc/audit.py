@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC
 
 import grpc
 
@@ -90,8 +89,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 raise InvalidRequest([FieldViolation("version", "must be at least 1")])
             version = request.version
         else:
+            as_of = convert.timestamp_field("as_of", request.as_of)
             sale = self.ledger.get_sale(merchant_id, request.sale_id)  # NOT_FOUND if foreign
-            as_of = request.as_of.ToDatetime(tzinfo=UTC)
             version = 0
             for record in self._all_history(sale):
                 if record.recorded_at > as_of:

@@ -131,7 +131,8 @@ def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
     )
 
 
-def _timestamp(path: str, ts: Timestamp) -> datetime:
+def timestamp_field(path: str, ts: Timestamp) -> datetime:
+    """A request's timestamp as a datetime; INVALID_ARGUMENT outside protobuf's range."""
     try:
         return ts.ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
@@ -154,7 +155,7 @@ def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPayment
         change_given=req.change_given,
         error_code=req.error_code,
         occurred_at=(
-            _timestamp("occurred_at", req.occurred_at) if req.HasField("occurred_at") else None
+            timestamp_field("occurred_at", req.occurred_at) if req.HasField("occurred_at") else None
         ),
     )
 
@@ -204,7 +205,9 @@ def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
             for p in order.payments
         ),
         customer_id=order.customer_id,
-        placed_at=_timestamp("placed_at", order.placed_at) if order.HasField("placed_at") else None,
+        placed_at=timestamp_field("placed_at", order.placed_at)
+        if order.HasField("placed_at")
+        else None,
         note=order.note,
     )
 
@@ -332,12 +335,12 @@ def sale_filters(req: pb.ListSalesRequest) -> SaleFilters:
         location_id=req.location_id or None,
         customer_id=req.customer_id or None,
         created_after=(
-            _timestamp("created_after", req.created_after)
+            timestamp_field("created_after", req.created_after)
             if req.HasField("created_after")
             else None
         ),
         created_before=(
-            _timestamp("created_before", req.created_before)
+            timestamp_field("created_before", req.created_before)
             if req.HasField("created_before")
             else None
         ),

@@ -4,6 +4,7 @@ BadRequest field violations. Only an unexpected exception answers INTERNAL."""
 from __future__ import annotations
 
 import grpc
+import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -18,8 +19,10 @@ from ledger.domain.errors import (
     RequestIdReused,
     RuleViolated,
     VersionConflict,
+    ViewsNotRunning,
 )
 from ledger.keys import PermissionDenied, Unauthenticated
+from ledger.store import StoreUnavailable
 
 ERROR_DOMAIN = "posledger"
 
@@ -32,6 +35,7 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (AlreadyExists, code_pb2.ALREADY_EXISTS),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (NotYetVisible, code_pb2.UNAVAILABLE),
+    (ViewsNotRunning, code_pb2.UNAVAILABLE),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
 ]
 
@@ -62,20 +66,38 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_packed(bad_request))
-    if isinstance(error, NotYetVisible):
+    if isinstance(error, (NotYetVisible, ViewsNotRunning)):
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromMilliseconds(500)
         status.details.append(_packed(retry))
     return status
 
 
-def unavailable_status(error: Exception) -> status_pb2.Status:
+STORE_RETRY_MILLISECONDS = 1000
+
+# What a lost, refused, timed-out or paused database looks like from here: through the
+# library (its wrappers), straight from psycopg (connections of our own; a pool wait that
+# timed out is a `PoolTimeout`, one of psycopg's), or our gate while the monitor has the
+# store down.
+STORE_ERRORS = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    StoreUnavailable,
+)
+
+
+def unavailable_status(error: Exception | None = None) -> status_pb2.Status:
     status = status_pb2.Status(
         code=code_pb2.UNAVAILABLE, message="the event store is unavailable; retry later"
     )
     status.details.append(
         _packed(error_details_pb2.ErrorInfo(reason="STORE_UNAVAILABLE", domain=ERROR_DOMAIN))
     )
+    retry = error_details_pb2.RetryInfo()
+    retry.retry_delay.FromMilliseconds(STORE_RETRY_MILLISECONDS)
+    status.details.append(_packed(retry))
     return status
 
 
@@ -83,7 +105,7 @@ def status_for(error: Exception) -> status_pb2.Status | None:
     """The status to answer for an expected error, or None for a bug."""
     if isinstance(error, DomainError):
         return domain_status(error)
-    if isinstance(error, (OperationalError, InterfaceError)):
+    if isinstance(error, STORE_ERRORS):
         return unavailable_status(error)
     return None
 

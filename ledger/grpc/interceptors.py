@@ -18,6 +18,7 @@ from google.rpc import code_pb2, status_pb2
 
 from ledger.grpc.errors import abort, status_for
 from ledger.keys import Authenticator, Principal
+from ledger.store import StoreGate, StoreUnavailable
 
 log = structlog.get_logger("posledger.rpc")
 
@@ -49,8 +50,14 @@ def _internal_status() -> status_pb2.Status:
 
 
 class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, gate: StoreGate | None = None) -> None:
         self.authenticator = authenticator
+        self.gate = gate
+
+    def _check_store(self) -> None:
+        """Answers at once while the store is known to be down (see ledger/monitor.py)."""
+        if self.gate is not None and not self.gate.is_open:
+            raise StoreUnavailable("the event store is unavailable")
 
     def intercept_service(
         self,
@@ -104,6 +111,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             principal: Principal | None = None
             try:
+                self._check_store()
                 principal = self._authenticate(context)
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
@@ -128,6 +136,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             principal: Principal | None = None
             try:
+                self._check_store()
                 principal = self._authenticate(context)
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))

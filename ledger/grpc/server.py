@@ -18,6 +18,7 @@ from ledger.grpc.interceptors import LedgerInterceptor
 from ledger.grpc.inventory import InventoryServicer
 from ledger.grpc.sales import SalesServicer
 from ledger.keys import Authenticator
+from ledger.monitor import StoreMonitor
 from ledger.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -32,6 +33,7 @@ from ledger.v1 import (
 )
 from projections import projections_for
 from projections.queries import ReadModels
+from projections.runner import RunnerState
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -45,21 +47,53 @@ SERVICE_NAMES = [
 ]
 
 
+# Health of the views this process keeps up to date (registered when it runs them):
+# SERVING while its projections runner is connected and following the log.
+VIEWS_SERVICE = "posledger.Views"
+
+
 @dataclass
 class LedgerServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    monitor: StoreMonitor
 
     def start(self) -> None:
         self.server.start()
+        self.monitor.listeners.append(self._store_changed)
+        self.monitor.start()
+        self._store_changed(self.monitor.available)
+
+    def _store_changed(self, available: bool) -> None:
+        """Health follows the store: NOT_SERVING while the database does not answer."""
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if available
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for name in ["", *SERVICE_NAMES]:
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            self.health.set(name, status)  # ignored once graceful shutdown has begun
+
+    def watch_views(self, state: RunnerState) -> None:
+        """Reports this process's projections runner under `VIEWS_SERVICE`."""
+
+        def changed(state: RunnerState) -> None:
+            self.health.set(
+                VIEWS_SERVICE,
+                health_pb2.HealthCheckResponse.SERVING
+                if state.running
+                else health_pb2.HealthCheckResponse.NOT_SERVING,
+            )
+
+        state.listeners.append(changed)
+        changed(state)
 
     def stop(self, grace: float = 10.0) -> None:
         """Reports NOT_SERVING, lets in-flight calls finish for `grace` seconds, stops."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait()
+        self.monitor.stop()
 
 
 def is_loopback(host: str) -> bool:
@@ -81,15 +115,16 @@ def create_server(
 ) -> LedgerServer:
     """Builds a server bound to `address` (port 0 picks a free port). Call `start()`."""
     authenticator = authenticator or Authenticator(ledger.api_keys)
+    monitor = StoreMonitor.for_ledger(ledger)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        interceptors=[LedgerInterceptor(authenticator)],
+        interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     if reads is None:
         views = projections_for(ledger)
         views.ensure()
-        reads = ReadModels(views)
+        reads = ReadModels(views, require_runner=True)
     sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger, reads), server)
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger, reads), server)
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(
@@ -109,4 +144,4 @@ def create_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    return LedgerServer(server=server, port=port, health=health_servicer)
+    return LedgerServer(server=server, port=port, health=health_servicer, monitor=monitor)

@@ -308,6 +308,7 @@ class RpcFailure:
     reason: str | None = None
     domain: str | None = None
     violations: list[Violation] = field(default_factory=list)
+    retry_delay_ms: int | None = None  # from a RetryInfo detail
 
     @property
     def fields(self) -> set[str]:
@@ -329,7 +330,12 @@ def failure(error: grpc.RpcError) -> RpcFailure:
     reason: str | None = None
     domain: str | None = None
     violations: list[Violation] = []
+    retry_delay_ms: int | None = None
     for detail in status.details:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_delay_ms = retry.retry_delay.ToMilliseconds()
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
@@ -348,6 +354,7 @@ def failure(error: grpc.RpcError) -> RpcFailure:
         reason=reason,
         domain=domain,
         violations=violations,
+        retry_delay_ms=retry_delay_ms,
     )
 
 

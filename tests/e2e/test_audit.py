@@ -580,3 +580,25 @@ def test_bad_audit_requests_are_invalid_arguments(
         functools.partial(_sale_at, audit, keys.auditor, sale.id, version=sale.version + 1)
     )
     assert missing.code == grpc.StatusCode.NOT_FOUND, missing
+
+
+@pytest.mark.parametrize(
+    "as_of",
+    [
+        Timestamp(seconds=2**62),
+        Timestamp(seconds=-(2**62)),
+        Timestamp(seconds=253402300800),  # 10000-01-01
+        Timestamp(seconds=0, nanos=-1),
+        Timestamp(seconds=0, nanos=10**9),
+    ],
+    ids=["far-future", "far-past", "year-10000", "negative-nanos", "too-many-nanos"],
+)
+def test_sale_as_of_a_time_outside_the_timestamp_range_is_invalid(
+    stubs: Stubs, audit: AuditServiceStub, keys: Keys, as_of: Timestamp
+) -> None:
+    sale = api.create_sale(stubs.sales, metadata=keys.writer)
+
+    failure = api.expect_failure(lambda: _sale_at(audit, keys.auditor, sale.id, as_of=as_of))
+
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure
+    assert failure.fields == {"as_of"}

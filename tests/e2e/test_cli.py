@@ -290,3 +290,21 @@ def test_serve_with_several_processes_shares_one_port_and_restarts_a_dead_one(
         assert "server_process_exited" in events
     finally:
         serve.kill()
+
+
+def test_serve_with_bad_settings_names_each_and_exits_2(cli_env: dict[str, str]) -> None:
+    env = {
+        **cli_env,
+        "POSLEDGER_DB_LOCK_TIMEOUT": "-1",
+        "POSLEDGER_DB_POOL_SIZE": "abc",
+        "POSLEDGER_DB_SCHEMA": "has-a-dash",
+    }
+
+    done = _run(env, "serve", "--port", str(_free_port()))
+
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 3, done.stderr
+    for variable in ["POSLEDGER_DB_LOCK_TIMEOUT", "POSLEDGER_DB_POOL_SIZE", "POSLEDGER_DB_SCHEMA"]:
+        assert sum(variable in line for line in lines) == 1
+    assert "Traceback" not in done.stderr

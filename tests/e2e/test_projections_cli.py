@@ -156,6 +156,7 @@ def status_rows(env: dict[str, str]) -> dict[str, dict[str, str]]:
     header, *body = rows
     assert header == [
         "view",
+        "runner",
         "generation",
         "position",
         "head",
@@ -238,6 +239,11 @@ def test_status_shows_each_view_with_position_head_and_lag(
     for row in current.values():
         assert (row["position"], row["head"], row["lag (events)"]) == (str(now), str(now), "0")
         assert row["lag (s)"] == "0.0"
+        assert row["runner"] == "none"  # nobody follows them: visible, not silent
+
+    with views.running():
+        followed = status_rows(cli_env)
+    assert {row["runner"] for row in followed.values()} == {"following"}
 
 
 # ---- rebuild -----------------------------------------------------------------------------
@@ -308,8 +314,10 @@ def test_rebuild_verify_reports_a_live_view_that_drifted(
     assert "difference: orders: 1 rows only in live" in message, message
     assert "difference: orders: 1 rows missing from live" in message, message
     assert "equals the live view" not in message
-    # The rebuilt copy, computed from the log, is what queries read now.
-    (row,) = stubs.sales.ListSales(pb.ListSalesRequest(), timeout=T).sales
+    # The rebuilt copy, computed from the log, is what queries read now (served queries
+    # need a runner following the view).
+    with views.running():
+        (row,) = stubs.sales.ListSales(pb.ListSalesRequest(), timeout=T).sales
     assert row.total == sale.total
 
 
@@ -477,8 +485,7 @@ def test_serve_without_projections_reads_what_a_separate_runner_applies(
     tmp_path: Path,
     start_runner: Callable[[], Runner],
 ) -> None:
-    # With POSLEDGER_DATABASE_URL, serve runs no projections unless told to.
-    process = ServeProcess(cli_env, tmp_path / "serve.stderr")
+    process = ServeProcess(cli_env, tmp_path / "serve.stderr", "--no-projections")
     channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
     try:
         process.wait_until_serving(channel)
@@ -486,9 +493,15 @@ def test_serve_without_projections_reads_what_a_separate_runner_applies(
         created = stubs.sales.CreateSale(api.create_sale_request(), timeout=T)
         time.sleep(0.5)
         assert views.live_schema("orders")[1] < created.position, "serve applied it itself"
+        # No runner follows the views: a query says so rather than answer a stale page.
+        failure = api.expect_failure(
+            lambda: stubs.sales.ListSales(pb.ListSalesRequest(), timeout=T)
+        )
+        assert failure.code == grpc.StatusCode.UNAVAILABLE, failure
+        assert failure.reason == "VIEWS_NOT_RUNNING", failure
 
-        start_runner()
-        # A runner process starts in seconds on a busy machine; then the query finds it.
+        runner = start_runner()
+        eventually(lambda: "orders" in runner.holding(), "the runner holds the orders view")
         assert views.wait_for("orders", created.position, 60), "the runner applied nothing"
         listed = stubs.sales.ListSales(
             pb.ListSalesRequest(min_position=created.position), timeout=T

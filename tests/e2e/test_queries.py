@@ -472,8 +472,10 @@ def test_a_view_behind_min_position_answers_unavailable_with_retry_info(
 
         # Once the views catch up, every one of them answers, with the new data.
         with views.running():
+            # The server's reads wait only 0.3 s: let the runner catch up first (it may be
+            # slow to start on a loaded machine).
             for view in views.views:
-                assert views.wait_for(view, position, 30), f"{view} did not catch up"
+                assert views.wait_for(view, position, 30), view
             for name, call in calls.items():
                 assert call() is not None, name
             assert [s.id for s in list_sales(stubs, min_position=position).sales] == [sale.sale.id]

@@ -852,15 +852,20 @@ def test_a_standby_takes_over_from_a_runner_whose_connections_die(
                 (first.name,),
             ).fetchall()
             assert len(killed) == (2 if not dying else 1)
-        assert _eventually(lambda: _holders(url, prefix) == {second.name: 4})
-        first.thread.join(10)
-        assert not first.thread.is_alive(), "the first runner died"
-        assert first.errors
+        # Every view is held again, each by one runner: the standby took over, and the
+        # first runner outlived the loss (it reconnects and stands by, or, if it was back
+        # first, holds views again; either way each page is applied once).
+        assert _eventually(lambda: sum(_holders(url, prefix).values()) == 4)
+        assert _eventually(lambda: first.projections.state.running)
+        assert first.thread.is_alive(), "the first runner died"
+        assert not first.errors
         takeover = len(applied)
         sales |= _some_business(ledger, "B")
         for name in projections.views:
             assert second.projections.wait_for(name, head(ledger), 10)
-        assert {runner for runner, _, _ in applied[takeover:]} == {second.name}
+        after = [(view, position) for _, view, position in applied[takeover:]]
+        assert after
+        assert len(after) == len(set(after))
     finally:
         first.stop.set()
         first.thread.join(10)

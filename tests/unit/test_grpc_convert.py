@@ -486,6 +486,11 @@ def _details(status: status_pb2.Status) -> tuple[error_details_pb2.ErrorInfo, li
     assert status.details[0].Unpack(info)
     rest: list[object] = []
     for detail in status.details[1:]:
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            assert detail.Unpack(retry)
+            rest.append(retry)
+            continue
         bad_request = error_details_pb2.BadRequest()
         assert detail.Unpack(bad_request)
         rest.append(bad_request)

@@ -1,0 +1,83 @@
+"""Settings are checked at start: every bad value is named on a line of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger.store import Settings, SettingsError
+
+
+def problems(**environ: str) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(environ)
+    return info.value.problems
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+
+    assert settings == Settings()
+    assert settings.pool_timeout_seconds <= 2
+    assert settings.connect_timeout_seconds <= 2
+
+
+def test_good_values_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "POSLEDGER_DATABASE_URL": "postgresql://u@db:5433/ledger",
+            "POSLEDGER_DB_SCHEMA": "shop_1",
+            "POSLEDGER_DB_POOL_SIZE": "20",
+            "POSLEDGER_DB_LOCK_TIMEOUT": "3",
+            "POSLEDGER_DB_POOL_TIMEOUT": "0.5",
+            "POSLEDGER_DB_STATEMENT_TIMEOUT": "30",
+            "POSLEDGER_DB_CONNECT_TIMEOUT": "4",
+            "POSLEDGER_DB_IDLE_IN_TRANSACTION_TIMEOUT": "10",
+        }
+    )
+
+    assert settings.schema == "shop_1"
+    assert settings.pool_size == 20
+    assert settings.lock_timeout_seconds == 3
+    assert settings.pool_timeout_seconds == 0.5
+    assert settings.statement_timeout_seconds == 30
+    assert settings.connect_timeout_seconds == 4
+    assert settings.idle_in_transaction_timeout_seconds == 10
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSLEDGER_DB_LOCK_TIMEOUT", "-1"),
+        ("POSLEDGER_DB_LOCK_TIMEOUT", "0"),
+        ("POSLEDGER_DB_LOCK_TIMEOUT", "0.5"),
+        ("POSLEDGER_DB_POOL_SIZE", "abc"),
+        ("POSLEDGER_DB_POOL_SIZE", "0"),
+        ("POSLEDGER_DB_POOL_TIMEOUT", "nan"),
+        ("POSLEDGER_DB_STATEMENT_TIMEOUT", "-3"),
+        ("POSLEDGER_DB_CONNECT_TIMEOUT", "1"),
+        ("POSLEDGER_DB_IDLE_IN_TRANSACTION_TIMEOUT", "forever"),
+        ("POSLEDGER_DB_SCHEMA", "my-schema"),
+        ("POSLEDGER_DB_SCHEMA", "Upper"),
+        ("POSLEDGER_DB_SCHEMA", "x" * 41),
+        ("POSLEDGER_DATABASE_URL", "postgresql://h/db?nosuchparameter=1"),
+    ],
+)
+def test_a_bad_value_is_named_with_what_it_must_be(variable: str, value: str) -> None:
+    [problem] = problems(**{variable: value})
+
+    assert problem.startswith(variable)
+    assert "must" in problem or "not a PostgreSQL URL" in problem
+
+
+def test_every_bad_value_is_reported_at_once() -> None:
+    found = problems(
+        POSLEDGER_DB_LOCK_TIMEOUT="-1",
+        POSLEDGER_DB_POOL_SIZE="abc",
+        POSLEDGER_DB_SCHEMA="a-b",
+    )
+
+    assert [p.split("=")[0] for p in found] == [
+        "POSLEDGER_DB_SCHEMA",
+        "POSLEDGER_DB_POOL_SIZE",
+        "POSLEDGER_DB_LOCK_TIMEOUT",
+    ]
