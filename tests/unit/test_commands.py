@@ -6,7 +6,6 @@ below state the exact (field, reason) pairs a command must produce.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 import pytest
@@ -617,7 +616,9 @@ def test_helper_card_numbers_are_what_they_claim() -> None:
 # ---- checks on request envelope fields -------------------------------------------------------
 
 
-@pytest.mark.parametrize("request_id", ["r", "req-1", "2ade04bb-4176-4249-a6f6-57611efcc403", "r" * 128])
+@pytest.mark.parametrize(
+    "request_id", ["r", "req-1", "2ade04bb-4176-4249-a6f6-57611efcc403", "r" * 128]
+)
 def test_request_id_accepted(request_id: str) -> None:
     check_request_id(request_id)
 
