@@ -27,7 +27,7 @@ from ledger.audit import checkpoint as checkpoints
 from ledger.audit.events import AuditLog
 from ledger.domain.errors import NotFound
 from ledger.domain.sale import Sale
-from ledger.grpc.server import create_server, is_loopback
+from ledger.grpc.server import TlsConfig, create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
 from ledger.store import Settings
@@ -57,29 +57,49 @@ def serve(
         help="Keep the views up to date in this process "
         "(default: on with the embedded database, off with POSLEDGER_DATABASE_URL).",
     ),
+    tls_cert: Path | None = typer.Option(
+        None, envvar="POSLEDGER_TLS_CERT", help="Server certificate chain (PEM): serve TLS."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, envvar="POSLEDGER_TLS_KEY", help="Private key of --tls-cert (PEM)."
+    ),
+    client_ca: Path | None = typer.Option(
+        None,
+        envvar="POSLEDGER_TLS_CLIENT_CA",
+        help="CA certificates (PEM) for mutual TLS: every client must present a certificate "
+        "they signed.",
+    ),
+    insecure: bool = typer.Option(
+        False,
+        envvar="POSLEDGER_INSECURE",
+        help="Serve plaintext on a non-loopback address (keys and customer data in clear).",
+    ),
 ) -> None:
     """Run the gRPC service until SIGTERM or SIGINT."""
     configure_logging()
+    tls = _tls_config(host, tls_cert, tls_key, client_ca, insecure)
     settings = Settings.from_env()
     if projections is None:
         projections = settings.database_url is None
     ledger = Ledger.open(settings)
+    # Development mode is decided here, once: only on loopback and only with no key at all.
     authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
-    if not ledger.api_keys.any_active():
-        if not is_loopback(host):
-            console.print(
-                f"[bold red]Refusing to serve on {host}: no API keys exist.[/] Create one with "
-                "`posledger keys create --merchant M --app A`, or listen on 127.0.0.1."
-            )
-            raise typer.Exit(2)
+    if not authenticator.dev_mode_at_start and not ledger.api_keys.any_active():
+        console.print(
+            f"[bold red]Refusing to serve on {host}: no API keys exist.[/] Create one with "
+            "`posledger keys create --merchant M --app A`, or listen on 127.0.0.1."
+        )
+        raise typer.Exit(2)
+    if authenticator.dev_mode_at_start:
         console.print(
             "[bold yellow]DEVELOPMENT MODE:[/] no API keys exist, so every caller is merchant "
             "'dev' and only loopback connections are accepted. Create a key with "
-            "`posledger keys create` to require authentication."
+            "`posledger keys create` to require authentication; once a key exists, this "
+            "server stays out of development mode until it is restarted."
         )
         log.warning("development_mode", merchant="dev")
     server = create_server(
-        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers
+        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers, tls=tls
     )
     stopping = threading.Event()
 
@@ -91,11 +111,46 @@ def serve(
     signal.signal(signal.SIGINT, on_signal)
     with projections_for(ledger).running() if projections else nullcontext():
         server.start()
-        log.info("serving", host=host, port=server.port, projections=projections)
+        log.info(
+            "serving",
+            host=host,
+            port=server.port,
+            projections=projections,
+            tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
+        )
         stopping.wait()
         server.stop(grace)
     ledger.close()
     log.info("stopped")
+
+
+def _tls_config(
+    host: str, cert: Path | None, key: Path | None, client_ca: Path | None, insecure: bool
+) -> TlsConfig | None:
+    """TLS settings for `serve`; plaintext only on loopback unless `--insecure`."""
+    if (cert is None) != (key is None):
+        console.print("[bold red]--tls-cert and --tls-key go together.[/]")
+        raise typer.Exit(2)
+    if cert is not None and key is not None:
+        return TlsConfig.from_files(cert, key, client_ca)
+    if client_ca is not None:
+        console.print("[bold red]--client-ca needs --tls-cert and --tls-key.[/]")
+        raise typer.Exit(2)
+    if not is_loopback(host):
+        if not insecure:
+            console.print(
+                f"[bold red]Refusing to serve plaintext on {host}:[/] API keys and customer "
+                "data would cross the network in clear. Pass --tls-cert and --tls-key "
+                "(and --client-ca for mutual TLS), or --insecure if something else encrypts "
+                "the traffic."
+            )
+            raise typer.Exit(2)
+        console.print(
+            f"[bold red]INSECURE: serving plaintext on {host}.[/] API keys, customer names, "
+            "emails and phone numbers cross the network unencrypted."
+        )
+        log.warning("insecure_plaintext", host=host)
+    return None
 
 
 @keys_app.command("create")

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
-from ledger.grpc.server import LedgerServer, create_server
+from ledger.grpc.server import LedgerServer, TlsConfig, create_server
 from ledger.keys import Authenticator
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from tests.e2e.api_client import Metadata, Stubs, bearer
@@ -31,8 +31,10 @@ def make_server(ledger: Ledger) -> Iterator[MakeServer]:
     """Starts servers on ephemeral loopback ports; all of them stop after the test."""
     started: list[LedgerServer] = []
 
-    def make(authenticator: Authenticator | None = None) -> LedgerServer:
-        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator)
+    def make(
+        authenticator: Authenticator | None = None, tls: TlsConfig | None = None
+    ) -> LedgerServer:
+        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator, tls=tls)
         server.start()
         started.append(server)
         return server
