@@ -84,7 +84,7 @@ def serve(
     ledger = Ledger.open(settings)
     # Development mode is decided here, once: only on loopback and only with no key at all.
     authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
-    if not authenticator.dev_mode_at_start and not ledger.api_keys.any_active():
+    if not is_loopback(host) and not ledger.api_keys.any_active():
         console.print(
             f"[bold red]Refusing to serve on {host}: no API keys exist.[/] Create one with "
             "`posledger keys create --merchant M --app A`, or listen on 127.0.0.1."

@@ -209,6 +209,13 @@ class ApiKeys:
             curs.execute(SQL("SELECT * FROM {} ORDER BY created_at").format(self.table))
             return [_key(row) for row in curs.fetchall()]
 
+    def any_created(self) -> bool:
+        """Whether a key was ever created here (revoked ones count: rows are never deleted)."""
+        with self.datastore.transaction() as curs:
+            curs.execute(SQL("SELECT EXISTS (SELECT 1 FROM {})").format(self.table))
+            row = curs.fetchone()
+        return bool(row and row["exists"])
+
     def any_active(self) -> bool:
         with self.datastore.transaction() as curs:
             curs.execute(
@@ -223,10 +230,10 @@ class Authenticator:
 
     Development mode (every caller is merchant `dev`, with every permission) is decided once,
     when the Authenticator is made: on only if `allow_dev_mode` (a loopback server) and no
-    active key exists at that moment. It ends for good as soon as a key is seen (within
-    `ttl` seconds of its creation) and never turns on again in this process, so revoking
-    every key of a running server leaves it closed. Key lookups are cached for `ttl`
-    seconds: a revoked key stops working within that time.
+    key was ever created in this database. It ends for good as soon as a key exists (within
+    `ttl` seconds of its creation, at once when a key is used) and never turns on again, so
+    revoking every key leaves the server closed, running or restarted. Key lookups are
+    cached for `ttl` seconds: a revoked key stops working within that time.
     """
 
     def __init__(self, keys: ApiKeys, *, allow_dev_mode: bool = True, ttl: float = 5.0) -> None:
@@ -234,7 +241,7 @@ class Authenticator:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[float, ApiKey | None]] = {}
-        self.dev_mode_at_start = allow_dev_mode and not keys.any_active()
+        self.dev_mode_at_start = allow_dev_mode and not keys.any_created()
         self._dev_mode = self.dev_mode_at_start
         self._dev_checked_at = float("-inf")  # the first call looks again
 
@@ -244,7 +251,7 @@ class Authenticator:
                 return False  # once off, never on again
             if time.monotonic() - self._dev_checked_at <= self.ttl:
                 return True
-        still_no_keys = not self.keys.any_active()
+        still_no_keys = not self.keys.any_created()
         with self._lock:
             self._dev_mode = self._dev_mode and still_no_keys
             self._dev_checked_at = time.monotonic()
@@ -257,6 +264,7 @@ class Authenticator:
             if client_subject:
                 key = self._lookup("subject", client_subject, self.keys.for_subject)
                 if key is not None and key.revoked_at is None:
+                    self._end_dev_mode()
                     return Principal.of_key(key)
             if self.dev_mode():
                 return Principal.development()
@@ -270,9 +278,14 @@ class Authenticator:
         key = self._lookup("key", parts[1], self.keys.get)
         if key is None or not hmac.compare_digest(key.secret_hash, _hash(parts[2])):
             raise Unauthenticated("unknown API key")
+        self._end_dev_mode()  # a key exists
         if key.revoked_at is not None:
             raise Unauthenticated("this API key was revoked", reason="API_KEY_REVOKED")
         return Principal.of_key(key)
+
+    def _end_dev_mode(self) -> None:
+        with self._lock:
+            self._dev_mode = False
 
     def _lookup(self, kind: str, value: str, load: Callable[[str], ApiKey | None]) -> ApiKey | None:
         cache_key = (kind, value)

@@ -21,17 +21,15 @@ def bound_app_id(ctx: Context, requested: str) -> str:
     """The app a payment is filed under: the caller's key's app, never another one.
 
     Empty in the request means the key's app. Without a key (development mode, or the
-    ledger used in process) the request's app stands, as there is nothing to bind it to.
+    ledger used in process) a named app stands, as there is nothing to bind it to.
     """
-    if not ctx.key_id:
-        return requested
-    if requested and requested != ctx.app_id:
+    if ctx.key_id and requested and requested != ctx.app_id:
         raise PermissionDenied(
             f"this API key belongs to app {ctx.app_id!r} and cannot act as another app",
             reason="APP_ID_MISMATCH",
             metadata={"app_id": ctx.app_id},
         )
-    return ctx.app_id
+    return requested or ctx.app_id
 
 
 @dataclass(frozen=True)

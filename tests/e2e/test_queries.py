@@ -196,7 +196,13 @@ def test_every_mutating_response_carries_a_growing_position(ledger: Ledger, q: S
     record("RemoveLineItem", removed.position)
     record(
         "AttachCustomer",
-        sales.AttachCustomer(api.attach_customer_request(sale_id), timeout=T).position,
+        sales.AttachCustomer(
+            api.attach_customer_request(
+                sale_id,
+                customers.CreateCustomer(api.create_customer_request(), timeout=T).customer.id,
+            ),
+            timeout=T,
+        ).position,
     )
     abandoned = sales.RequestPayment(api.request_payment_request(sale_id, 100), timeout=T)
     record("RequestPayment", abandoned.position)

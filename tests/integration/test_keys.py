@@ -104,10 +104,10 @@ def test_dev_mode_when_no_key_is_active_at_start_and_never_again(keys: ApiKeys) 
     assert still_required.value.reason == "API_KEY_REQUIRED"
 
 
-def test_no_dev_mode_if_a_key_exists_at_start(keys: ApiKeys) -> None:
+def test_no_dev_mode_once_a_key_was_ever_created(keys: ApiKeys) -> None:
     key_id, _ = keys.create(MERCHANT_A, "till-1")
+    keys.revoke(key_id)  # every key revoked, then a (re)start
     auth = Authenticator(keys, ttl=0)
-    keys.revoke(key_id)
 
     assert not auth.dev_mode_at_start
     with pytest.raises(Unauthenticated):
