@@ -14,10 +14,11 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.validation import Checks
 
 _UNCHECKED_HEADERS = frozenset({"authorization"})
+# Repeated fields of streamed messages whose items the servicer checks one by one.
+CHECKED_PER_ITEM = {"/ledger.v1.SalesService/ImportSales": frozenset({"orders"})}
 
 
 def _check_value(checks: Checks, path: str, field: FieldDescriptor, value: Any) -> None:
@@ -27,8 +28,12 @@ def _check_value(checks: Checks, path: str, field: FieldDescriptor, value: Any) 
         _check_message(checks, value, f"{path}.")
 
 
-def _check_message(checks: Checks, message: Message, prefix: str) -> None:
+def _check_message(
+    checks: Checks, message: Message, prefix: str, skip: frozenset[str] = frozenset()
+) -> None:
     for field, value in message.ListFields():
+        if field.name in skip:
+            continue
         path = f"{prefix}{field.name}"
         entry_type = field.message_type if field.type == FieldDescriptor.TYPE_MESSAGE else None
         if entry_type is not None and entry_type.GetOptions().map_entry:
@@ -46,17 +51,15 @@ def _check_message(checks: Checks, message: Message, prefix: str) -> None:
             _check_value(checks, path, field, value)
 
 
-def card_number_violations(message: Message, prefix: str = "") -> list[FieldViolation]:
+def check_request(message: Message, prefix: str = "", skip: frozenset[str] = frozenset()) -> None:
+    """Raises InvalidRequest (CARD_NUMBER_REJECTED) naming every field holding a PAN.
+
+    Fields named in `skip` are left to the servicer, which checks each of their items with
+    this same function and refuses only the bad item (the orders of an import).
+    """
     checks = Checks()
-    _check_message(checks, message, prefix)
-    return checks.violations
-
-
-def check_request(message: Message, prefix: str = "") -> None:
-    """Raises InvalidRequest (CARD_NUMBER_REJECTED) naming every field holding a PAN."""
-    violations = card_number_violations(message, prefix)
-    if violations:
-        raise InvalidRequest(violations)
+    _check_message(checks, message, prefix, skip)
+    checks.raise_if_any()
 
 
 def check_headers(metadata: Iterable[tuple[str, str | bytes]]) -> None:

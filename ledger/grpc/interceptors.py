@@ -20,7 +20,7 @@ import structlog
 from google.rpc import code_pb2, status_pb2
 
 from ledger.domain.card_numbers import redacted
-from ledger.grpc.card_data import check_headers, check_request
+from ledger.grpc.card_data import CHECKED_PER_ITEM, check_headers, check_request
 from ledger.grpc.errors import abort, status_for
 from ledger.keys import Authenticator, PermissionDenied, Principal
 from ledger.permissions import required_permission
@@ -121,7 +121,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 principal = self._admit(method, context, None if streamed else request)
                 if streamed:
-                    request = _checked_stream(request)
+                    request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
                 try:
@@ -151,7 +151,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 principal = self._admit(method, context, None if streamed else request)
                 if streamed:
-                    request = _checked_stream(request)
+                    request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
                 try:
@@ -169,13 +169,14 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return call
 
 
-def _checked_stream(requests: Iterator[Any]) -> Iterator[Any]:
+def _checked_stream(requests: Iterator[Any], per_item: frozenset[str]) -> Iterator[Any]:
     """The client's messages, each checked for card numbers as it arrives.
 
-    A message holding one fails the call; what earlier messages did stays done.
+    A message holding one fails the call (what earlier messages did stays done), except in
+    the fields `per_item` names, whose items the servicer checks and refuses one by one.
     """
     for i, message in enumerate(requests):
-        check_request(message, prefix=f"messages[{i}].")
+        check_request(message, prefix=f"messages[{i}].", skip=per_item)
         yield message
 
 

@@ -197,4 +197,7 @@ def test_what_the_issue_found_is_refused(ledger: Ledger, stubs: api.Stubs) -> No
             failure = api.expect_failure(lambda: attempt(api.bearer(key)))  # noqa: B023
             assert failure.code == grpc.StatusCode.PERMISSION_DENIED, (name, failure)
     assert api.get_sale(stubs.sales, sale.id, metadata=api.bearer(auditor)).refunded_total == 0
-    assert api.get_product(stubs.catalog, product_id=product.id).price == product.price
+    price = api.get_product(
+        stubs.catalog, product_id=product.id, metadata=api.bearer(auditor)
+    ).price
+    assert price == product.price
