@@ -28,7 +28,7 @@ from ledger.audit import checkpoint as checkpoints
 from ledger.audit.events import AuditLog
 from ledger.domain.errors import NotFound
 from ledger.domain.sale import Sale
-from ledger.grpc.server import create_server, is_loopback
+from ledger.grpc.server import TlsConfig, create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
 from ledger.store import Settings, SettingsError
@@ -80,25 +80,63 @@ def serve(
         help="Keep the views up to date in this process (several servers stand by for each "
         "other); --no-projections where dedicated `posledger projections run` workers do.",
     ),
+    tls_cert: Path | None = typer.Option(
+        None, envvar="POSLEDGER_TLS_CERT", help="Server certificate chain (PEM): serve TLS."
+    ),
+    tls_key: Path | None = typer.Option(
+        None, envvar="POSLEDGER_TLS_KEY", help="Private key of --tls-cert (PEM)."
+    ),
+    client_ca: Path | None = typer.Option(
+        None,
+        envvar="POSLEDGER_TLS_CLIENT_CA",
+        help="CA certificates (PEM) for mutual TLS: every client must present a certificate "
+        "they signed.",
+    ),
+    insecure: bool = typer.Option(
+        False,
+        envvar="POSLEDGER_INSECURE",
+        help="Serve plaintext on a non-loopback address (keys and customer data in clear).",
+    ),
 ) -> None:
     """Run the gRPC service until SIGTERM or SIGINT."""
     configure_logging()
     # Threads waiting on the database or the network get the interpreter back sooner (the
     # default lets a busy thread keep it for 5 ms): the group-commit writer most of all.
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    tls = _tls_config(host, tls_cert, tls_key, client_ca, insecure)
     settings = Settings.from_env()
     ledger = Ledger.open(settings)
-    if not _check_keys(ledger, host):
+    # Development mode is decided here, once: only on loopback and only with no key at all.
+    authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
+    if not is_loopback(host) and not ledger.api_keys.any_active():
+        console.print(
+            f"[bold red]Refusing to serve on {host}: no API keys exist.[/] Create one with "
+            "`posledger keys create --merchant M --app A`, or listen on 127.0.0.1."
+        )
         raise typer.Exit(2)
+    if authenticator.dev_mode_at_start:
+        console.print(
+            "[bold yellow]DEVELOPMENT MODE:[/] no API keys exist, so every caller is merchant "
+            "'dev' and only loopback connections are accepted. Create a key with "
+            "`posledger keys create` to require authentication; once a key exists, this "
+            "server stays out of development mode until it is restarted."
+        )
+        log.warning("development_mode", merchant="dev")
     if processes > 1:
         if projections:
             projections_for(ledger).ensure()  # once, before the children race to
         ledger.close()
-        _serve_processes(ledger.database_url, host, port, workers, processes, grace, projections)
+        tls_args = [
+            *([f"--tls-cert={tls_cert}", f"--tls-key={tls_key}"] if tls_cert else []),
+            *([f"--client-ca={client_ca}"] if client_ca else []),
+            *(["--insecure"] if insecure else []),
+        ]
+        _serve_processes(
+            ledger.database_url, host, port, workers, processes, grace, projections, tls_args
+        )
         return
-    authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
     server = create_server(
-        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers
+        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers, tls=tls
     )
     stopping = threading.Event()
 
@@ -113,30 +151,17 @@ def serve(
         server.watch_views(views.state)
     with views.running() if views is not None else nullcontext():
         server.start()
-        log.info("serving", host=host, port=server.port, projections=projections)
+        log.info(
+            "serving",
+            host=host,
+            port=server.port,
+            projections=projections,
+            tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
+        )
         stopping.wait()
         server.stop(grace)
     ledger.close()
     log.info("stopped")
-
-
-def _check_keys(ledger: Ledger, host: str) -> bool:
-    """Development mode (no keys) only on loopback, and loudly."""
-    if ledger.api_keys.any_active():
-        return True
-    if not is_loopback(host):
-        console.print(
-            f"[bold red]Refusing to serve on {host}: no API keys exist.[/] Create one with "
-            "`posledger keys create --merchant M --app A`, or listen on 127.0.0.1."
-        )
-        return False
-    console.print(
-        "[bold yellow]DEVELOPMENT MODE:[/] no API keys exist, so every caller is merchant "
-        "'dev' and only loopback connections are accepted. Create a key with "
-        "`posledger keys create` to require authentication."
-    )
-    log.warning("development_mode", merchant="dev")
-    return True
 
 
 def _serve_processes(
@@ -147,6 +172,7 @@ def _serve_processes(
     processes: int,
     grace: float,
     projections: bool,
+    tls_args: list[str],
 ) -> None:
     """Starts `processes` servers on one port and supervises them (ledger/supervisor.py)."""
     held = reserve_port(host, port)
@@ -158,6 +184,7 @@ def _serve_processes(
         f"--grace={grace}",
         "--processes=1",
         "--projections" if projections else "--no-projections",
+        *tls_args,
     ]
     log.info("serving", host=host, port=port, processes=processes, projections=projections)
     try:
@@ -167,16 +194,59 @@ def _serve_processes(
     raise typer.Exit(code)
 
 
+def _tls_config(
+    host: str, cert: Path | None, key: Path | None, client_ca: Path | None, insecure: bool
+) -> TlsConfig | None:
+    """TLS settings for `serve`; plaintext only on loopback unless `--insecure`."""
+    if (cert is None) != (key is None):
+        console.print("[bold red]--tls-cert and --tls-key go together.[/]")
+        raise typer.Exit(2)
+    if cert is not None and key is not None:
+        return TlsConfig.from_files(cert, key, client_ca)
+    if client_ca is not None:
+        console.print("[bold red]--client-ca needs --tls-cert and --tls-key.[/]")
+        raise typer.Exit(2)
+    if not is_loopback(host):
+        if not insecure:
+            console.print(
+                f"[bold red]Refusing to serve plaintext on {host}:[/] API keys and customer "
+                "data would cross the network in clear. Pass --tls-cert and --tls-key "
+                "(and --client-ca for mutual TLS), or --insecure if something else encrypts "
+                "the traffic."
+            )
+            raise typer.Exit(2)
+        console.print(
+            f"[bold red]INSECURE: serving plaintext on {host}.[/] API keys, customer names, "
+            "emails and phone numbers cross the network unencrypted."
+        )
+        log.warning("insecure_plaintext", host=host)
+    return None
+
+
 @keys_app.command("create")
 def keys_create(
     merchant: str = typer.Option(..., help="Merchant the key acts for."),
     app_id: str = typer.Option(..., "--app", help="Application using the key."),
-    role: Role = typer.Option(Role.MANAGER, help="What the key may do."),
+    roles: list[Role] = typer.Option(
+        [Role.MANAGER.value],
+        "--role",
+        help="What the key may do; repeat for several roles (see README: permissions).",
+    ),
+    client_subject: str | None = typer.Option(
+        None,
+        help="Subject of an mTLS client certificate that acts as this key without a bearer "
+        "token, e.g. 'CN=till-7,O=Acme'.",
+    ),
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
     ledger = Ledger.open()
-    key_id, key = ledger.api_keys.create(merchant, app_id, role)
-    console.print(f"Created key [bold]{key_id}[/] for merchant {merchant!r}, app {app_id!r}.")
+    key_id, key = ledger.api_keys.create(
+        merchant, app_id, [Role(r) for r in roles], client_subject=client_subject
+    )
+    console.print(
+        f"Created key [bold]{key_id}[/] for merchant {merchant!r}, app {app_id!r}, "
+        f"roles {', '.join(Role(r).value for r in roles)}."
+    )
     console.print("Store it now; it cannot be shown again:")
     typer.echo(key)
 
@@ -199,13 +269,14 @@ def keys_revoke(
 def keys_list() -> None:
     """List API keys (never the keys themselves)."""
     ledger = Ledger.open()
-    table = Table("key id", "merchant", "app", "role", "created", "revoked")
+    table = Table("key id", "merchant", "app", "roles", "client subject", "created", "revoked")
     for key in ledger.api_keys.list():
         table.add_row(
             key.key_id,
             key.merchant_id,
             key.app_id,
-            key.role.value,
+            ",".join(sorted(key.roles)),
+            key.client_subject or "",
             key.created_at.isoformat(timespec="seconds"),
             key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
         )

@@ -21,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from ledger.application.base import MAX_ATTEMPTS, Context, canonical_json
 from ledger.application.sales import SalesCommands
 from ledger.domain import commands as c
+from ledger.domain.customer import Customer
 from ledger.domain.errors import DomainError, InvalidRequest, VersionConflict
 from ledger.domain.inventory import StockItem
 from ledger.domain.product import Product
@@ -147,6 +148,8 @@ class ImportCommands(SalesCommands):
                 results[p.index] = ImportResult(status, sale_id, message)
                 continue
             try:
+                if p.order.customer_id:
+                    self._load(Customer, ctx.merchant_id, p.order.customer_id, "CUSTOMER_NOT_FOUND")
                 lines = self._price_lines(
                     ctx.merchant_id, p.order.currency_code, p.order.line_items, products
                 )

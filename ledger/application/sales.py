@@ -9,10 +9,27 @@ from uuid import UUID
 
 from ledger.application.base import Context, Decision, LedgerBase, Outcome
 from ledger.domain import commands as c
+from ledger.domain.customer import Customer
 from ledger.domain.errors import NotFound, RuleViolated
 from ledger.domain.inventory import StockItem, stock_item_id
 from ledger.domain.product import Product, product_id
 from ledger.domain.sale import Sale
+from ledger.keys import PermissionDenied
+
+
+def bound_app_id(ctx: Context, requested: str) -> str:
+    """The app a payment is filed under: the caller's key's app, never another one.
+
+    Empty in the request means the key's app. Without a key (development mode, or the
+    ledger used in process) a named app stands, as there is nothing to bind it to.
+    """
+    if ctx.key_id and requested and requested != ctx.app_id:
+        raise PermissionDenied(
+            f"this API key belongs to app {ctx.app_id!r} and cannot act as another app",
+            reason="APP_ID_MISMATCH",
+            metadata={"app_id": ctx.app_id},
+        )
+    return requested or ctx.app_id
 
 
 @dataclass(frozen=True)
@@ -40,6 +57,8 @@ class SalesCommands(LedgerBase):
 
         def decide() -> Decision:
             assert cmd.channel is not None
+            if cmd.customer_id:
+                self._customer(ctx.merchant_id, cmd.customer_id)
             lines = self._price_lines(ctx.merchant_id, cmd.currency_code, cmd.line_items)
             sale = Sale.create(
                 merchant_id=ctx.merchant_id,
@@ -67,9 +86,15 @@ class SalesCommands(LedgerBase):
         return self._on_sale(ctx, cmd, lambda sale: sale.remove_line_item(cmd.line_id))
 
     def attach_customer(self, ctx: Context, cmd: c.AttachCustomer) -> SaleResult:
-        return self._on_sale(ctx, cmd, lambda sale: sale.attach_customer(cmd.customer_id))
+        def act(sale: Sale) -> None:
+            self._customer(sale.merchant_id, cmd.customer_id)
+            sale.attach_customer(cmd.customer_id)
+
+        return self._on_sale(ctx, cmd, act)
 
     def request_payment(self, ctx: Context, cmd: c.RequestPayment) -> SaleResult:
+        cmd = replace(cmd, app_id=bound_app_id(ctx, cmd.app_id))
+
         def act(sale: Sale) -> dict[str, str]:
             payment_id = sale.request_payment(
                 amount=cmd.amount,
@@ -120,6 +145,10 @@ class SalesCommands(LedgerBase):
         return sale
 
     # ---- helpers --------------------------------------------------------------------------
+
+    def _customer(self, merchant_id: str, customer_id: str) -> Customer:
+        """The sale's customer, which must exist for the merchant (read inside `decide`)."""
+        return self._load(Customer, merchant_id, customer_id, "CUSTOMER_NOT_FOUND")
 
     def _on_sale(
         self, ctx: Context, cmd: c.SaleCommand, act: Callable[[Sale], dict[str, str] | None]

@@ -66,9 +66,13 @@ def _check_fields(checks: Checks, fields: dict[str, Any], prefix: str = "") -> N
         checks.text(f"{prefix}name", fields["name"], max_len=200, required=True)
     if fields.get("email"):
         email = fields["email"]
-        if len(email) > 254 or not _EMAIL.fullmatch(email):
+        if not checks.no_card_number(f"{prefix}email", email):
+            pass
+        elif len(email) > 254 or not _EMAIL.fullmatch(email):
             checks.fail(f"{prefix}email", "is not a valid email address")
-    if fields.get("phone") and not _PHONE.fullmatch(fields["phone"]):
+    if fields.get("phone") and not checks.no_card_number(f"{prefix}phone", fields["phone"]):
+        pass
+    elif fields.get("phone") and not _PHONE.fullmatch(fields["phone"]):
         checks.fail(f"{prefix}phone", "must be in E.164 form, e.g. +4915112345678")
     tags = fields.get("tags", ())
     if len(tags) > MAX_TAGS:

@@ -20,11 +20,15 @@ class FieldViolation:
 class DomainError(Exception):
     reason = "DOMAIN_ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, reason: str | None = None, metadata: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        # Machine-readable details for the client (ErrorInfo.metadata), e.g. a permission.
+        self.metadata = dict(metadata or {})
 
 
 class InvalidRequest(DomainError):

@@ -6,6 +6,7 @@ import re
 import uuid
 from dataclasses import dataclass, field
 
+from ledger.domain.card_numbers import looks_like_card_number
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.money import MAX_AMOUNT, is_currency
 
@@ -26,12 +27,19 @@ class Checks:
             self.fail(path, f"must be at most {max_len} characters")
         elif _CONTROL_CHARS.search(value):
             self.fail(path, "must not contain control characters")
-        elif _looks_like_card_number(value):
+        else:
+            self.no_card_number(path, value)
+
+    def no_card_number(self, path: str, value: str) -> bool:
+        """Refuses anything shaped like a card number (see ledger/domain/card_numbers.py)."""
+        if looks_like_card_number(value, path):
             self.fail(
                 path,
                 "looks like a card number; card numbers are never accepted or stored",
                 "CARD_NUMBER_REJECTED",
             )
+            return False
+        return True
 
     def uuid(self, path: str, value: str) -> None:
         if not value:
@@ -59,6 +67,8 @@ class Checks:
     def sku(self, path: str, value: str) -> None:
         if not value:
             self.fail(path, "is required")
+        elif not self.no_card_number(path, value):
+            pass
         elif not _SKU.fullmatch(value):
             self.fail(
                 path, "must be 1-64 letters, digits or . _ - / (starting with a letter or digit)"
@@ -67,6 +77,8 @@ class Checks:
     def slug(self, path: str, value: str) -> None:
         if not value:
             self.fail(path, "is required")
+        elif not self.no_card_number(path, value):
+            pass
         elif not _SLUG.fullmatch(value):
             self.fail(path, "must be 1-32 lower-case letters, digits, '-' or '_'")
 
@@ -88,46 +100,3 @@ class Checks:
 _SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-# Digits in groups separated by single spaces or dashes, as card numbers are written.
-_DIGIT_RUN = re.compile(r"\d+(?:[ -]\d+)*")
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2 == 1:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-# A UUID is an identifier, never a card number, even when its digits happen to form a
-# Luhn-valid run of 13 to 19 digits (about 1 in 400 random UUIDs, e.g. request ids).
-_UUID = re.compile(
-    r"(?<![0-9a-fA-F-])(?:[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32})"
-    r"(?![0-9a-fA-F-])"
-)
-
-
-def _looks_like_card_number(text: str) -> bool:
-    """A run of 13 to 19 digits passing the Luhn check is treated as a card number."""
-    text = _UUID.sub(" ", text)
-    for match in _DIGIT_RUN.finditer(text):
-        groups = re.split(r"[ -]", match.group())
-        digits = "".join(groups)
-        if 13 <= len(digits) <= 19 and _luhn_ok(digits):
-            return True
-        # A card number among other digits ("4111 1111 1111 1111 12/27"): the groups of a
-        # written card number have 4 or more digits (the last one may have fewer).
-        for start in range(len(groups)):
-            digits = ""
-            for group in groups[start:]:
-                digits += group
-                if len(digits) > 19:
-                    break
-                if len(digits) >= 13 and _luhn_ok(digits):
-                    return True
-                if len(group) < 4:
-                    break
-    return False

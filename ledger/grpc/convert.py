@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ledger.domain import commands as c
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.grpc.card_data import check_request
 from ledger.grpc.context import timestamp
 from ledger.v1 import sales_pb2 as pb
 from projections.queries import SaleFilters
@@ -187,6 +188,7 @@ def _card(card: pb.CardDetails) -> c.CardInput:
 
 
 def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
+    check_request(order)  # every string of it, the one card-number check (see card_data.py)
     return c.ImportOrder(
         channel=order.channel,
         external_order_id=order.external_order_id,

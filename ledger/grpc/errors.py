@@ -54,7 +54,11 @@ def domain_status(error: DomainError) -> status_pb2.Status:
     code = next((code for cls, code in _CODES if isinstance(error, cls)), code_pb2.UNKNOWN)
     status = status_pb2.Status(code=code, message=error.message)
     status.details.append(
-        _packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        _packed(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
+            )
+        )
     )
     if isinstance(error, InvalidRequest):
         bad_request = error_details_pb2.BadRequest(

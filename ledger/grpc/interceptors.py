@@ -1,8 +1,11 @@
-"""One interceptor around every ledger RPC: authenticate, run, map errors, log one line.
+"""One interceptor around every ledger RPC: authenticate, authorise, refuse card data, run,
+map errors, log one line.
 
 Health and reflection stay open (load balancers and generic clients use them without a
-key). Every method of the `ledger.v1` services requires a principal: handlers of any kind
-are wrapped, so a new streaming RPC cannot slip past authentication.
+key). Every method of the `ledger.v1` services requires a principal holding the permission
+`ledger/permissions.py` lists for it (a method missing there is refused to everyone), and
+no card number in any field or header: handlers of any kind are wrapped, so a new streaming
+RPC cannot slip past these checks.
 """
 
 from __future__ import annotations
@@ -10,14 +13,17 @@ from __future__ import annotations
 import contextvars
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
 from google.rpc import code_pb2, status_pb2
 
+from ledger.domain.card_numbers import redacted
+from ledger.grpc.card_data import CHECKED_PER_ITEM, check_headers, check_request
 from ledger.grpc.errors import abort, status_for
-from ledger.keys import Authenticator, Principal
+from ledger.keys import Authenticator, PermissionDenied, Principal
+from ledger.permissions import required_permission
 from ledger.store import StoreGate, StoreUnavailable
 
 log = structlog.get_logger("posledger.rpc")
@@ -74,27 +80,36 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary), **serializers
+                self._unary(method, handler.unary_unary, streamed=False), **serializers
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary), **serializers
+                self._unary(method, handler.stream_unary, streamed=True), **serializers
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(method, handler.unary_stream), **serializers
+                self._streaming(method, handler.unary_stream, streamed=False), **serializers
             )
         assert handler.stream_stream is not None
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(method, handler.stream_stream), **serializers
+            self._streaming(method, handler.stream_stream, streamed=True), **serializers
         )
 
-    def _authenticate(self, context: grpc.ServicerContext) -> Principal:
-        metadata = dict(context.invocation_metadata() or ())
-        authorization = metadata.get("authorization")
+    def _admit(self, method: str, context: grpc.ServicerContext, request: Any) -> Principal:
+        """Who calls, whether they may, and that nothing they sent holds a card number."""
+        metadata = list(context.invocation_metadata() or ())
+        authorization = dict(metadata).get("authorization")
         if isinstance(authorization, bytes):
             authorization = authorization.decode(errors="replace")
-        return self.authenticator.authenticate(authorization)
+        principal = self.authenticator.authenticate(authorization, _client_subject(context))
+        permission = required_permission(method)
+        if permission is None:
+            raise PermissionDenied(f"{method} is not open to any role", metadata={"method": method})
+        principal.require(permission, method)
+        check_headers(metadata)
+        if request is not None:
+            check_request(request)
+        return principal
 
     def _fail(self, context: grpc.ServicerContext, error: Exception, method: str) -> str:
         status = status_for(error)
@@ -105,14 +120,16 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
     def _unary(
-        self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any]
+        self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any], *, streamed: bool
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             principal: Principal | None = None
             try:
                 self._check_store()
-                principal = self._authenticate(context)
+                principal = self._admit(method, context, None if streamed else request)
+                if streamed:
+                    request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
                 try:
@@ -130,14 +147,20 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return call
 
     def _streaming(
-        self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]]
+        self,
+        method: str,
+        behavior: Callable[[Any, grpc.ServicerContext], Iterator[Any]],
+        *,
+        streamed: bool,
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
             principal: Principal | None = None
             try:
                 self._check_store()
-                principal = self._authenticate(context)
+                principal = self._admit(method, context, None if streamed else request)
+                if streamed:
+                    request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
                 try:
@@ -153,6 +176,27 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 _log_call(method, context, principal, request, started)
 
         return call
+
+
+def _checked_stream(requests: Iterator[Any], per_item: frozenset[str]) -> Iterator[Any]:
+    """The client's messages, each checked for card numbers as it arrives.
+
+    A message holding one fails the call (what earlier messages did stays done), except in
+    the fields `per_item` names, whose items the servicer checks and refuses one by one.
+    """
+    for i, message in enumerate(requests):
+        check_request(message, prefix=f"messages[{i}].", skip=per_item)
+        yield message
+
+
+def _client_subject(context: grpc.ServicerContext) -> str | None:
+    """The subject of the verified mTLS client certificate, e.g. `CN=till-7,O=Acme`."""
+    auth = cast(dict[str, list[bytes]], context.auth_context() or {})
+    values = auth.get("x509_subject") or []
+    if not values:
+        common_names = auth.get("x509_common_name") or []
+        values = [b"CN=" + common_names[0]] if common_names else []
+    return values[0].decode(errors="replace") if values else None
 
 
 def _device_of(context: grpc.ServicerContext) -> str:
@@ -176,5 +220,5 @@ def _log_call(
         status=(code or grpc.StatusCode.OK).name,
         duration_ms=round((time.perf_counter() - started) * 1000, 2),
         merchant=principal.merchant_id if principal else None,
-        request_id=getattr(request, "request_id", None) or None,
+        request_id=redacted(getattr(request, "request_id", None) or "") or None,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -96,6 +97,32 @@ class LedgerServer:
         self.monitor.stop()
 
 
+@dataclass(frozen=True)
+class TlsConfig:
+    """The server's certificate chain and key (PEM); with `client_ca`, mutual TLS.
+
+    With a client CA every client must present a certificate it signed; the certificate's
+    subject may stand for an API key (`posledger keys create --client-subject`).
+    """
+
+    certificate_chain: bytes
+    private_key: bytes
+    client_ca: bytes | None = None
+
+    @classmethod
+    def from_files(cls, cert: Path, key: Path, client_ca: Path | None = None) -> TlsConfig:
+        return cls(
+            cert.read_bytes(), key.read_bytes(), client_ca.read_bytes() if client_ca else None
+        )
+
+    def credentials(self) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key, self.certificate_chain)],
+            root_certificates=self.client_ca,
+            require_client_auth=self.client_ca is not None,
+        )
+
+
 def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -112,8 +139,13 @@ def create_server(
     authenticator: Authenticator | None = None,
     reads: ReadModels | None = None,
     max_workers: int = 16,
+    tls: TlsConfig | None = None,
 ) -> LedgerServer:
-    """Builds a server bound to `address` (port 0 picks a free port). Call `start()`."""
+    """Builds a server bound to `address` (port 0 picks a free port). Call `start()`.
+
+    Without `tls` the port is plaintext: fine on loopback; `posledger serve` refuses any
+    other address without TLS unless told `--insecure`.
+    """
     authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
     server = grpc.server(
@@ -141,7 +173,10 @@ def create_server(
     reflection.enable_server_reflection(
         [*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(address)
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, tls.credentials())
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     return LedgerServer(server=server, port=port, health=health_servicer, monitor=monitor)

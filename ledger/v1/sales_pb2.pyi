@@ -363,6 +363,7 @@ class Payment(_message.Message):
     currency_code: _builtins.str
     callback_url: _builtins.str
     app_id: _builtins.str
+    """The app of the caller's API key (see RequestPaymentRequest.app_id)."""
     api_version: _builtins.str
     note: _builtins.str
     state: _builtins.str
@@ -836,6 +837,10 @@ class RequestPaymentRequest(_message.Message):
     (http only for localhost).
     """
     app_id: _builtins.str
+    """The app the payment is filed under. It is always the app of the caller's API key:
+    leave it empty, or name that app; naming another is PERMISSION_DENIED,
+    APP_ID_MISMATCH.
+    """
     api_version: _builtins.str
     """Version of this payment request format; "1.0" is supported."""
     note: _builtins.str

@@ -83,7 +83,7 @@ def remove_line_item_request(
 
 
 def attach_customer_request(
-    sale_id: str, customer_id: str = "cust-1", **overrides: Any
+    sale_id: str, customer_id: str, **overrides: Any
 ) -> pb.AttachCustomerRequest:
     fields: dict[str, Any] = {
         "request_id": new_request_id(),
@@ -104,7 +104,7 @@ def request_payment_request(
         "currency_code": "USD",
         "tender_types": [pb.TENDER_TYPE_CARD, pb.TENDER_TYPE_CASH],
         "callback_url": "https://pos.example.com/callback",
-        "app_id": "register-1",
+        "app_id": "",  # the caller's key's app (in development mode: "dev")
         "api_version": "1.0",
     }
     fields.update(overrides)
@@ -208,7 +208,7 @@ def remove_line_item(
 def attach_customer(
     stub: SalesServiceStub,
     sale_id: str,
-    customer_id: str = "cust-1",
+    customer_id: str,
     *,
     metadata: Metadata | None = None,
     **overrides: Any,
@@ -309,6 +309,7 @@ class RpcFailure:
     domain: str | None = None
     violations: list[Violation] = field(default_factory=list)
     retry_delay_ms: int | None = None  # from a RetryInfo detail
+    metadata: dict[str, str] = field(default_factory=dict)  # of the ErrorInfo
 
     @property
     def fields(self) -> set[str]:
@@ -331,6 +332,7 @@ def failure(error: grpc.RpcError) -> RpcFailure:
     domain: str | None = None
     violations: list[Violation] = []
     retry_delay_ms: int | None = None
+    info_metadata: dict[str, str] = {}
     for detail in status.details:
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
@@ -341,6 +343,7 @@ def failure(error: grpc.RpcError) -> RpcFailure:
             detail.Unpack(info)
             assert reason is None, "more than one ErrorInfo"
             reason, domain = str(info.reason), str(info.domain)
+            info_metadata = {str(k): str(v) for k, v in info.metadata.items()}
         elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad_request = error_details_pb2.BadRequest()
             detail.Unpack(bad_request)
@@ -355,6 +358,7 @@ def failure(error: grpc.RpcError) -> RpcFailure:
         domain=domain,
         violations=violations,
         retry_delay_ms=retry_delay_ms,
+        metadata=info_metadata,
     )
 
 

@@ -14,9 +14,11 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
-from ledger.grpc.server import LedgerServer, create_server
+from ledger.grpc.server import LedgerServer, TlsConfig, create_server
 from ledger.keys import Authenticator
+from ledger.v1.customers_pb2_grpc import CustomerServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from tests.e2e import api_client as api
 from tests.e2e.api_client import Metadata, Stubs, bearer
 
 CONNECT_TIMEOUT = 10.0
@@ -31,8 +33,10 @@ def make_server(ledger: Ledger) -> Iterator[MakeServer]:
     """Starts servers on ephemeral loopback ports; all of them stop after the test."""
     started: list[LedgerServer] = []
 
-    def make(authenticator: Authenticator | None = None) -> LedgerServer:
-        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator)
+    def make(
+        authenticator: Authenticator | None = None, tls: TlsConfig | None = None
+    ) -> LedgerServer:
+        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator, tls=tls)
         server.start()
         started.append(server)
         return server
@@ -89,3 +93,15 @@ def two_merchants(ledger: Ledger) -> tuple[Metadata, Metadata]:
     _, key_a = ledger.api_keys.create("merchant-a", "register")
     _, key_b = ledger.api_keys.create("merchant-b", "register")
     return bearer(key_a), bearer(key_b)
+
+
+@pytest.fixture
+def customer_id(channel: grpc.Channel) -> str:
+    """A customer of the development-mode merchant: a sale's customer must exist."""
+    customers = CustomerServiceStub(channel)
+    return api.create_customer(customers, name="Test Customer").id
+
+
+@pytest.fixture
+def other_customer_id(channel: grpc.Channel) -> str:
+    return api.create_customer(CustomerServiceStub(channel), name="Other Customer").id

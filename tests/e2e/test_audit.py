@@ -43,7 +43,9 @@ class Keys:
 
 @pytest.fixture
 def keys(ledger: Ledger) -> Keys:
-    writer_id, writer_key = ledger.api_keys.create("merchant-a", "register", Role.CASHIER)
+    writer_id, writer_key = ledger.api_keys.create(
+        "merchant-a", "register", [Role.CASHIER, Role.MANAGER]
+    )
     _, auditor_key = ledger.api_keys.create("merchant-a", "books", Role.AUDITOR)
     _, other_key = ledger.api_keys.create("merchant-b", "register", Role.CASHIER)
     _, other_auditor_key = ledger.api_keys.create("merchant-b", "books", Role.AUDITOR)
@@ -316,7 +318,7 @@ def test_cashier_and_manager_keys_may_not_audit(
         for call in _all_four(audit, metadata, sale.id):
             failure = api.expect_failure(call)
             assert failure.code == grpc.StatusCode.PERMISSION_DENIED, failure
-            assert failure.reason == "ROLE_REQUIRED"
+            assert failure.reason == "PERMISSION_REQUIRED"
             assert failure.domain == "posledger"
 
 

@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger.application import Ledger
+from ledger.audit.events import AuditLog
 from ledger.keys import Authenticator
+from ledger.permissions import Role
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from tests.e2e import api_client as api
@@ -132,9 +134,12 @@ def test_request_ids_are_scoped_to_the_merchant(ledger: Ledger, stub: SalesServi
     assert ledger.get_sale("merchant-b", for_b.sale.id).merchant_id == "merchant-b"
 
 
-def test_dev_mode_without_keys_acts_as_merchant_dev(ledger: Ledger, stub: SalesServiceStub) -> None:
+def test_dev_mode_without_keys_acts_as_merchant_dev(
+    ledger: Ledger, stub: SalesServiceStub, stubs: api.Stubs
+) -> None:
     sale = api.create_sale(stub)
-    api.attach_customer(stub, sale.id)
+    customer = api.create_customer(stubs.customers)
+    api.attach_customer(stub, sale.id, customer.id)
 
     assert api.get_sale(stub, sale.id).version == 2
     assert ledger.get_sale("dev", sale.id).merchant_id == "dev"
@@ -200,3 +205,42 @@ def test_garbage_credentials_are_unauthenticated_never_internal(
         assert failure.reason in {"API_KEY_INVALID", "API_KEY_REQUIRED"}
 
     run()
+
+
+def test_revoking_every_key_of_a_running_server_keeps_it_closed(
+    ledger: Ledger, make_server: MakeServer, make_channel: MakeChannel
+) -> None:
+    server = make_server(Authenticator(ledger.api_keys, ttl=0))
+    stub = SalesServiceStub(make_channel(server))
+    sale = api.create_sale(stub)  # development mode: no key exists yet
+    key_id, key = ledger.api_keys.create("merchant-a", "register")
+    api.create_sale(stub, metadata=api.bearer(key))
+
+    ledger.api_keys.revoke(key_id)
+
+    assert not ledger.api_keys.any_active()
+    _unauthenticated(lambda: api.create_sale(stub), "API_KEY_REQUIRED")
+    _unauthenticated(lambda: api.get_sale(stub, sale.id), "API_KEY_REQUIRED")
+    _unauthenticated(lambda: api.create_sale(stub, metadata=api.bearer(key)), "API_KEY_REVOKED")
+
+
+def test_a_payment_is_filed_under_the_app_of_the_key(
+    ledger: Ledger, stub: SalesServiceStub
+) -> None:
+    _, key = ledger.api_keys.create("merchant-a", "till", Role.CASHIER)
+    sale = api.create_sale(stub, metadata=api.bearer(key))
+
+    forged = api.expect_failure(
+        lambda: api.request_payment(
+            stub, sale.id, 100, metadata=api.bearer(key), app_id="someone-else"
+        )
+    )
+    named = api.request_payment(stub, sale.id, 100, metadata=api.bearer(key), app_id="till")
+    unnamed = api.request_payment(stub, sale.id, 100, metadata=api.bearer(key))
+
+    assert (forged.code, forged.reason) == (grpc.StatusCode.PERMISSION_DENIED, "APP_ID_MISMATCH")
+    assert forged.metadata == {"app_id": "till"}
+    assert named.payment.app_id == unnamed.payment.app_id == "till"
+    assert len(api.get_sale(stub, sale.id, metadata=api.bearer(key)).payments) == 2
+    for record in AuditLog(ledger).history(uuid.UUID(sale.id), 0, 10):
+        assert record.metadata["app_id"] == "till"

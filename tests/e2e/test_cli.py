@@ -24,6 +24,7 @@ from ledger.store import Settings
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from tests.e2e import api_client as api
+from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import MakeChannel, MakeServer
 
 CLI = [sys.executable, "-m", "ledger.cli"]
@@ -212,12 +213,55 @@ def test_keys_create_use_and_revoke(
 def test_serve_on_all_interfaces_without_keys_refuses_to_start(
     cli_env: dict[str, str],
 ) -> None:
-    refused = _run(cli_env, "serve", "--host", "0.0.0.0", "--port", str(_free_port()))
+    refused = _run(cli_env, "serve", "--host", "0.0.0.0", "--insecure", "--port", str(_free_port()))
 
     assert refused.returncode != 0
     message = " ".join(refused.stderr.split())
     assert "Refusing to serve on 0.0.0.0" in message
     assert "posledger keys create" in message
+
+
+def test_serve_on_all_interfaces_without_tls_refuses_to_start(cli_env: dict[str, str]) -> None:
+    assert _run(cli_env, "keys", "create", "--merchant", "m2", "--app", "a2").returncode == 0
+
+    refused = _run(cli_env, "serve", "--host", "0.0.0.0", "--port", str(_free_port()))
+
+    assert refused.returncode == 2
+    message = " ".join(refused.stderr.split())
+    assert "Refusing to serve plaintext on 0.0.0.0" in message
+    assert "--tls-cert" in message
+
+
+def test_serve_with_tls_on_all_interfaces(cli_env: dict[str, str], tmp_path: Path) -> None:
+    created = _run(
+        cli_env, "keys", "create", "--merchant", "m3", "--app", "a3", "--role", "cashier"
+    )
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    ca = CertificateAuthority()
+    issued = ca.issue("localhost", server=True)
+    (tmp_path / "server.pem").write_bytes(issued.certificate)
+    (tmp_path / "server.key").write_bytes(issued.private_key)
+    env = {
+        **cli_env,
+        "POSLEDGER_TLS_CERT": str(tmp_path / "server.pem"),
+        "POSLEDGER_TLS_KEY": str(tmp_path / "server.key"),
+    }
+    process = ServeProcess(env, tmp_path / "serve.stderr", "--host", "0.0.0.0")
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{process.port}", grpc.ssl_channel_credentials(root_certificates=ca.pem)
+    )
+    try:
+        process.wait_until_serving(channel)
+        sale = api.create_sale(SalesServiceStub(channel), metadata=api.bearer(key))
+        assert sale.status == pb.SALE_STATUS_OPEN
+        assert process.terminate() == 0, process.stderr
+    finally:
+        channel.close()
+        process.kill()
+    serving = [r for r in _json_lines(process.stderr) if r.get("event") == "serving"]
+    assert serving[0]["tls"] == "tls"
+    assert "INSECURE" not in process.stderr
 
 
 def test_serve_on_all_interfaces_with_a_key_requires_it(
@@ -226,7 +270,7 @@ def test_serve_on_all_interfaces_with_a_key_requires_it(
     created = _run(cli_env, "keys", "create", "--merchant", "m2", "--app", "a2")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
-    process = ServeProcess(cli_env, tmp_path / "serve.stderr", "--host", "0.0.0.0")
+    process = ServeProcess(cli_env, tmp_path / "serve.stderr", "--host", "0.0.0.0", "--insecure")
     channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
     try:
         process.wait_until_serving(channel)
@@ -240,6 +284,7 @@ def test_serve_on_all_interfaces_with_a_key_requires_it(
         channel.close()
         process.kill()
     assert "DEVELOPMENT MODE" not in process.stderr
+    assert "INSECURE: serving plaintext on 0.0.0.0" in " ".join(process.stderr.split())
 
 
 def _children(pid: int) -> list[int]:

@@ -125,7 +125,7 @@ def test_card_number_in_free_text_is_rejected(stub: SalesServiceStub) -> None:
         ({"callback_url": "/relative/path"}, "callback_url"),
         ({"callback_url": "https://user:pw@pos.example.com/cb"}, "callback_url"),
         ({"callback_url": "https://[::1/cb"}, "callback_url"),
-        ({"app_id": ""}, "app_id"),
+        ({"app_id": "a" * 129}, "app_id"),  # empty is the key's app
         ({"state": "s" * 4097}, "state"),
     ],
 )
@@ -204,7 +204,7 @@ def test_bad_sale_ids_are_invalid_not_missing(stub: SalesServiceStub, sale_id: s
         assert _invalid(call).fields == {"sale_id"}
 
 
-def test_bad_ids_and_versions_of_commands(stub: SalesServiceStub) -> None:
+def test_bad_ids_and_versions_of_commands(stub: SalesServiceStub, customer_id: str) -> None:
     sale = api.create_sale(stub)
 
     assert _invalid(lambda: api.remove_line_item(stub, sale.id, "line-1")).fields == {"line_id"}
@@ -219,7 +219,9 @@ def test_bad_ids_and_versions_of_commands(stub: SalesServiceStub) -> None:
     ).fields == {"line_item"}
     for version in (0, -3):
         failure = _invalid(
-            functools.partial(api.attach_customer, stub, sale.id, expected_version=version)
+            functools.partial(
+                api.attach_customer, stub, sale.id, customer_id, expected_version=version
+            )
         )
         assert failure.fields == {"expected_version"}
 
@@ -348,9 +350,9 @@ def test_request_id_reused_for_a_different_request(stub: SalesServiceStub) -> No
     assert api.get_sale(stub, sale.id).version == 1
 
 
-def test_version_conflict_is_aborted(stub: SalesServiceStub) -> None:
+def test_version_conflict_is_aborted(stub: SalesServiceStub, customer_id: str) -> None:
     sale = api.create_sale(stub)
-    api.attach_customer(stub, sale.id)
+    api.attach_customer(stub, sale.id, customer_id)
 
     failure = api.expect_failure(lambda: api.cancel_sale(stub, sale.id, expected_version=1))
 

@@ -58,9 +58,9 @@ def test_add_and_remove_line_item_retries(stub: SalesServiceStub) -> None:
     assert [item.line_id for item in removed.sale.line_items] == [sale.line_items[0].line_id]
 
 
-def test_attach_customer_retry(stub: SalesServiceStub) -> None:
+def test_attach_customer_retry(stub: SalesServiceStub, customer_id: str) -> None:
     sale = api.create_sale(stub)
-    request = api.attach_customer_request(sale.id, "cust-9", expected_version=1)
+    request = api.attach_customer_request(sale.id, customer_id, expected_version=1)
 
     # With expected_version set, only the replay can succeed a second time.
     _assert_retry_is_identical(stub, lambda: stub.AttachCustomer(request, timeout=api.TIMEOUT))
@@ -105,10 +105,12 @@ def test_cancel_payment_and_cancel_sale_retries(stub: SalesServiceStub) -> None:
     assert canceled.sale.status == pb.SALE_STATUS_CANCELED
 
 
-def test_retry_answers_with_the_sale_as_it_was_then(stub: SalesServiceStub) -> None:
+def test_retry_answers_with_the_sale_as_it_was_then(
+    stub: SalesServiceStub, customer_id: str
+) -> None:
     request = api.create_sale_request()
     created = stub.CreateSale(request, timeout=api.TIMEOUT)
-    api.attach_customer(stub, created.sale.id)
+    api.attach_customer(stub, created.sale.id, customer_id)
     api.add_line_item(stub, created.sale.id)
 
     replayed = stub.CreateSale(request, timeout=api.TIMEOUT)
@@ -118,15 +120,17 @@ def test_retry_answers_with_the_sale_as_it_was_then(stub: SalesServiceStub) -> N
     assert api.get_sale(stub, created.sale.id).version == 3
 
 
-def test_request_ids_are_per_merchant_not_per_sale(stub: SalesServiceStub) -> None:
+def test_request_ids_are_per_merchant_not_per_sale(
+    stub: SalesServiceStub, customer_id: str
+) -> None:
     """One id for two different sales' commands is a reuse, even on another sale."""
     first = api.create_sale(stub)
     second = api.create_sale(stub)
     request_id = api.new_request_id()
-    api.attach_customer(stub, first.id, request_id=request_id)
+    api.attach_customer(stub, first.id, customer_id, request_id=request_id)
 
     failure = api.expect_failure(
-        lambda: api.attach_customer(stub, second.id, request_id=request_id)
+        lambda: api.attach_customer(stub, second.id, customer_id, request_id=request_id)
     )
 
     assert failure.code == grpc.StatusCode.ALREADY_EXISTS

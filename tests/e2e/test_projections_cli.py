@@ -259,7 +259,8 @@ def test_rebuild_with_verify_switches_to_an_equal_copy(
     beans = api.create_product(stubs.catalog)
     for n in range(4):
         sell(stubs, beans.sku, n + 1, location_id=f"till-{n}")
-    open_sale = api.create_sale(stubs.sales, customer_id="walk-in")
+    walk_in = api.create_customer(stubs.customers, name="Walk-in").id
+    open_sale = api.create_sale(stubs.sales, customer_id=walk_in)
     with views.running():
         eventually(lambda: caught_up(views, ledger), "views catch up")
         before = stubs.sales.ListSales(pb.ListSalesRequest(), timeout=T)
@@ -292,7 +293,7 @@ def test_rebuild_with_verify_switches_to_an_equal_copy(
         paid = api.request_payment(stubs.sales, open_sale.id, open_sale.total)
         done_sale = api.record_result(stubs.sales, open_sale.id, paid.payment.id)
         listed = stubs.sales.ListSales(
-            pb.ListSalesRequest(customer_id="walk-in", min_position=done_sale.position), timeout=T
+            pb.ListSalesRequest(customer_id=walk_in, min_position=done_sale.position), timeout=T
         )
         assert [s.status for s in listed.sales] == [pb.SALE_STATUS_COMPLETED]
 
@@ -344,14 +345,14 @@ def test_run_keeps_views_up_to_date_and_stops_on_sigterm(
     runner = start_runner()
     eventually(lambda: set(runner.holding()) == VIEWS, "the runner holds every view", 30)
 
-    sold = sell(stubs, beans.sku, 3, customer_id="c-1")
+    ada = stubs.customers.CreateCustomer(api.create_customer_request(), timeout=T)
+    sold = sell(stubs, beans.sku, 3, customer_id=ada.customer.id)
     # The in-process server waits (bounded) for the subprocess to apply the sale.
     assert on_hand(stubs, beans.id, sold.position) == 7
     listed = stubs.sales.ListSales(pb.ListSalesRequest(min_position=sold.position), timeout=T)
     assert [s.id for s in listed.sales] == [sold.sale.id]
-    ada = stubs.customers.CreateCustomer(api.create_customer_request(), timeout=T)
     found = stubs.customers.ListCustomers(
-        customers_pb.ListCustomersRequest(min_position=ada.position), timeout=T
+        customers_pb.ListCustomersRequest(min_position=sold.position), timeout=T
     )
     assert [c.customer.id for c in found.customers] == [ada.customer.id]
     renamed = stubs.catalog.UpdateProduct(
@@ -408,7 +409,8 @@ def test_a_second_runner_is_a_standby_that_takes_over_when_the_first_dies(
 
     for _ in range(3):
         position = receive(stubs, beans.id, 5)
-    position = sell(stubs, beans.sku, 4, customer_id="c-9").position
+    customer = api.create_customer(stubs.customers).id
+    position = sell(stubs, beans.sku, 4, customer_id=customer).position
     assert on_hand(stubs, beans.id, position) == 10 + 15 - 4
     assert len(set(movement_positions(stubs, beans.id, position))) == 12
     listed = stubs.sales.ListSales(pb.ListSalesRequest(min_position=position), timeout=T)

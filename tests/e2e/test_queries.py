@@ -196,7 +196,13 @@ def test_every_mutating_response_carries_a_growing_position(ledger: Ledger, q: S
     record("RemoveLineItem", removed.position)
     record(
         "AttachCustomer",
-        sales.AttachCustomer(api.attach_customer_request(sale_id), timeout=T).position,
+        sales.AttachCustomer(
+            api.attach_customer_request(
+                sale_id,
+                customers.CreateCustomer(api.create_customer_request(), timeout=T).customer.id,
+            ),
+            timeout=T,
+        ).position,
     )
     abandoned = sales.RequestPayment(api.request_payment_request(sale_id, 100), timeout=T)
     record("RequestPayment", abandoned.position)
@@ -274,9 +280,10 @@ def test_sales_read_your_writes_immediately(q: Stubs) -> None:
 
 
 def test_list_sales_shows_what_get_sale_shows(q: Stubs) -> None:
+    customer = api.create_customer(q.customers).id
     created = create(
         q,
-        customer_id="cust-7",
+        customer_id=customer,
         note="table 4",
         line_items=[
             api.line_item(sku="A", quantity=2, unit_price=450, discount=100, tax_rate_ppm=88750),
@@ -294,7 +301,7 @@ def test_list_sales_shows_what_get_sale_shows(q: Stubs) -> None:
     assert row.status == sale.status == pb.SALE_STATUS_COMPLETED
     assert row.channel == sale.channel
     assert row.location_id == sale.location_id
-    assert row.customer_id == "cust-7"
+    assert row.customer_id == customer
     assert row.currency_code == "USD"
     assert (row.subtotal, row.discount_total, row.tax_total, row.total) == (
         sale.subtotal,
@@ -689,14 +696,14 @@ def test_sales_pages_are_newest_first_without_gaps_or_repeats(q: Stubs) -> None:
 
 
 def test_list_sales_filters(q: Stubs) -> None:
-    open_sale = create(q, location_id="store-1", customer_id="c-1").sale
-    done = paid(q, location_id="store-2", customer_id="c-1").sale
-    phone = paid(q, location_id="store-1", channel=pb.SALES_CHANNEL_PHONE, customer_id="c-2").sale
+    c1 = api.create_customer(q.customers, name="One").id
+    c2 = api.create_customer(q.customers, name="Two").id
+    open_sale = create(q, location_id="store-1", customer_id=c1).sale
+    done = paid(q, location_id="store-2", customer_id=c1).sale
+    phone = paid(q, location_id="store-1", channel=pb.SALES_CHANNEL_PHONE, customer_id=c2).sale
     canceled = api.cancel_sale(q.sales, create(q, location_id="store-2").sale.id)
     eur = paid(q, location_id="store-3", currency_code="EUR").sale
-    imported = api.import_sales(
-        q.sales, [[api.imported_order("webshop", "W-1", customer_id="c-2")]]
-    )
+    imported = api.import_sales(q.sales, [[api.imported_order("webshop", "W-1", customer_id=c2)]])
     list_sales(q, min_position=imported.position)
     web = imported.outcomes[0].sale_id
 
@@ -715,12 +722,10 @@ def test_list_sales_filters(q: Stubs) -> None:
     assert ids(location_id="store-1") == [phone.id, open_sale.id]
     assert ids(location_id="store-2") == [canceled.id, done.id]
     assert ids(location_id="nowhere") == []
-    assert ids(customer_id="c-1") == [done.id, open_sale.id]
-    assert ids(customer_id="c-2") == [web, phone.id]
-    assert ids(customer_id="c-1", status=pb.SALE_STATUS_COMPLETED, location_id="store-2") == [
-        done.id
-    ]
-    assert ids(customer_id="c-1", location_id="store-3") == []
+    assert ids(customer_id=c1) == [done.id, open_sale.id]
+    assert ids(customer_id=c2) == [web, phone.id]
+    assert ids(customer_id=c1, status=pb.SALE_STATUS_COMPLETED, location_id="store-2") == [done.id]
+    assert ids(customer_id=c1, location_id="store-3") == []
 
     # A sale refunded in full moves to REFUNDED.
     payment = api.get_sale(q.sales, eur.id).payments[0]
@@ -774,8 +779,15 @@ def test_every_query_sees_only_the_callers_merchant(
     ada = api.create_customer(q.customers, metadata=a, name="Ada of A")
     a_sale = paid(q, a, customer_id=ada.id, line_items=[api.line_item(sku="COF-250", quantity=2)])
     api.receive_stock(q.inventory, a_beans.id, 10, metadata=a)
-    # B uses A's customer id on its own sale: A's customer must not count it.
-    b_sale = paid(q, b, customer_id=ada.id, currency_code="EUR")
+    # B cannot use A's customer id on its own sale: for B it does not exist.
+    foreign_customer = api.expect_failure(
+        lambda: paid(q, b, customer_id=ada.id, currency_code="EUR")
+    )
+    assert (foreign_customer.code, foreign_customer.reason) == (
+        grpc.StatusCode.NOT_FOUND,
+        "CUSTOMER_NOT_FOUND",
+    )
+    b_sale = paid(q, b, currency_code="EUR")
     last = q.inventory.ReceiveStock(api.receive_stock_request(b_beans.id, 3), timeout=T, metadata=b)
     pos = last.position
 
@@ -783,7 +795,7 @@ def test_every_query_sees_only_the_callers_merchant(
     b_sales = list_sales(q, b, min_position=pos).sales
     assert [s.id for s in a_sales] == [a_sale.sale.id]
     assert [s.id for s in b_sales] == [b_sale.sale.id]
-    assert list_sales(q, b, customer_id=ada.id).sales[0].id == b_sale.sale.id
+    assert list(list_sales(q, b, customer_id=ada.id).sales) == []
     assert list_sales(q, a, status=pb.SALE_STATUS_COMPLETED).sales[0].id == a_sale.sale.id
 
     a_products = q.catalog.ListProducts(

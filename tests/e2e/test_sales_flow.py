@@ -275,31 +275,47 @@ def test_removing_a_line_below_what_is_paid_is_refused(stub: SalesServiceStub) -
     assert refused.reason == "TOTAL_BELOW_PAID"
 
 
-def test_attach_and_replace_customer(stub: SalesServiceStub) -> None:
+def test_attach_and_replace_customer(
+    stub: SalesServiceStub, customer_id: str, other_customer_id: str
+) -> None:
     sale = _basket(stub)
     assert sale.customer_id == ""
 
-    attached = api.attach_customer(stub, sale.id, "cust-1")
-    assert attached.customer_id == "cust-1"
+    attached = api.attach_customer(stub, sale.id, customer_id)
+    assert attached.customer_id == customer_id
     assert attached.version == 2
-    replaced = api.attach_customer(stub, sale.id, "cust-2")
-    assert replaced.customer_id == "cust-2"
+    replaced = api.attach_customer(stub, sale.id, other_customer_id)
+    assert replaced.customer_id == other_customer_id
     assert replaced.version == 3
-    same = api.attach_customer(stub, sale.id, "cust-2")
+    same = api.attach_customer(stub, sale.id, other_customer_id)
     assert same.version == 3, "attaching the same customer again records nothing"
-    assert api.get_sale(stub, sale.id).customer_id == "cust-2"
+    assert api.get_sale(stub, sale.id).customer_id == other_customer_id
 
 
-def test_expected_version_guards_every_command(stub: SalesServiceStub) -> None:
+def test_a_customer_that_does_not_exist_cannot_be_attached(stub: SalesServiceStub) -> None:
     sale = _basket(stub)
 
-    stale = api.expect_failure(lambda: api.attach_customer(stub, sale.id, expected_version=7))
+    for call in [
+        lambda: api.attach_customer(stub, sale.id, "cust-1"),
+        lambda: api.create_sale(stub, customer_id="00000000-0000-4000-8000-000000000000"),
+    ]:
+        failure = api.expect_failure(call)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.NOT_FOUND, "CUSTOMER_NOT_FOUND")
+    assert api.get_sale(stub, sale.id).version == 1
+
+
+def test_expected_version_guards_every_command(stub: SalesServiceStub, customer_id: str) -> None:
+    sale = _basket(stub)
+
+    stale = api.expect_failure(
+        lambda: api.attach_customer(stub, sale.id, customer_id, expected_version=7)
+    )
     assert stale.code == grpc.StatusCode.ABORTED
     assert stale.reason == "VERSION_CONFLICT"
     assert stale.domain == "posledger"
     assert api.get_sale(stub, sale.id).version == 1
 
-    current = api.attach_customer(stub, sale.id, expected_version=1)
+    current = api.attach_customer(stub, sale.id, customer_id, expected_version=1)
     assert current.version == 2
     again = api.expect_failure(lambda: api.add_line_item(stub, sale.id, expected_version=1))
     assert again.code == grpc.StatusCode.ABORTED

@@ -20,6 +20,7 @@ from psycopg.sql import SQL, Composed, Identifier
 
 from ledger.application import Context, Ledger
 from ledger.domain import commands as c
+from ledger.domain.customer import CreateCustomer
 from ledger.domain.sale import Sale
 from ledger.store import Settings
 
@@ -130,6 +131,12 @@ def new_request_id() -> str:
 
 def ctx(merchant_id: str = MERCHANT_A, request_id: str | None = None) -> Context:
     return Context(merchant_id=merchant_id, request_id=request_id or new_request_id())
+
+
+def new_customer(ledger: Ledger, merchant_id: str = MERCHANT_A, name: str = "Ada") -> str:
+    """The id of a new customer of `merchant_id`: a sale's customer must exist."""
+    created = ledger.create_customer(ctx(merchant_id), CreateCustomer(name=name))
+    return str(created.aggregate.id)
 
 
 def create_sale_cmd(*lines: c.LineItemInput) -> c.CreateSale:

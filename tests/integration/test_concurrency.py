@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     ctx,
     declined_card,
     failures,
+    new_customer,
     open_sale,
     race,
     request_payment_cmd,
@@ -114,6 +115,7 @@ def test_stale_expected_version_is_a_version_conflict(ledger: Ledger, db: Db) ->
 
 
 def test_racing_writers_with_the_same_expected_version_one_wins(ledger: Ledger, db: Db) -> None:
+    customer = new_customer(ledger)
     for _ in range(5):
         sale = open_sale(ledger)
         sale_id = str(sale.id)
@@ -123,7 +125,7 @@ def test_racing_writers_with_the_same_expected_version_one_wins(ledger: Ledger, 
 
         outcomes: list[SaleResult | Exception] = race(
             partial(ledger.add_line_item, first, c.AddLineItem(sale_id, BAGEL)),
-            partial(ledger.attach_customer, second, c.AttachCustomer(sale_id, "cust-1")),
+            partial(ledger.attach_customer, second, c.AttachCustomer(sale_id, customer)),
         )
 
         (won,) = successes(outcomes)

@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     create_sale_cmd,
     ctx,
     failures,
+    new_customer,
     new_request_id,
     open_sale,
     race,
@@ -188,11 +189,12 @@ def test_a_failed_command_records_nothing_and_can_be_retried(ledger: Ledger, db:
 
 def test_a_natural_no_op_still_records_the_request(ledger: Ledger, db: Db) -> None:
     sale_id = str(open_sale(ledger).id)
-    attached = ledger.attach_customer(ctx(), c.AttachCustomer(sale_id, "cust-1"))
+    customer, other_customer = new_customer(ledger), new_customer(ledger, name="Grace")
+    attached = ledger.attach_customer(ctx(), c.AttachCustomer(sale_id, customer))
     events = db.event_count()
     context = ctx()
 
-    same = ledger.attach_customer(context, c.AttachCustomer(sale_id, "cust-1"))
+    same = ledger.attach_customer(context, c.AttachCustomer(sale_id, customer))
 
     assert not same.replayed
     assert same.sale.version == attached.sale.version
@@ -202,9 +204,9 @@ def test_a_natural_no_op_still_records_the_request(ledger: Ledger, db: Db) -> No
     assert record.command == "AttachCustomer"
     assert record.aggregate_version == attached.sale.version
     # The id is now taken: a retry replays, another request with it is refused.
-    assert ledger.attach_customer(context, c.AttachCustomer(sale_id, "cust-1")).replayed
+    assert ledger.attach_customer(context, c.AttachCustomer(sale_id, customer)).replayed
     with pytest.raises(RequestIdReused):
-        ledger.attach_customer(context, c.AttachCustomer(sale_id, "cust-2"))
+        ledger.attach_customer(context, c.AttachCustomer(sale_id, other_customer))
     assert db.event_count() == events
 
 

@@ -9,7 +9,8 @@ import pytest
 
 from ledger.application import Ledger
 from ledger.domain.errors import NotFound
-from ledger.keys import DEV_MERCHANT, KEY_PREFIX, ApiKeys, Authenticator, Role, Unauthenticated
+from ledger.keys import DEV_MERCHANT, KEY_PREFIX, ApiKeys, Authenticator, Unauthenticated
+from ledger.permissions import ROLE_PERMISSIONS, Permission, Role
 from tests.integration.conftest import MERCHANT_A, MERCHANT_B, Db
 
 
@@ -32,17 +33,17 @@ def test_create_get_list_and_revoke(keys: ApiKeys) -> None:
     assert full_key.startswith(f"{KEY_PREFIX}_{key_id}_")
     key = keys.get(key_id)
     assert key is not None
-    assert (key.key_id, key.merchant_id, key.app_id, key.role) == (
+    assert (key.key_id, key.merchant_id, key.app_id, key.roles) == (
         key_id,
         MERCHANT_A,
         "till-1",
-        Role.CASHIER,
+        frozenset({Role.CASHIER}),
     )
     assert key.revoked_at is None
     assert key.secret_hash == hashlib.sha256(_secret(full_key).encode()).hexdigest()
     other = keys.get(other_id)
     assert other is not None
-    assert other.role is Role.MANAGER  # the default
+    assert other.roles == {Role.MANAGER}  # the default
     assert keys.get("000000000000") is None
     assert [k.key_id for k in keys.list()] == [key_id, other_id]
     assert keys.any_active()
@@ -77,13 +78,15 @@ def test_only_a_hash_of_the_key_is_stored(keys: ApiKeys, db: Db) -> None:
         assert hashlib.sha256(_secret(full_key).encode()).hexdigest() in stored
 
 
-def test_dev_mode_when_no_key_is_active(keys: ApiKeys) -> None:
+def test_dev_mode_when_no_key_is_active_at_start_and_never_again(keys: ApiKeys) -> None:
     auth = Authenticator(keys, ttl=0)
 
     principal = auth.authenticate(None)
 
+    assert auth.dev_mode_at_start
     assert principal.merchant_id == DEV_MERCHANT
-    assert principal.role is Role.MANAGER
+    assert principal.roles == set(Role)
+    assert principal.permissions == set(Permission)
     assert auth.authenticate("").merchant_id == DEV_MERCHANT
 
     key_id, _ = keys.create(MERCHANT_A, "till-1")
@@ -92,9 +95,23 @@ def test_dev_mode_when_no_key_is_active(keys: ApiKeys) -> None:
         auth.authenticate(None)
     assert required.value.reason == "API_KEY_REQUIRED"
 
+    # Revoking every key does not re-open development mode in a running server.
     keys.revoke(key_id)
     time.sleep(0.001)
-    assert auth.authenticate(None).merchant_id == DEV_MERCHANT
+    assert not keys.any_active()
+    with pytest.raises(Unauthenticated) as still_required:
+        auth.authenticate(None)
+    assert still_required.value.reason == "API_KEY_REQUIRED"
+
+
+def test_no_dev_mode_once_a_key_was_ever_created(keys: ApiKeys) -> None:
+    key_id, _ = keys.create(MERCHANT_A, "till-1")
+    keys.revoke(key_id)  # every key revoked, then a (re)start
+    auth = Authenticator(keys, ttl=0)
+
+    assert not auth.dev_mode_at_start
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(None)
 
 
 def test_no_dev_mode_unless_allowed(keys: ApiKeys) -> None:
@@ -115,7 +132,9 @@ def test_a_valid_key_authenticates_its_merchant_app_and_role(keys: ApiKeys) -> N
     assert principal.merchant_id == MERCHANT_A
     assert principal.app_id == "till-1"
     assert principal.key_id == key_id
-    assert principal.role is Role.AUDITOR
+    assert principal.roles == {Role.AUDITOR}
+    assert Permission.AUDIT_READ in principal.permissions
+    assert Permission.SALES_WRITE not in principal.permissions
     assert auth.authenticate(f"bearer {full_key}") == principal  # the scheme is case-blind
 
 
@@ -187,3 +206,67 @@ def test_a_cached_lookup_expires_after_the_ttl(keys: ApiKeys) -> None:
     with pytest.raises(Unauthenticated) as error:
         auth.authenticate(f"Bearer {full_key}")
     assert error.value.reason == "API_KEY_REVOKED"
+
+
+def test_a_key_may_carry_several_roles(keys: ApiKeys) -> None:
+    key_id, full_key = keys.create(MERCHANT_A, "till-1", [Role.CASHIER, Role.AUDITOR])
+    auth = Authenticator(keys, ttl=0)
+
+    principal = auth.authenticate(f"Bearer {full_key}")
+
+    assert principal.roles == {Role.CASHIER, Role.AUDITOR}
+    assert principal.permissions == ROLE_PERMISSIONS[Role.CASHIER] | ROLE_PERMISSIONS[Role.AUDITOR]
+    stored = keys.get(key_id)
+    assert stored is not None
+    assert stored.roles == {Role.CASHIER, Role.AUDITOR}
+
+
+def test_keys_of_the_single_role_table_keep_working(keys: ApiKeys, db: Db) -> None:
+    """A table of the previous release (one `role` column) is brought up to date in place."""
+    table = f'"{keys.datastore.schema}".api_keys'
+    with keys.datastore.transaction(commit=True) as curs:
+        curs.execute(f"DROP TABLE {table}")
+        curs.execute(
+            f"CREATE TABLE {table} (key_id text PRIMARY KEY, merchant_id text NOT NULL,"
+            " app_id text NOT NULL, role text NOT NULL, secret_hash text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT now(), revoked_at timestamptz)"
+        )
+        secret = "s3cret"
+        curs.execute(
+            f"INSERT INTO {table} (key_id, merchant_id, app_id, role, secret_hash)"
+            " VALUES ('0123456789ab', %s, 'old-till', 'auditor', %s)",
+            (MERCHANT_A, hashlib.sha256(secret.encode()).hexdigest()),
+        )
+
+    keys.create_table()
+    keys.create_table()  # twice is harmless
+
+    principal = Authenticator(keys, ttl=0).authenticate(f"Bearer plk_0123456789ab_{secret}")
+    assert (principal.app_id, principal.roles) == ("old-till", frozenset({Role.AUDITOR}))
+    keys.create(MERCHANT_A, "new-till", [Role.CASHIER, Role.MANAGER])
+    assert "old-till" in db.table_text("api_keys")
+    with keys.datastore.transaction() as curs:
+        curs.execute(f"SELECT role, roles FROM {table} WHERE app_id = 'new-till'")
+        row = curs.fetchone()
+    assert row is not None
+    assert (row["role"], row["roles"]) == ("cashier", ["cashier", "manager"])
+
+
+def test_a_client_certificate_subject_acts_as_its_key(keys: ApiKeys) -> None:
+    key_id, _ = keys.create(MERCHANT_A, "till-7", Role.CASHIER, client_subject="CN=till-7,O=Acme")
+    auth = Authenticator(keys, ttl=0)
+
+    principal = auth.authenticate(None, "CN=till-7,O=Acme")
+
+    assert (principal.key_id, principal.merchant_id, principal.app_id) == (
+        key_id,
+        MERCHANT_A,
+        "till-7",
+    )
+    with pytest.raises(Unauthenticated) as unknown:
+        auth.authenticate(None, "CN=someone-else")
+    assert unknown.value.reason == "API_KEY_REQUIRED"
+    keys.revoke(key_id)
+    time.sleep(0.001)
+    with pytest.raises(Unauthenticated):
+        auth.authenticate(None, "CN=till-7,O=Acme")

@@ -18,6 +18,7 @@ from tests.integration.conftest import (
     PendingPayment,
     approved_by_card,
     ctx,
+    new_customer,
     request_payment_cmd,
     sale_with_pending_payment,
 )
@@ -98,11 +99,12 @@ def test_a_request_id_of_another_merchant_replays_nothing_of_theirs(ledger: Ledg
     """B reusing A's request id for the very same command gets its own, new answer."""
     p = sale_with_pending_payment(ledger, MERCHANT_A)
     a_ctx = ctx(MERCHANT_A)
-    ledger.attach_customer(a_ctx, c.AttachCustomer(p.sale_id, "cust-a"))
+    customer = new_customer(ledger, MERCHANT_A)
+    ledger.attach_customer(a_ctx, c.AttachCustomer(p.sale_id, customer))
 
     with pytest.raises(NotFound) as error:
         ledger.attach_customer(
-            ctx(MERCHANT_B, a_ctx.request_id), c.AttachCustomer(p.sale_id, "cust-a")
+            ctx(MERCHANT_B, a_ctx.request_id), c.AttachCustomer(p.sale_id, customer)
         )
 
     assert error.value.reason == "SALE_NOT_FOUND"
