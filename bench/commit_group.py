@@ -1,21 +1,29 @@
 """Benchmark: the call time of one group commit (`posledger_commit_group`), median.
 
     POSLEDGER_DATABASE_URL=postgresql://root@127.0.0.1:5432/test \\
-      .venv/bin/python bench/commit_group.py [--calls 200] [--sizes 1,8]
+      .venv/bin/python bench/commit_group.py [--calls 200] [--sizes 1,8] \\
+      [--baseline OTHER/ledger/group_commit.py]
 
-Works in a fresh schema that it drops afterwards. Each call commits a group of new
+Works in fresh schemas that it drops afterwards. Each call commits a group of new
 commands shaped like a sale's (two events of ~300 bytes each, their metadata and the
 command record, one read), through the same SQL the writer thread sends. Prints the
-median and 90th percentile call time per group size, and the median time the
-function held the events table's lock (its own `held` row, before the COMMIT).
+median and 90th percentile call time per group size, and the median time the function
+held the events table's lock (its own `held` row, before the COMMIT).
+
+`--baseline` names another version's `group_commit.py` (say, a worktree of an older
+commit): its function is installed in a second schema and the two are called in turns,
+call by call, so both see the same load on a noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import statistics
+import sys
 import time
 import uuid
+from typing import Any
 
 import psycopg
 from eventsourcing.persistence import StoredEvent
@@ -37,11 +45,9 @@ STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-27T03:06:00+00
 )
 
 
-def command(n: int) -> CommitRequest:
+def command() -> CommitRequest:
     sale = uuid.uuid4()
-    events = [
-        StoredEvent(sale, version, f"posledger.Event{version}", STATE) for version in (1, 2)
-    ]
+    events = [StoredEvent(sale, version, f"posledger.Event{version}", STATE) for version in (1, 2)]
     request_id = str(uuid.uuid4())
     return CommitRequest(
         events=events,
@@ -66,41 +72,73 @@ def command(n: int) -> CommitRequest:
     )
 
 
+def install_baseline(url: str, schema: str, path: str) -> None:
+    """Replaces the schema's function with the one `path` (a group_commit.py) defines."""
+    spec = importlib.util.spec_from_file_location("baseline_group_commit", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=1))
+    recorder = ledger.ledger_recorder
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            module.commit_function_sql(schema, recorder.events_table_name, recorder.channel_name)
+        )
+    ledger.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--sizes", default="1,8")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--baseline", help="another version's ledger/group_commit.py")
     args = parser.parse_args()
     url = database_url(Settings.from_env())
-    schema = f"bench_commit_{uuid.uuid4().hex[:8]}"
-    ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=2))
+    tag = uuid.uuid4().hex[:8]
+    schemas = {"this": f"bench_commit_{tag}"}
+    if args.baseline:
+        schemas["baseline"] = f"bench_commit_{tag}_base"
+    ledger = Ledger.open(Settings(database_url=url, schema=schemas["this"], pool_size=1))
     try:
-        call = commit_call_sql(schema)
-        with psycopg.connect(url, autocommit=True, row_factory=tuple_row) as conn:
-            for size in (int(s) for s in args.sizes.split(",")):
-                times = []
-                held = []
-                for i in range(args.warmup + args.calls):
-                    arguments = _arguments([command(n) for n in range(size)], "5000ms")
+        if args.baseline:
+            install_baseline(url, schemas["baseline"], args.baseline)
+        conns = {
+            name: psycopg.connect(url, autocommit=True, row_factory=tuple_row) for name in schemas
+        }
+        calls = {name: commit_call_sql(schema) for name, schema in schemas.items()}
+        for size in (int(s) for s in args.sizes.split(",")):
+            times: dict[str, list[float]] = {name: [] for name in schemas}
+            held: dict[str, list[float]] = {name: [] for name in schemas}
+            for i in range(args.warmup + args.calls):
+                for name in schemas:
+                    arguments = _arguments([command() for _ in range(size)], "5000ms")
                     started = time.perf_counter()
-                    rows = conn.execute(call, arguments, prepare=True).fetchall()
+                    rows: list[Any] = (
+                        conns[name].execute(calls[name], arguments, prepare=True).fetchall()
+                    )
                     elapsed = time.perf_counter() - started
                     assert sum(r[0] == "event" for r in rows) == 2 * size, rows
                     if i >= args.warmup:
-                        times.append(elapsed)
-                        held += [r[4] / 1000 for r in rows if r[0] == "held"]
-                times.sort()
+                        times[name].append(elapsed)
+                        held[name] += [r[4] / 1000 for r in rows if r[0] == "held"]
+            for name in schemas:
+                t = sorted(times[name])
                 print(
-                    f"group of {size:3d} commands ({2 * size:3d} events): median "
-                    f"{statistics.median(times) * 1000:6.3f} ms, p90 "
-                    f"{times[int(len(times) * 0.9)] * 1000:6.3f} ms over {args.calls} calls; "
-                    f"lock held (in the function) median {statistics.median(held):6.3f} ms"
+                    f"{name:8s} group of {size:3d} commands ({2 * size:3d} events): median "
+                    f"{statistics.median(t) * 1000:6.3f} ms, p90 "
+                    f"{t[int(len(t) * 0.9)] * 1000:6.3f} ms over {args.calls} calls; "
+                    f"lock held (in the function) median {statistics.median(held[name]):6.3f} ms"
                 )
+        for conn in conns.values():
+            conn.close()
     finally:
         ledger.close()
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+            for schema in schemas.values():
+                conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
 
 
 if __name__ == "__main__":
