@@ -144,7 +144,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         The chain is one over every merchant's events, so the whole log is walked (a
         change anywhere before an event breaks the proof of that event); but only the
         caller's events are counted, and a finding at another merchant's event is
-        reported without its position ("elsewhere"). Checking every merchant at once is
+        reported without its position ("elsewhere"; a deleted event, whose merchant is
+        gone with it, is reported to every merchant). Checking every merchant at once is
         the operator's `posledger audit verify`, which needs the database itself.
         """
         merchant_id = _auditor()
@@ -158,7 +159,9 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         checks.raise_if_any()
         report = self.chain.verify(through=request.to_position, merchant=merchant_id)
         finding = report.finding
-        theirs = finding is not None and report.finding_merchant == merchant_id
+        # A finding at another merchant's event is not shown; one that belongs to no one
+        # known (a deleted event, an event with no metadata) is shown to everyone.
+        theirs = finding is not None and report.finding_merchant in (None, merchant_id)
         return pb.VerifyLogResponse(
             ok=finding is None,
             events_verified=report.merchant_events,
