@@ -57,9 +57,10 @@ def load_synthetic(url: str, schema: str, count: int, payload: int) -> None:
                 if i % 10 == 0:
                     aggregate = uuid.uuid4()
                     request = str(uuid.uuid4())
+                    merchant = f"merchant-{i % 17}"
                     command_rows.append(
                         (
-                            f"merchant-{i % 17}",
+                            merchant,
                             request,
                             "CreateSale",
                             "f" * 64,
@@ -72,7 +73,7 @@ def load_synthetic(url: str, schema: str, count: int, payload: int) -> None:
                     (
                         aggregate,
                         i % 10 + 1,
-                        f"merchant-{i % 17}",
+                        merchant,
                         "till",
                         "key-1",
                         "loc-1",
