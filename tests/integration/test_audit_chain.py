@@ -765,9 +765,12 @@ def test_a_clean_log_of_100000_events_verifies(
     settings: Settings, ledger: Ledger, log: Log, keeper: ChainKeeper, key: Path, tmp_path: Path
 ) -> None:
     build_log(ledger, log, sales=2)
-    load_synthetic_events(log, 100_000)
+    load_synthetic_events(log, 100_000)  # written around the ledger: not chained
     total = len(log.positions())
     assert total > 100_000
+    # As an old log: the migration chains it once.
+    log.execute(SQL("UPDATE {} SET live = false").format(log.table(HEAD_TABLE)))
+    assert audit(settings, "chain").exit_code == 0
 
     signed = checkpoint(settings, key, tmp_path / "checkpoint.json")  # extends, verifies
     assert keeper.head().events == total
