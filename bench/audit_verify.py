@@ -36,8 +36,12 @@ GAP_EVERY = 1000
 
 
 def load_synthetic(url: str, schema: str, count: int, payload: int) -> None:
-    """`count` events (one aggregate per 10) with ids 1.. except every GAP_EVERY-th."""
+    """`count` events (one aggregate per 10) with ids 1.. except every GAP_EVERY-th, each
+    with its metadata row, and one command record per aggregate (as a ledger writes them),
+    loaded unchained: the chain head is then set to need the migration (`extend`)."""
     table = Identifier(schema, "ledger_events")
+    metadata_rows = []
+    command_rows = []
     filler = "x" * max(0, payload - 200)
     aggregate = uuid.uuid4()
     with psycopg.connect(url) as conn, conn.cursor() as curs:
@@ -52,16 +56,60 @@ def load_synthetic(url: str, schema: str, count: int, payload: int) -> None:
                     position += 1
                 if i % 10 == 0:
                     aggregate = uuid.uuid4()
+                    request = str(uuid.uuid4())
+                    merchant = f"merchant-{i % 17}"
+                    command_rows.append(
+                        (
+                            merchant,
+                            request,
+                            "CreateSale",
+                            "f" * 64,
+                            aggregate,
+                            10,
+                            json.dumps({"ids": {}, "aggregates": [[str(aggregate), 10]]}),
+                        )
+                    )
+                metadata_rows.append(
+                    (
+                        aggregate,
+                        i % 10 + 1,
+                        merchant,
+                        "till",
+                        "key-1",
+                        "loc-1",
+                        "device-7",
+                        request,
+                        True,
+                    )
+                )
                 state = (
                     '{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-27T03:06:00.'
                     f'{i % 1_000_000:06d}+00:00"}},"merchant_id":"merchant-{i % 17}",'
                     f'"amount":{i * 7 % 100_000},"note":"{filler}"}}'
                 ).encode()
                 copy.write_row((position, aggregate, i % 10 + 1, "posledger.Synthetic", state))
+        with curs.copy(
+            SQL("COPY {} FROM STDIN").format(Identifier(schema, "event_metadata"))
+        ) as copy:
+            for row in metadata_rows:
+                copy.write_row(row)
+        commands = Identifier(schema, "processed_commands")
+        with curs.copy(
+            SQL(
+                "COPY {} (merchant_id, request_id, command, fingerprint, aggregate_id,"
+                " aggregate_version, result) FROM STDIN"
+            ).format(commands)
+        ) as copy:
+            for row in command_rows:
+                copy.write_row(row)
         curs.execute(
             SQL("SELECT setval(pg_get_serial_sequence(%s, 'notification_id'), %s)"),
             (f"{schema}.ledger_events", position),
         )
+        curs.execute(
+            SQL("UPDATE {} SET live = false").format(Identifier(schema, "event_chain_head"))
+        )
+        curs.execute(SQL("ANALYZE {}").format(table))
 
 
 def main() -> None:
@@ -87,7 +135,7 @@ def main() -> None:
 
         extended = keeper.extend()
         print(
-            f"extend (chain all): {extended.seconds:6.1f} s  "
+            f"extend (migration, chain all): {extended.seconds:6.1f} s  "
             f"{extended.events / extended.seconds:9,.0f} events/s"
         )
         assert extended.events == args.events

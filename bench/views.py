@@ -540,8 +540,7 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
         order: list[tuple[float, int, str]] = []  # (latency, sample number, view)
         with psycopg.connect(url, autocommit=True) as conn:
             poll = SQL("SELECT position FROM {} WHERE view = %s").format(registry)
-            # Warm-up, not measured: one command of each kind, each waited for. The runner's
-            # first round also extends the audit hash chain over the log written so far.
+            # Warm-up, not measured: one command of each kind, each waited for.
             warm_up = time.perf_counter()
             for view, command in kinds:
                 position = command().position

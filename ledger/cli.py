@@ -16,22 +16,31 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psycopg
 import structlog
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer._click.exceptions import UsageError
+from typer.core import TyperCommand
 
 from ledger.application import Ledger
 from ledger.audit import BadCheckpoint, ChainKeeper, VerifyReport, take_checkpoint, verify_log
 from ledger.audit import checkpoint as checkpoints
 from ledger.audit.events import AuditLog
+from ledger.audit.operations import (
+    MalformedLine,
+    UnverifiableExport,
+    export_header,
+    verify_export,
+)
 from ledger.domain.errors import NotFound
 from ledger.domain.sale import Sale
 from ledger.grpc.server import TlsConfig, create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
-from ledger.store import Settings, SettingsError
+from ledger.store import Settings, SettingsError, database_url
 from ledger.supervisor import child_environment, reserve_port, supervise
 from projections import projections_for
 
@@ -372,6 +381,18 @@ def projections_rebuild(
 
 EXIT_TAMPERED = 1
 EXIT_BAD_CHECKPOINT = 2
+EXIT_UNVERIFIED = 3  # could not verify: the database unreachable, bad arguments, a crash
+
+
+class _VerifyCommand(TyperCommand):
+    """`audit verify`: bad arguments exit 3 (could not verify), never 2 (bad checkpoint)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except UsageError as e:
+            e.exit_code = EXIT_UNVERIFIED
+            raise
 
 
 def _rate_progress(description: str) -> Progress:
@@ -384,6 +405,11 @@ def _rate_progress(description: str) -> Progress:
         console=console,
         transient=True,
     )
+
+
+def _keeper(settings: Settings) -> ChainKeeper:
+    """The chain of the configured ledger, reached without creating or changing anything."""
+    return ChainKeeper(database_url(settings), settings.schema)
 
 
 @audit_app.command("keygen")
@@ -406,13 +432,28 @@ def audit_keygen(
 
 @audit_app.command("chain")
 def audit_chain() -> None:
-    """Extend the hash chain over every event committed so far."""
+    """Migration, once per ledger: chain the events written before commits chained them.
+
+    Every commit chains its own events in its own transaction; only a log written by an
+    older version has events to chain. This chains them page by page, then the last ones
+    while holding writers off for a moment, and hands over to the commits. On a log that
+    is chained already it does nothing.
+    """
     ledger = Ledger.open()
-    report = ChainKeeper.for_ledger(ledger).extend()
+    keeper = ChainKeeper.for_ledger(ledger)
+    before = keeper.head()
+    report = keeper.extend()
     ledger.close()
+    if before.live:
+        console.print(
+            f"Nothing to do: every commit chains its events (the chain holds "
+            f"{report.head.events:,} events up to position {report.head.position})."
+        )
+        return
     console.print(
-        f"Chained {report.events:,} new events in {report.seconds:.1f} s; the chain holds "
-        f"{report.head.events:,} events up to position {report.head.position}."
+        f"Chained {report.events:,} events written before write-time chaining in "
+        f"{report.seconds:.1f} s; the chain holds {report.head.events:,} events up to "
+        f"position {report.head.position}, and every commit now chains its own."
     )
 
 
@@ -424,25 +465,23 @@ def audit_checkpoint(
         256, min=1, help="Evenly spaced digests to sign, at most (and the head)."
     ),
 ) -> None:
-    """Extend the chain, verify it, and write a signed checkpoint of its head.
+    """Verify the chain and write a signed checkpoint of its head (only reads the log).
 
-    Nothing is signed if the log was tampered with (exit 1).
+    Nothing is signed if the log was tampered with or has unchained events (exit 1).
     """
     try:
         private_key = checkpoints.load_private_key(key)
     except BadCheckpoint as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
+    keeper = _keeper(Settings.from_env())
     with _rate_progress("verifying") as bar:
         signed, report = take_checkpoint(
             keeper, private_key, max_anchors=anchors, progress=_updater(bar, "verifying")
         )
-    ledger.close()
     if signed is None:
         _print_verify_report(report)
-        console.print("[red]Not signed: the log was tampered with.[/]")
+        console.print("[red]Not signed: the log was tampered with or is not wholly chained.[/]")
         raise typer.Exit(EXIT_TAMPERED)
     out.write_text(signed.to_json())
     console.print(
@@ -451,7 +490,7 @@ def audit_checkpoint(
     )
 
 
-@audit_app.command("verify")
+@audit_app.command("verify", cls=_VerifyCommand)
 def audit_verify(
     checkpoint: Path | None = typer.Option(
         None, help="A signed checkpoint to check the log against (catches a rewritten chain)."
@@ -459,14 +498,23 @@ def audit_verify(
     public_key: Path | None = typer.Option(
         None, help="The operator's public key (PEM): the checkpoint must be signed with it."
     ),
+    export: Path | None = typer.Option(
+        None,
+        "--export",
+        help="Verify this file of `audit export` instead of the database (no database "
+        "needed); with --checkpoint it proves the export.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Also print the report as JSON."),
 ) -> None:
     """Recompute the chain from the events; report where anything was changed.
 
-    Reports the first position where an event was changed, deleted or inserted.
+    Reports the first position where an event, its metadata or its command record was
+    changed, deleted or inserted, or where events are not chained. Only reads: a
+    read-only database role is enough.
 
-    Exit 0: clean; 1: tampered; 2: the checkpoint or key is unreadable or wrongly signed.
-    Writes nothing: events after the chain's head are not yet chained (`audit chain`).
+    Exit codes: 0 clean; 1 tampered (or events not chained); 2 the checkpoint or key is
+    unreadable or wrongly signed; 3 could not verify (database unreachable, missing
+    tables, bad arguments, an unreadable export).
     """
     signed = None
     try:
@@ -481,21 +529,84 @@ def audit_verify(
             "[yellow]The signature was checked with the key inside the checkpoint; pass "
             "--public-key to make sure it is the operator's.[/]"
         )
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
-    if signed is not None and signed.schema != keeper.schema:
-        console.print(
-            f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
-            f"this is {keeper.schema!r}.[/]"
-        )
-    with _rate_progress("verifying") as bar:
-        report = verify_log(keeper, signed, progress=_updater(bar, "verifying"))
-    ledger.close()
+    try:
+        if export is not None:
+            _verify_export(export, signed, as_json)
+            return
+        settings = Settings.from_env()
+        keeper = _keeper(settings)
+        if signed is not None and signed.schema != keeper.schema:
+            console.print(
+                f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
+                f"this is {keeper.schema!r}.[/]"
+            )
+        with _rate_progress("verifying") as bar:
+            report = verify_log(keeper, signed, progress=_updater(bar, "verifying"))
+    except typer.Exit:
+        raise
+    except psycopg.Error as e:
+        console.print(f"[red]Could not verify: the database answered {e!s}[/]")
+        raise typer.Exit(EXIT_UNVERIFIED) from None
+    except Exception as e:  # a crash is no verdict: never "tampered"
+        log.exception("audit_verify_failed")
+        console.print(f"[red]Could not verify: {e!r}[/]")
+        raise typer.Exit(EXIT_UNVERIFIED) from None
     if as_json:
         typer.echo(json.dumps(_report_json(report, signed)))
     _print_verify_report(report, signed)
     if report.finding is not None:
         raise typer.Exit(EXIT_TAMPERED)
+
+
+def _verify_export(path: Path, signed: checkpoints.Checkpoint | None, as_json: bool) -> None:
+    try:
+        report = verify_export(path, signed)
+    except MalformedLine as e:
+        console.print(f"[bold red]TAMPERED[/]: the export does not parse at {e}.")
+        if as_json:
+            typer.echo(json.dumps({"clean": False, "malformed_line": e.line}))
+        raise typer.Exit(EXIT_TAMPERED) from None
+    except (UnverifiableExport, OSError, EOFError) as e:
+        console.print(f"[red]Could not verify the export: {e}[/]")
+        raise typer.Exit(EXIT_UNVERIFIED) from None
+    finding = report.finding
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "clean": finding is None,
+                    "events": report.events,
+                    "position": report.position,
+                    "anchors_met": report.anchors_met,
+                    "line": report.line or None,
+                    "finding": None
+                    if finding is None
+                    else {
+                        "kind": finding.kind.value,
+                        "position": finding.position,
+                        "after": finding.after,
+                    },
+                }
+            )
+        )
+    if finding is not None:
+        console.print(
+            f"[bold red]TAMPERED[/] at position {finding.position} ({finding.kind.value}, "
+            f"line {report.line}): {finding.describe()}."
+        )
+        raise typer.Exit(EXIT_TAMPERED)
+    if signed is not None:
+        console.print(
+            f"The export matches the signed checkpoint at position {signed.position} "
+            f"({report.anchors_met} digests met)."
+        )
+    else:
+        console.print(
+            "[yellow]No checkpoint given: the export agrees with the digests it carries, "
+            "which proves nothing by itself; pass --checkpoint and --public-key.[/]"
+        )
+    console.print("[green]Clean.[/]")
+    console.print(f"Verified {report.events:,} exported events up to position {report.position}.")
 
 
 def _updater(bar: Progress, description: str) -> Callable[[int, int], None]:
@@ -516,6 +627,7 @@ def _report_json(report: VerifyReport, signed: checkpoints.Checkpoint | None) ->
         "events": report.events,
         "position": report.position,
         "chain_head": report.chain_head.position,
+        "live": report.chain_head.live,
         "unchained": report.unchained,
         "checkpoint": signed.position if signed else None,
         "seconds": round(report.seconds, 3),
@@ -534,14 +646,12 @@ def _print_verify_report(
             f"[bold red]TAMPERED[/] at position {report.finding.position} "
             f"({report.finding.kind.value}): {report.finding.describe()}."
         )
-    else:
-        if report.chain_head.events == 0 and report.unchained:
-            console.print("[yellow]No event is chained yet: run `posledger audit chain`.[/]")
-        elif report.unchained:
+        if report.unchained and not report.chain_head.live:
             console.print(
-                f"{report.unchained:,} events after position {report.chain_head.position} "
-                "are not chained yet (`posledger audit chain`)."
+                f"[yellow]{report.unchained:,} events predate write-time chaining: run "
+                "`posledger audit chain` once (a migration), then verify again.[/]"
             )
+    else:
         if signed is not None:
             console.print(
                 f"The log matches the signed checkpoint at position {signed.position} "
@@ -562,10 +672,17 @@ def audit_export(
     to_position: int = typer.Option(0, min=0, help="Last position (inclusive); 0: the head."),
     merchant: str | None = typer.Option(None, help="Only this merchant's events."),
 ) -> None:
-    """Write events, one JSON object per line, streaming: memory stays flat for any size."""
+    """Write events, one JSON object per line, streaming: memory stays flat for any size.
+
+    The first line says what the export covers; each event carries what the audit chain
+    hashed (the stored bytes in base64, the metadata and command record as stored) and its
+    stored digest, so `audit verify --export FILE --checkpoint C` proves it offline.
+    """
     ledger = Ledger.open()
+    keeper = ChainKeeper.for_ledger(ledger)
     head = ledger.recorder.max_notification_id() or 0
     stop = min(to_position or head, head)
+    chain_head = keeper.head()
     written = 0
     started = time.perf_counter()
     opener: Any = gzip.open if output.suffix == ".gz" else open
@@ -580,8 +697,15 @@ def audit_export(
             console=console,
         ) as bar,
     ):
+        previous = keeper.digest_before(from_position)
+        out.write(
+            export_header(keeper.schema, from_position, stop, merchant, chain_head, previous) + "\n"
+        )
         task = bar.add_task("export", total=max(stop - from_position + 1, 0), rate="-")
-        for record in AuditLog(ledger).export(from_position, stop, merchant):
+        records = AuditLog(ledger).export(
+            from_position, stop, merchant, v1_through=chain_head.v1_through
+        )
+        for record in records:
             out.write(record.to_json_line() + "\n")
             written += 1
             if written % 1000 == 0:

@@ -11,8 +11,12 @@ round trip and one implicit transaction, that function
 2. finds, per command, whether its request id is already recorded (a duplicate), whether one
    of its events clashes with a stored version, or whether an aggregate it read has moved on
    since (a conflict),
-3. inserts the command records, events and metadata of the others, and returns their
-   notification ids.
+3. inserts the command records, events and metadata of the others,
+4. extends the audit hash chain over the events it inserted (`ledger/audit`): each event's
+   hash covers its row, its metadata row and its command record, read back as stored, and
+   the chain links them in position order from the chain head, which it moves; so an event
+   is chained in the transaction that appends it, under the lock that orders the log,
+5. and returns their notification ids.
 
 The lock is therefore held only while PostgreSQL itself works, never while Python does, and
 the whole group shares one COMMIT (one WAL flush). Each command still succeeds or fails on
@@ -38,7 +42,7 @@ from uuid import UUID
 import psycopg
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +159,9 @@ class GroupStats:
         }
 
 
-def commit_function_sql(schema: str, events_table: str, channel: str) -> Composed:
+def commit_function_sql(
+    schema: str, events_table: str, channel: str, chain: dict[str, Composable]
+) -> Composed:
     """`CREATE OR REPLACE FUNCTION` for the group commit, for one schema's tables.
 
     Simple statements, each planned once per connection and cached by PL/pgSQL. It returns
@@ -163,6 +169,8 @@ def commit_function_sql(schema: str, events_table: str, channel: str) -> Compose
     an event clashes or a read moved on; `lost`: a twin recorded the request id while this
     ran), a row per event written, with its notification id, and how long it has held the
     lock (`held`, in microseconds, before the COMMIT that follows).
+
+    `chain` names the audit chain's tables and SQL (`ledger.audit.store.chain_sql`).
     """
     return SQL(
         """
@@ -184,6 +192,14 @@ DECLARE
     clashed int[];
     lost int[];
     skipped int[];
+    new_position bigint[];
+    new_id uuid[];
+    new_version bigint[];
+    new_hash bytea[];
+    new_digest bytea[];
+    chain_live boolean := false;
+    chain_digest bytea;
+    i int;
 BEGIN
     IF cardinality(ev_id) > 0 THEN
         -- Serialise writers of the log (see ledger/group_commit.py). Every statement after
@@ -192,6 +208,9 @@ BEGIN
         LOCK TABLE {events} IN EXCLUSIVE MODE;
         locked_at := pg_catalog.clock_timestamp();
         NOTIFY {channel};
+        -- Not live: the log predates write-time chaining and `posledger audit chain` has
+        -- yet to chain it (it turns this on under the same lock).
+        SELECT h.live, h.digest INTO chain_live, chain_digest FROM {chain_head} h;
     END IF;
 
     SELECT coalesce(array_agg(r.cmd), '{{}}') INTO known
@@ -231,9 +250,10 @@ BEGIN
 
     skipped := known || clashed || lost;
 
-    INSERT INTO {metadata}
+    INSERT INTO {metadata} (originator_id, originator_version, merchant_id, app_id, key_id,
+                            location_id, device_id, request_id, command_recorded)
     SELECT m.id, m.version, m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id,
-           m.request_id
+           m.request_id, m.cmd = ANY (rc_cmd)
     FROM unnest(ev_cmd, ev_id, ev_version, md_merchant, md_app, md_key, md_location,
                 md_device, md_request)
         AS m(cmd, id, version, merchant_id, app_id, key_id, location_id, device_id,
@@ -248,14 +268,40 @@ BEGIN
     RETURN QUERY SELECT 'lost', k, NULL::uuid, NULL::bigint, NULL::bigint
         FROM unnest(lost) AS k;
     -- Positions are handed out in the order of the rows: the order the commands decided.
-    RETURN QUERY INSERT INTO {events} AS s (originator_id, originator_version, topic, state)
+    -- Each event's hash reads its metadata and command record back as stored, as a
+    -- verification will (both were inserted above, so this statement sees them).
+    WITH w AS (
+        INSERT INTO {events} AS s (originator_id, originator_version, topic, state)
         SELECT e.id, e.version, e.topic, e.state
         FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state) WITH ORDINALITY
             AS e(cmd, id, version, topic, state, ord)
         WHERE e.cmd <> ALL (skipped)
         ORDER BY e.ord
-        RETURNING 'event'::text, NULL::int, s.originator_id, s.originator_version,
-                  s.notification_id;
+        RETURNING s.notification_id, s.originator_id, s.originator_version, s.topic,
+                  s.state
+    )
+    SELECT array_agg(w.notification_id ORDER BY w.notification_id),
+           array_agg(w.originator_id ORDER BY w.notification_id),
+           array_agg(w.originator_version ORDER BY w.notification_id),
+           array_agg(CASE WHEN chain_live THEN {event_hash} END ORDER BY w.notification_id)
+    INTO new_position, new_id, new_version, new_hash
+    FROM w{record_joins};
+
+    -- The chain: one link per event, in position order, from the head's digest.
+    IF chain_live AND new_position IS NOT NULL THEN
+        new_digest := array_fill(NULL::bytea, ARRAY[cardinality(new_position)]);
+        FOR i IN 1 .. cardinality(new_position) LOOP
+            chain_digest := pg_catalog.sha256({link_domain} || chain_digest || new_hash[i]);
+            new_digest[i] := chain_digest;
+        END LOOP;
+        INSERT INTO {chain} (position, digest) SELECT * FROM unnest(new_position, new_digest);
+        UPDATE {chain_head} SET position = new_position[cardinality(new_position)],
+            digest = new_digest[cardinality(new_digest)],
+            events = events + cardinality(new_position), extended_at = now();
+    END IF;
+
+    RETURN QUERY SELECT 'event'::text, NULL::int, x.id, x.version, x.position
+        FROM unnest(new_id, new_version, new_position) AS x(id, version, position);
     -- How long the lock has been held so far, in microseconds (the COMMIT follows).
     RETURN QUERY SELECT 'held', NULL::int, NULL::uuid, NULL::bigint,
         (extract(epoch FROM pg_catalog.clock_timestamp() - locked_at) * 1e6)::bigint
@@ -269,6 +315,7 @@ $body$
         commands=Identifier(schema, "processed_commands"),
         metadata=Identifier(schema, "event_metadata"),
         channel=Identifier(channel),
+        **chain,
     )
 
 

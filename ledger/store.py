@@ -26,6 +26,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
+from ledger.audit import store as audit_store
 from ledger.group_commit import (
     CommandRecord,
     CommitRequest,
@@ -378,9 +379,15 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self.select_metadata_statement = SQL(
             "SELECT * FROM {table} WHERE originator_id = %s ORDER BY originator_version"
         ).format(table=metadata)
+        # The audit hash chain, extended by every group commit (ledger/audit/store.py).
+        self.sql_create_statements.extend(
+            audit_store.create_statements(schema, self.events_table_name)
+        )
         # Replaced on every start, so a server of a newer version brings its own.
         self.sql_create_statements.append(
-            commit_function_sql(schema, self.events_table_name, self.channel_name)
+            commit_function_sql(
+                schema, self.events_table_name, self.channel_name, audit_store.chain_sql(schema)
+            )
         )
         self._committer: GroupCommitter | None = None
         self._committer_lock = threading.Lock()

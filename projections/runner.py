@@ -26,7 +26,6 @@ from psycopg.rows import DictRow, dict_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.audit.store import ChainKeeper
 from ledger.store import StoreUnavailable, renew_pool, schema_lock
 from projections import source
 from projections.view import View
@@ -34,7 +33,6 @@ from projections.view import View
 log = structlog.get_logger("posledger.projections")
 
 CATCH_UP_PAGE = 1000  # events per transaction while behind
-CHAIN_EVERY_SECONDS = 2.0  # how often a runner extends the audit hash chain
 REBUILD_PAGE = 5000  # events per transaction while rebuilding a shadow copy
 RECONNECT_FIRST_SECONDS = 0.5  # a runner that lost the database retries after this long,
 RECONNECT_MAX_SECONDS = 5.0  # doubling up to this
@@ -108,7 +106,6 @@ class Projections:
         self.base = self.datastore.schema
         self.registry = Identifier(self.base, "projection_views")
         self.url: str = ledger.database_url
-        self.chain = ChainKeeper(self.url, self.base)
         self.state = RunnerState()
 
     # ---- set-up ---------------------------------------------------------------------------
@@ -237,20 +234,9 @@ class Projections:
             channel = self.ledger.ledger_recorder.channel_name
             listener.execute(SQL("LISTEN {}").format(Identifier(channel)))
             held: set[str] = set()
-            chained_at = 0.0
             self.state.set("running", held=held)
             log.info("projections_connected")
             while not stop.is_set():
-                if time.monotonic() - chained_at > CHAIN_EVERY_SECONDS:
-                    # Keep the audit hash chain current (exactly once even with standbys:
-                    # extending holds the chain head's row lock).
-                    chained_at = time.monotonic()
-                    try:
-                        self.chain.extend()
-                    except Exception as e:
-                        if is_store_error(e):
-                            raise
-                        log.exception("audit_chain_extend_failed")
                 for name in self.views.keys() - held:
                     if self._try_hold(locks, name):
                         held.add(name)

@@ -1,18 +1,37 @@
 """The hash chain over the event log, as pure functions (no I/O).
 
-Each event's digest covers the previous digest and the event as stored: its position
-(notification id), aggregate id, version, topic and the stored payload bytes:
+Each event's digest covers the previous digest and the event's hash:
 
-    event_hash = SHA-256("posledger-event-v1\\0" | position | aggregate id | version
-                         | topic length | topic | payload length | payload)
-    digest     = SHA-256("posledger-chain-v1\\0" | previous digest | event_hash)
+    digest = SHA-256("posledger-chain-v1\\0" | previous digest | event hash)
 
-Integers are big-endian (positions, versions and payload lengths 8 bytes, the topic
-length 4), the id is its 16 bytes, a NULL topic or payload has length -1: fixed widths and
-a length before each variable field, so no two different events, or orders of events,
-encode alike. The chain starts from 32 zero bytes. The event hash has the same definition
-in SQL (`store.event_hash_sql`), so the database can hash the payloads where they lie and
-send 32 bytes per event instead of the payload (a test keeps the two definitions equal).
+The event hash has two formats. Version 2, written by every group commit in the
+transaction that appends the event, covers the whole record of the event: the event row,
+the who/where row written with it (`event_metadata`), and the record of the command that
+wrote it (`processed_commands`), which answers the command's retries:
+
+    v2 = SHA-256("posledger-event-v2\\0" | position | aggregate id | version
+                 | topic length | topic | payload length | payload
+                 | 0x00 (no metadata row)
+                   or 0x01 | merchant | app | key id | location | device | request id
+                        | 0x00/0x01 (the command has a record: `command_recorded`)
+                 | 0x00 (no command record)
+                   or 0x01 | command | fingerprint | aggregate id | aggregate version
+                        | result (the stored jsonb's text))
+
+Version 1 (positions up to the head row's `v1_through`, chained before version 2 existed)
+covers the event row only:
+
+    v1 = SHA-256("posledger-event-v1\\0" | position | aggregate id | version
+                 | topic length | topic | payload length | payload)
+
+Integers are big-endian (positions, versions and payload lengths 8 bytes, text lengths 4),
+ids are their 16 bytes, text is UTF-8 after its length, a NULL has length -1: fixed widths
+and a length before each variable field, so no two different records, or orders of
+records, encode alike. The command record is the one with the metadata row's merchant and
+request id, when the metadata row says the command was recorded. The chain starts from 32
+zero bytes. Both formats have the same definition in SQL (`store.event_hash_sql`), so the
+database hashes the records where they lie and sends 32 bytes per event (a test keeps the
+definitions equal).
 
 A walk (`ChainWalker`) recomputes the chain in position order and compares it with the
 digests stored when the chain was extended, and with the anchors of a signed checkpoint.
@@ -26,7 +45,11 @@ It stops at the first finding:
 - rewritten: the recomputed chain differs from a signed anchor although the stored chain
   agreed with the events up to there: the stored chain was rewritten to match changed
   events. Only a checkpoint kept outside the database catches this; it bounds the first
-  change to the positions after the last good anchor, up to the bad one.
+  change to the positions after the last good anchor, up to the bad one;
+- unchained: an event after the chain's head. Every commit chains its events, so such an
+  event was written around the ledger (or the head was moved back), or the log predates
+  write-time chaining and `posledger audit chain` has not run yet. It is never "clean":
+  the walk cannot vouch for it.
 """
 
 from __future__ import annotations
@@ -36,16 +59,21 @@ import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 DIGEST_SIZE: Final = 32
 GENESIS: Final = bytes(DIGEST_SIZE)
 EVENT_DOMAIN: Final = b"posledger-event-v1\x00"
+EVENT_DOMAIN_V2: Final = b"posledger-event-v2\x00"
 LINK_DOMAIN: Final = b"posledger-chain-v1\x00"
 # position, aggregate id, version, topic length (-1: NULL)
 _EVENT_HEAD: Final = struct.Struct(">q16sqi")
 _STATE_LENGTH: Final = struct.Struct(">q")  # payload length (-1: NULL)
+_TEXT_LENGTH: Final = struct.Struct(">i")  # text length (-1: NULL)
+_BIGINT: Final = struct.Struct(">q")
+ABSENT: Final = b"\x00"
+PRESENT: Final = b"\x01"
 
 # What a walk reads: position, event hash (None: no event there), stored digest (None:
 # not chained).
@@ -54,12 +82,40 @@ ChainRow = tuple[int, bytes | None, bytes | None]
 EventRow = tuple[int, UUID | None, int | None, str | None, bytes | None, bytes | None]
 
 
-def event_hash(
-    position: int, originator_id: UUID, version: int, topic: str | None, state: bytes | None
-) -> bytes:
-    """The hash of one event as stored, at its position."""
+@dataclass(frozen=True)
+class MetadataRow:
+    """An `event_metadata` row as stored (None: NULL)."""
+
+    merchant_id: str | None
+    app_id: str | None
+    key_id: str | None
+    location_id: str | None
+    device_id: str | None
+    request_id: str | None
+    command_recorded: bool = False
+
+
+@dataclass(frozen=True)
+class CommandRow:
+    """A `processed_commands` row as stored; `result` is the jsonb's text (None: NULL)."""
+
+    command: str | None
+    fingerprint: str | None
+    aggregate_id: UUID | None
+    aggregate_version: int | None
+    result: str | None
+
+
+def _event_head(
+    domain: bytes,
+    position: int,
+    originator_id: UUID,
+    version: int,
+    topic: str | None,
+    state: bytes | None,
+) -> Any:
     topic_bytes = b"" if topic is None else topic.encode()
-    h = hashlib.sha256(EVENT_DOMAIN)
+    h = hashlib.sha256(domain)
     h.update(
         _EVENT_HEAD.pack(
             position, originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
@@ -69,7 +125,60 @@ def event_hash(
     h.update(_STATE_LENGTH.pack(-1 if state is None else len(state)))
     if state is not None:
         h.update(state)
-    return h.digest()
+    return h
+
+
+def _text(value: str | None) -> bytes:
+    if value is None:
+        return _TEXT_LENGTH.pack(-1)
+    encoded = value.encode()
+    return _TEXT_LENGTH.pack(len(encoded)) + encoded
+
+
+def event_hash(
+    position: int, originator_id: UUID, version: int, topic: str | None, state: bytes | None
+) -> bytes:
+    """The version 1 hash of one event as stored, at its position (the event row only)."""
+    return bytes(_event_head(EVENT_DOMAIN, position, originator_id, version, topic, state).digest())
+
+
+def event_hash_v2(
+    position: int,
+    originator_id: UUID,
+    version: int,
+    topic: str | None,
+    state: bytes | None,
+    metadata: MetadataRow | None,
+    command: CommandRow | None,
+) -> bytes:
+    """The version 2 hash of one event: its row, its metadata row, its command record."""
+    h = _event_head(EVENT_DOMAIN_V2, position, originator_id, version, topic, state)
+    if metadata is None:
+        h.update(ABSENT)
+    else:
+        h.update(PRESENT)
+        for value in (
+            metadata.merchant_id,
+            metadata.app_id,
+            metadata.key_id,
+            metadata.location_id,
+            metadata.device_id,
+            metadata.request_id,
+        ):
+            h.update(_text(value))
+        h.update(PRESENT if metadata.command_recorded else ABSENT)
+    if command is None:
+        h.update(ABSENT)
+    else:
+        h.update(PRESENT)
+        h.update(_text(command.command))
+        h.update(_text(command.fingerprint))
+        h.update(bytes(16) if command.aggregate_id is None else command.aggregate_id.bytes)
+        h.update(
+            _BIGINT.pack(-1 if command.aggregate_version is None else command.aggregate_version)
+        )
+        h.update(_text(command.result))
+    return bytes(h.digest())
 
 
 def link(previous: bytes, hashed_event: bytes) -> bytes:
@@ -108,6 +217,7 @@ class Kind(StrEnum):
     DELETED = "deleted"
     INSERTED = "inserted"
     REWRITTEN = "rewritten"
+    UNCHAINED = "unchained"
 
 
 @dataclass(frozen=True)
@@ -125,7 +235,8 @@ class Finding:
         if self.kind is Kind.CHANGED:
             return (
                 f"the event at position {self.position} was changed "
-                "(its id, version, topic or payload, or its stored digest)"
+                "(its id, version, topic or payload, its metadata, its command record, "
+                "or its stored digest)"
             )
         if self.kind is Kind.DELETED:
             return f"the event at position {self.position} was deleted"
@@ -133,6 +244,12 @@ class Finding:
             return (
                 f"an event was inserted at position {self.position} "
                 "(or its stored digest was deleted)"
+            )
+        if self.kind is Kind.UNCHAINED:
+            return (
+                f"the event at position {self.position} and any after it are not chained: "
+                "they were written around the ledger, or the chain's head was moved back, "
+                "or the log predates write-time chaining (run `posledger audit chain` once)"
             )
         if self.after is not None and self.position == self.after + 1:
             where = f"at position {self.position}"
@@ -156,8 +273,8 @@ class Anchor:
 class ChainWalker:
     """Recomputes the chain from rows in position order and compares as it goes.
 
-    `chain_head`: the stored chain covers positions up to here; later events are only
-    recomputed (None: every row must be chained). `anchors`: signed digests to meet.
+    `chain_head`: the stored chain covers positions up to here; an event after it is an
+    `unchained` finding (None: every row must be chained). `anchors`: signed digests to meet.
     `sample_every`: keep every n-th recomputed digest (for a new checkpoint's anchors).
     """
 
@@ -198,12 +315,13 @@ class ChainWalker:
                 continue
             if len(hashed_event) != DIGEST_SIZE:
                 raise ValueError(f"event hashes have {DIGEST_SIZE} bytes")
+            if not chained:
+                return self._found(Kind.UNCHAINED, position, current)
             following = sha256(LINK_DOMAIN + current + hashed_event).digest()
-            if chained:
-                if stored is None:
-                    return self._found(Kind.INSERTED, position, current)
-                if stored != following:
-                    return self._found(Kind.CHANGED, position, current)
+            if stored is None:
+                return self._found(Kind.INSERTED, position, current)
+            if stored != following:
+                return self._found(Kind.CHANGED, position, current)
             current = following
             self.position = position
             self.events += 1

@@ -7,9 +7,10 @@ the final log and a follower never misses an event.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,6 +29,8 @@ class AuditRecord:
     recorded_at: datetime
     metadata: dict[str, str]
     payload: dict[str, Any]
+    # What the audit chain hashed (export only): see `hashed_json`.
+    hashed: dict[str, Any] = field(default_factory=dict)
 
     def payload_json(self) -> str:
         return json.dumps(self.payload, sort_keys=True, default=str, separators=(",", ":"))
@@ -43,6 +46,7 @@ class AuditRecord:
                 "recorded_at": self.recorded_at.isoformat(),
                 "metadata": self.metadata,
                 "payload": self.payload,
+                **({"hashed": self.hashed} if self.hashed else {}),
             },
             sort_keys=True,
             default=str,
@@ -60,13 +64,22 @@ HISTORY = (
     WHERE e.originator_id = %s AND e.originator_version > %s
     ORDER BY e.originator_version LIMIT %s"""
 )
-RANGE = (
-    SELECT
-    + """
+# The export: each event with what the chain hashed (the stored bytes, the metadata row,
+# the command record as stored) and its stored digest.
+RANGE = """
+    SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
+           m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id, m.request_id,
+           m.originator_id AS m_present, m.command_recorded,
+           c.merchant_id AS c_present, c.command, c.fingerprint,
+           c.aggregate_id AS c_aggregate_id, c.aggregate_version AS c_aggregate_version,
+           c.result::text AS c_result, ch.digest
+    FROM {events} e LEFT JOIN {metadata} m USING (originator_id, originator_version)
+    LEFT JOIN {commands} c ON m.command_recorded
+        AND c.merchant_id = m.merchant_id AND c.request_id = m.request_id
+    LEFT JOIN {chain} ch ON ch.position = e.notification_id
     WHERE e.notification_id >= %s AND e.notification_id <= %s
       AND (%s::text IS NULL OR m.merchant_id = %s)
     ORDER BY e.notification_id LIMIT %s"""
-)
 FEED = (
     SELECT
     + """
@@ -84,6 +97,8 @@ class AuditLog:
         self.tables = {
             "events": Identifier(self.datastore.schema, recorder.events_table_name),
             "metadata": Identifier(self.datastore.schema, "event_metadata"),
+            "commands": Identifier(self.datastore.schema, "processed_commands"),
+            "chain": Identifier(self.datastore.schema, "event_chain"),
         }
 
     def _sql(self, statement: str) -> Composed:
@@ -104,9 +119,15 @@ class AuditLog:
             return [self._record(row) for row in curs.fetchall()]
 
     def export(
-        self, from_position: int, to_position: int, merchant_id: str | None, page: int = 5000
+        self,
+        from_position: int,
+        to_position: int,
+        merchant_id: str | None,
+        page: int = 5000,
+        v1_through: int = 0,
     ) -> Iterator[AuditRecord]:
-        """Every event in a range of positions (inclusive), page by page: flat memory."""
+        """Every event in a range of positions (inclusive), page by page: flat memory;
+        each with what the chain hashed (version 1 up to `v1_through`)."""
         position = from_position
         while position <= to_position:
             with self.datastore.transaction() as curs:
@@ -115,12 +136,12 @@ class AuditLog:
                 )
                 rows = curs.fetchall()
             for row in rows:
-                yield self._record(row)
+                yield self._record(row, hashed=_hashed(row, v1_through))
             if len(rows) < page:
                 return
             position = rows[-1]["notification_id"] + 1
 
-    def _record(self, row: dict[str, Any]) -> AuditRecord:
+    def _record(self, row: dict[str, Any], hashed: dict[str, Any] | None = None) -> AuditRecord:
         payload = dict(self.ledger.mapper.transcoder.decode(bytes(row["state"])))
         recorded_at = payload.pop("timestamp")
         return AuditRecord(
@@ -141,4 +162,35 @@ class AuditLog:
                 )
             },
             payload=payload,
+            hashed=hashed or {},
         )
+
+
+def _hashed(row: dict[str, Any], v1_through: int) -> dict[str, Any]:
+    """What the chain hashed for one exported event, as stored (`chain.event_hash_v2`)."""
+    state = row["state"]
+    metadata = None
+    if row["m_present"] is not None:
+        metadata = [
+            row[key]
+            for key in ("merchant_id", "app_id", "key_id", "location_id", "device_id", "request_id")
+        ] + [bool(row["command_recorded"])]
+    command = None
+    if row["c_present"] is not None:
+        aggregate_id = row["c_aggregate_id"]
+        command = [
+            row["command"],
+            row["fingerprint"],
+            None if aggregate_id is None else str(aggregate_id),
+            row["c_aggregate_version"],
+            row["c_result"],
+        ]
+    digest = row["digest"]
+    return {
+        "format": 1 if row["notification_id"] <= v1_through else 2,
+        "topic": row["topic"],
+        "state": None if state is None else base64.b64encode(bytes(state)).decode(),
+        "metadata": metadata,
+        "command": command,
+        "digest": None if digest is None else bytes(digest).hex(),
+    }

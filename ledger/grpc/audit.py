@@ -136,7 +136,16 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
     def VerifyLog(
         self, request: pb.VerifyLogRequest, context: grpc.ServicerContext
     ) -> pb.VerifyLogResponse:
-        _auditor()
+        """The tamper check, answered for the caller's merchant only.
+
+        The chain is one over every merchant's events, so the whole log is walked (a
+        change anywhere before an event breaks the proof of that event); but only the
+        caller's events are counted, and a finding at another merchant's event is
+        reported without its position ("elsewhere"; a deleted event, whose merchant is
+        gone with it, is reported to every merchant). Checking every merchant at once is
+        the operator's `posledger audit verify`, which needs the database itself.
+        """
+        merchant_id = _auditor()
         checks = Checks()
         if request.from_position < 0:
             checks.fail("from_position", "must not be negative")
@@ -145,13 +154,15 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         elif request.to_position and request.to_position < request.from_position:
             checks.fail("to_position", "must not be before from_position")
         checks.raise_if_any()
-        self.chain.extend()  # chain what was recorded since, so the check covers it
-        report = self.chain.verify(through=request.to_position)
+        report = self.chain.verify(through=request.to_position, merchant=merchant_id)
         finding = report.finding
+        # A finding at another merchant's event is not shown; one that belongs to no one
+        # known (a deleted event, an event with no metadata) is shown to everyone.
+        theirs = finding is not None and report.finding_merchant in (None, merchant_id)
         return pb.VerifyLogResponse(
             ok=finding is None,
-            events_verified=report.events,
-            first_bad_position=finding.position if finding else 0,
-            problem=finding.kind.value if finding else "",
-            chain_head=report.chain_head.position,
+            events_verified=report.merchant_events,
+            first_bad_position=finding.position if finding and theirs else 0,
+            problem=(finding.kind.value if theirs else "elsewhere") if finding else "",
+            chain_head=report.merchant_position,
         )

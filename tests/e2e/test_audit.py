@@ -510,12 +510,14 @@ def test_verify_log_finds_a_tampered_event(
         merchant_positions(settings, "merchant-a") + merchant_positions(settings, "merchant-b")
     )
 
+    mine = merchant_positions(settings, "merchant-a")
     clean = audit.VerifyLog(audit_pb.VerifyLogRequest(), timeout=api.TIMEOUT, metadata=keys.auditor)
     assert clean.ok, clean
-    assert clean.events_verified == head  # every event so far, both merchants'
+    # Only the caller's events are counted: never another merchant's.
+    assert clean.events_verified == len(mine) < head
     assert clean.first_bad_position == 0
     assert clean.problem == ""
-    assert clean.chain_head == head
+    assert clean.chain_head == max(mine)
 
     target = history(audit, paid.sale.id, keys.auditor)[2].position
     assert 1 < target < head
@@ -529,14 +531,49 @@ def test_verify_log_finds_a_tampered_event(
         audit_pb.VerifyLogRequest(), timeout=api.TIMEOUT, metadata=keys.auditor
     )
     assert not tampered.ok, tampered
-    assert tampered.first_bad_position == target
     assert tampered.problem == problem
-    assert tampered.chain_head == head
-    # Another merchant's auditor is told the same position (the chain is one for all).
+    assert tampered.first_bad_position == target
+    assert tampered.events_verified == len([p for p in mine if p < target])
+    # Another merchant's auditor learns that its log cannot be proven, not where another
+    # merchant's event was changed, nor how many events that merchant has; a deleted
+    # event has no merchant left, so everyone is told where it was.
     theirs = audit.VerifyLog(
         audit_pb.VerifyLogRequest(), timeout=api.TIMEOUT, metadata=keys.other_auditor
     )
-    assert (theirs.ok, theirs.first_bad_position, theirs.problem) == (False, target, problem)
+    expected = (False, 0, "elsewhere") if problem == "changed" else (False, target, problem)
+    assert (theirs.ok, theirs.first_bad_position, theirs.problem) == expected
+    assert theirs.events_verified == len(
+        [p for p in merchant_positions(settings, "merchant-b") if p < target]
+    )
+
+
+def test_every_event_is_chained_when_the_command_returns(
+    settings: Settings, stubs: Stubs, keys: Keys
+) -> None:
+    """A server with a database URL and no projections runner: nothing else chains."""
+    for _ in range(3):
+        sale = api.create_sale(stubs.sales, metadata=keys.writer)
+        with connect(settings) as conn:
+            chained_row = conn.execute(
+                SQL(
+                    "SELECT count(*) FROM {} e JOIN {} c ON c.position = e.notification_id"
+                    " WHERE e.originator_id = %s"
+                ).format(
+                    Identifier(settings.schema, "ledger_events"),
+                    Identifier(settings.schema, "event_chain"),
+                ),
+                (uuid.UUID(sale.id),),
+            ).fetchone()
+            unchained_row = conn.execute(
+                SQL(
+                    "SELECT count(*) FROM {} WHERE notification_id > (SELECT position FROM {})"
+                ).format(
+                    Identifier(settings.schema, "ledger_events"),
+                    Identifier(settings.schema, "event_chain_head"),
+                )
+            ).fetchone()
+        assert chained_row == (1,)
+        assert unchained_row == (0,)
 
 
 # ---- bad requests -------------------------------------------------------------------------

@@ -7,21 +7,25 @@ Tampering is done the way an intruder with database access would: SQL on the eve
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.sql import SQL, Composed, Identifier
 from typer.testing import CliRunner, Result
 
 from ledger.application import Ledger
 from ledger.audit import GENESIS, ChainKeeper, digest
-from ledger.audit.chain import event_hash
+from ledger.audit.chain import CommandRow, MetadataRow, chain, event_hash, event_hash_v2
 from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE
 from ledger.cli import app
 from ledger.store import Settings
@@ -83,6 +87,64 @@ class Log:
             (position, uuid.uuid4(), topic, b'{"forged":true}'),
         )
 
+    def records(self) -> list[tuple[int, bytes]]:
+        """(position, v2 event hash) of every event, hashed in Python from the raw rows."""
+        rows = self.execute(
+            SQL(
+                "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic,"
+                " e.state, m.originator_id IS NOT NULL, m.merchant_id, m.app_id, m.key_id,"
+                " m.location_id, m.device_id, m.request_id, m.command_recorded,"
+                " c.merchant_id IS NOT NULL, c.command, c.fingerprint, c.aggregate_id,"
+                " c.aggregate_version, c.result::text"
+                " FROM {} e LEFT JOIN {} m USING (originator_id, originator_version)"
+                " LEFT JOIN {} c ON m.command_recorded AND c.merchant_id = m.merchant_id"
+                " AND c.request_id = m.request_id ORDER BY e.notification_id"
+            ).format(
+                self.table(EVENTS_TABLE),
+                self.table("event_metadata"),
+                self.table("processed_commands"),
+            )
+        )
+        hashed = []
+        for row in rows:
+            position, originator_id, version, topic, state = row[:5]
+            metadata = MetadataRow(*row[6:13]) if row[5] else None
+            command = CommandRow(*row[14:19]) if row[13] else None
+            state = None if state is None else bytes(state)
+            hashed.append(
+                (
+                    position,
+                    event_hash_v2(
+                        position, originator_id, version, topic, state, metadata, command
+                    ),
+                )
+            )
+        return hashed
+
+    def rechain(self, after: int) -> None:
+        """An intruder covering their tracks: recomputes the stored chain after `after`
+        over the events as they are now (with the ledger's own hashes)."""
+        previous = [(p, d) for p, d in self.stored_chain() if p <= after]
+        last_position, last_digest = previous[-1] if previous else (0, GENESIS)
+        links = chain([h for h in self.records() if h[0] > after], last_digest)
+        self.execute(
+            SQL("DELETE FROM {} WHERE position > %s").format(self.table(CHAIN_TABLE)), (after,)
+        )
+        for position, digest_ in links:
+            self.execute(
+                SQL("INSERT INTO {} (position, digest) VALUES (%s, %s)").format(
+                    self.table(CHAIN_TABLE)
+                ),
+                (position, digest_),
+            )
+        head = links[-1] if links else (last_position, last_digest)
+        self.execute(
+            SQL("UPDATE {} SET position = %s, digest = %s, events = %s").format(
+                self.table(HEAD_TABLE)
+            ),
+            (head[0], head[1], len(previous) + len(links)),
+        )
+
     def rewind_chain(self, position: int) -> None:
         """Drops the stored chain after `position` (an intruder covering their tracks;
         `extend` then recomputes it over the edited events)."""
@@ -99,8 +161,13 @@ class Log:
         )
 
 
+def recompute_v2(log: Log) -> list[tuple[int, bytes]]:
+    """The chain over the log as it is, computed in Python (version 2)."""
+    return chain(log.records())
+
+
 def recompute(rows: list[Row]) -> list[tuple[int, bytes]]:
-    """The chain over `rows`, computed in Python from the raw rows."""
+    """The version 1 chain over `rows`, computed in Python from the raw rows."""
     result = []
     previous = GENESIS
     for position, originator_id, version, topic, state in rows:
@@ -190,53 +257,153 @@ def test_the_database_hashes_events_exactly_as_the_chain_defines(
             row,
         )
     with psycopg.connect(log.url) as conn:
-        hashed = keeper.event_hashes(conn, 0, 2**62, 100)
+        hashed = keeper.event_hashes(conn, 0, 2**62, 100, v1_through=2**62)
     assert hashed == [(row[0], event_hash(*row)) for row in odd_rows]
 
 
-# ---- extending ------------------------------------------------------------------------------
+def test_the_database_hashes_whole_records_exactly_as_version_2_defines(
+    log: Log, keeper: ChainKeeper
+) -> None:
+    """Events with and without metadata and command records, odd text, NULLs."""
+    ids = [uuid.uuid4() for _ in range(5)]
+    events = [
+        (1, ids[0], 1, "posledger.SaleCreated", b'{"a":1}'),
+        (2, ids[1], 2**40, None, None),
+        (5, ids[2], 3, "posledger.Café ✓", b"\x00\xff"),
+        (9, ids[3], 1, "t", b"x" * 50_000),
+        (12, ids[4], 2, "t", b"{}"),
+    ]
+    metadata = [  # events 1, 3, 4 and 5 have a row; 3 and 5 say their command was recorded
+        (ids[0], 1, "acme", "till", "k1", "", "dev", "req-1", False),
+        (ids[2], 3, "acme", "app ✓", "", "loc-日本", "", "req-2", True),
+        (ids[3], 1, "acme", "", "", "", "", "req-3", True),  # no record with that id
+        (ids[4], 2, "other", "a", "b", "c", "d", "req-1", True),
+    ]
+    commands = [
+        ("acme", "req-1", "CreateSale", "fp1", ids[0], 1, '{"ids": {"x": "é"}}'),
+        ("acme", "req-2", "RequestPayment", "fp2", ids[2], 3, '{"aggregates": [[1, 2]]}'),
+        ("other", "req-1", "Import", "", ids[1], 9, "{}"),
+    ]
+    for row in events:
+        log.execute(
+            SQL(
+                "INSERT INTO {} (notification_id, originator_id, originator_version, topic,"
+                " state) VALUES (%s, %s, %s, %s, %s)"
+            ).format(log.table(EVENTS_TABLE)),
+            row,
+        )
+    for metadata_row in metadata:
+        log.execute(
+            SQL("INSERT INTO {} VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)").format(
+                log.table("event_metadata")
+            ),
+            metadata_row,
+        )
+    for command_row in commands:
+        log.execute(
+            SQL(
+                "INSERT INTO {} (merchant_id, request_id, command, fingerprint, aggregate_id,"
+                " aggregate_version, result) VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb)"
+            ).format(log.table("processed_commands")),
+            command_row,
+        )
+    with psycopg.connect(log.url) as conn:
+        hashed = keeper.event_hashes(conn, 0, 2**62, 100)
+    assert hashed == log.records()
+    by_position = dict(hashed)
+    # Event 1: metadata but its command is not marked recorded, so no record is read.
+    assert by_position[1] == event_hash_v2(
+        *events[0], MetadataRow("acme", "till", "k1", "", "dev", "req-1", False), None
+    )
+    assert by_position[2] == event_hash_v2(*events[1], None, None)
+    # Event 3's record, by the metadata's merchant and request id, as stored (jsonb text).
+    assert by_position[5] == event_hash_v2(
+        *events[2],
+        MetadataRow("acme", "app ✓", "", "loc-日本", "", "req-2", True),
+        CommandRow("RequestPayment", "fp2", ids[2], 3, '{"aggregates": [[1, 2]]}'),
+    )
+    assert by_position[9] == event_hash_v2(
+        *events[3], MetadataRow("acme", "", "", "", "", "req-3", True), None
+    )
 
 
-def test_extend_chains_every_event_once_in_position_order(
+# ---- chained by the commits ----------------------------------------------------------------
+
+
+def test_every_commit_chains_its_events_in_its_own_transaction(
     ledger: Ledger, log: Log, keeper: ChainKeeper
 ) -> None:
     gaps = build_log(ledger, log)
     assert gaps
     assert not set(gaps) & set(log.positions())
-
-    report = keeper.extend(page_size=3)  # many pages
-
-    events = log.events()
-    assert report.events == len(events)
-    assert log.stored_chain() == recompute(events)
-    assert report.head.position == events[-1][0]
-    assert report.head.digest == recompute(events)[-1][1]
-    assert keeper.head() == report.head
-    assert keeper.extend().events == 0
-
-    sale_with_pending_payment(ledger)
-    more = keeper.extend(page_size=3)
-    assert more.events == 2
-    assert log.stored_chain() == recompute(log.events())
-    assert more.head.events == len(log.events())
+    # No runner, no keeper: the commits alone chained every event, in position order.
+    assert log.stored_chain() == recompute_v2(log)
+    head = keeper.head()
+    assert (head.live, head.v1_through) == (True, 0)
+    assert head.position == log.positions()[-1]
+    assert head.events == len(log.positions())
+    assert keeper.extend().events == 0  # nothing left for the migration
 
 
-def test_concurrent_extends_chain_each_event_exactly_once(
+def test_concurrent_commits_chain_each_event_exactly_once(
     ledger: Ledger, log: Log, keeper: ChainKeeper
 ) -> None:
-    build_log(ledger, log, sales=10)
-    reports = race(*[lambda: keeper.extend(page_size=2) for _ in range(4)])
-    chained = [r.events for r in reports if not isinstance(r, Exception)]
-    assert len(chained) == 4, reports
-    assert sum(chained) == len(log.events())
-    assert log.stored_chain() == recompute(log.events())
+    product = create_product(ledger)
+    receive(ledger, product, 10)
+    outcomes = race(*[lambda: sale_with_pending_payment(ledger) for _ in range(12)])
+    assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert log.stored_chain() == recompute_v2(log)
+    assert keeper.head().events == len(log.positions())
 
 
-def test_an_empty_log_verifies_clean(settings: Settings, ledger: Ledger) -> None:
+def test_an_old_log_is_chained_once_by_the_migration(
+    settings: Settings, ledger: Ledger, log: Log, keeper: ChainKeeper, key: Path, tmp_path: Path
+) -> None:
+    """A log of an older version, chained with version 1 and signed, then events not
+    chained at all. `audit chain` chains them once and hands over to the commits."""
+    build_log(ledger, log, sales=3)
+    old = recompute(log.events())  # what the version 1 keeper had chained
+    log.execute(SQL("DELETE FROM {}").format(log.table(CHAIN_TABLE)))
+    for position, digest_ in old:
+        log.execute(
+            SQL("INSERT INTO {} VALUES (%s, %s)").format(log.table(CHAIN_TABLE)),
+            (position, digest_),
+        )
+    log.execute(
+        SQL(
+            "UPDATE {} SET position = %s, digest = %s, events = %s, v1_through = %s, live = false"
+        ).format(log.table(HEAD_TABLE)),
+        (old[-1][0], old[-1][1], len(old), old[-1][0]),
+    )
+    signed_v1 = checkpoint(settings, key, tmp_path / "v1.json")
+    sale_with_pending_payment(ledger)  # written while not live: not chained
+    log.execute(SQL("UPDATE {} SET command_recorded = false").format(log.table("event_metadata")))
+    first_unchained = log.positions()[len(old)]
+    assert keeper.head().position == old[-1][0]
+
+    code, report, messages = verify(settings)
+    assert code == 1
+    assert report["finding"] == {"kind": "unchained", "position": first_unchained, "after": None}
+    assert "posledger audit chain" in messages
+    assert not (tmp_path / "x.json").exists()
+    result = audit(settings, "checkpoint", "--key", str(key), "--out", str(tmp_path / "x.json"))
+    assert result.exit_code == 1  # nothing is signed over unchained events
+
+    result = audit(settings, "chain")
+    assert result.exit_code == 0, result.output
+    assert "every commit now chains its own" in result.stderr
+    head = keeper.head()
+    assert head.live
+    assert head.events == len(log.positions())
+    sale_with_pending_payment(ledger)  # chained by its commit again
+    code, report, _ = verify(settings, "--checkpoint", str(signed_v1))
+    assert (code, report["clean"], report["unchained"]) == (0, True, 0), report
+    assert "Nothing to do" in audit(settings, "chain").stderr
+    # The migration marked the unchained events' commands as recorded: their records count.
+    log.execute(SQL("UPDATE {} SET fingerprint = 'x'").format(log.table("processed_commands")))
     code, report, _ = verify(settings)
-    assert code == 0
-    assert report["clean"] is True
-    assert report["events"] == 0
+    assert code == 1
+    assert report["finding"] == {"kind": "changed", "position": first_unchained, "after": None}
 
 
 # ---- tampering, found by the stored chain -----------------------------------------------------
@@ -357,20 +524,93 @@ def test_the_first_of_several_tamperings_is_reported(
     assert report["finding"]["position"] == positions[3]
 
 
-def test_events_after_the_chain_head_are_not_yet_chained(
+def test_an_event_written_around_the_ledger_is_unchained_and_never_clean(
     settings: Settings, ledger: Ledger, log: Log
 ) -> None:
     build_log(ledger, log)
-    assert audit(settings, "chain").exit_code == 0
-    sale_with_pending_payment(ledger)
+    target = log.burn_position() + 5
+    log.insert_event(target)  # after the head, with no commit to chain it
 
     code, report, messages = verify(settings)
-    assert code == 0
-    assert report["unchained"] == 2
-    assert "2 events after position" in messages
+    assert code == 1
+    assert report["unchained"] == 1
+    assert report["finding"] == {"kind": "unchained", "position": target, "after": None}
+    assert "Clean" not in messages
 
-    assert audit(settings, "chain").exit_code == 0
-    assert verify(settings)[1]["unchained"] == 0
+
+_EVENT = " WHERE (originator_id, originator_version) = (%s, %s)"
+METADATA_TAMPERINGS = {
+    "merchant": "UPDATE {} SET merchant_id = 'merchant-b'" + _EVENT,
+    "app": "UPDATE {} SET app_id = 'forged'" + _EVENT,
+    "key": "UPDATE {} SET key_id = 'k'" + _EVENT,
+    "device": "UPDATE {} SET device_id = 'd'" + _EVENT,
+    "location": "UPDATE {} SET location_id = 'elsewhere'" + _EVENT,
+    "request": "UPDATE {} SET request_id = 'r'" + _EVENT,
+    "recorded": "UPDATE {} SET command_recorded = NOT command_recorded" + _EVENT,
+    "deleted": "DELETE FROM {}" + _EVENT,
+}
+
+
+@pytest.mark.parametrize("field", sorted(METADATA_TAMPERINGS))
+def test_edited_or_deleted_metadata_is_reported_at_its_events_position(
+    settings: Settings, ledger: Ledger, log: Log, field: str
+) -> None:
+    build_log(ledger, log)
+    assert verify(settings)[0] == 0
+    target, originator_id, version, _, _ = log.events()[7]
+
+    log.execute(
+        SQL(METADATA_TAMPERINGS[field]).format(log.table("event_metadata")),
+        (originator_id, version),
+    )
+
+    code, report, _ = verify(settings)
+    assert code == 1
+    assert report["finding"] == {"kind": "changed", "position": target, "after": None}
+
+
+COMMAND_TAMPERINGS = {
+    "command": "UPDATE {} SET command = 'VoidSale' WHERE request_id = %s",
+    "fingerprint": "UPDATE {} SET fingerprint = 'forged' WHERE request_id = %s",
+    "aggregate": "UPDATE {} SET aggregate_id = gen_random_uuid() WHERE request_id = %s",
+    "version": "UPDATE {} SET aggregate_version = aggregate_version + 1 WHERE request_id = %s",
+    "result": "UPDATE {} SET result = jsonb_set(result, '{{forged}}', 'true')"
+    " WHERE request_id = %s",
+    "deleted": "DELETE FROM {} WHERE request_id = %s",
+}
+
+
+@pytest.mark.parametrize("field", sorted(COMMAND_TAMPERINGS))
+def test_an_edited_or_deleted_command_record_is_reported_at_its_first_event(
+    settings: Settings, ledger: Ledger, log: Log, field: str
+) -> None:
+    """The record that answers a command's retries is covered by each of its events."""
+    build_log(ledger, log)
+    target = log.events()[7]
+    (request_id,) = log.execute(
+        SQL(
+            "SELECT request_id FROM {} WHERE (originator_id, originator_version) = (%s, %s)"
+        ).format(log.table("event_metadata")),
+        (target[1], target[2]),
+    )[0]
+    first = min(
+        p
+        for (p,) in log.execute(
+            SQL(
+                "SELECT e.notification_id FROM {} e JOIN {} m"
+                " USING (originator_id, originator_version) WHERE m.request_id = %s"
+            ).format(log.table(EVENTS_TABLE), log.table("event_metadata")),
+            (request_id,),
+        )
+    )
+
+    log.execute(
+        SQL(COMMAND_TAMPERINGS[field]).format(log.table("processed_commands")), (request_id,)
+    )
+
+    code, report, _ = verify(settings)
+    assert code == 1
+    assert report["finding"] == {"kind": "changed", "position": first, "after": None}
 
 
 # ---- tampering that only a signed checkpoint catches -------------------------------------------
@@ -392,9 +632,8 @@ def test_an_event_edited_with_its_stored_chain_is_caught_by_the_checkpoint(
 
     # The intruder edits an event and recomputes the stored chain from there on.
     log.execute(SQL(TAMPERINGS["state"]).format(log.table(EVENTS_TABLE)), (target,))
-    log.rewind_chain(positions[5])
-    keeper.extend()
-    assert log.stored_chain() == recompute(log.events())
+    log.rechain(positions[5])
+    assert log.stored_chain() == recompute_v2(log)
 
     code, report, _ = verify(settings)
     assert (code, report["clean"]) == (0, True)  # the stored chain alone is fooled
@@ -526,9 +765,12 @@ def test_a_clean_log_of_100000_events_verifies(
     settings: Settings, ledger: Ledger, log: Log, keeper: ChainKeeper, key: Path, tmp_path: Path
 ) -> None:
     build_log(ledger, log, sales=2)
-    load_synthetic_events(log, 100_000)
+    load_synthetic_events(log, 100_000)  # written around the ledger: not chained
     total = len(log.positions())
     assert total > 100_000
+    # As an old log: the migration chains it once.
+    log.execute(SQL("UPDATE {} SET live = false").format(log.table(HEAD_TABLE)))
+    assert audit(settings, "chain").exit_code == 0
 
     signed = checkpoint(settings, key, tmp_path / "checkpoint.json")  # extends, verifies
     assert keeper.head().events == total
@@ -552,8 +794,7 @@ def test_a_clean_log_of_100000_events_verifies(
     positions = log.positions()
     target = positions[total // 2]
     log.execute(SQL(TAMPERINGS["version"]).format(log.table(EVENTS_TABLE)), (target,))
-    log.rewind_chain(target - 1)
-    keeper.extend()
+    log.rechain(target - 1)
     assert verify(settings)[0] == 0
     code, report, _ = verify(settings, "--checkpoint", str(signed))
     assert code == 1
@@ -561,3 +802,119 @@ def test_a_clean_log_of_100000_events_verifies(
     assert finding["kind"] == "rewritten"
     assert finding["after"] < target <= finding["position"]
     assert finding["position"] - finding["after"] <= total // 256 + 2 * (total // 500 + 1)
+
+
+# ---- verify only reads; exit codes ------------------------------------------------------------
+
+
+@pytest.fixture
+def read_only_settings(settings: Settings, ledger: Ledger, log: Log) -> Iterator[Settings]:
+    """The test's schema, reached through a new role that may only read it."""
+    assert settings.database_url is not None
+    role = f"audit_ro_{uuid.uuid4().hex[:12]}"
+    name = Identifier(role)
+    schema = Identifier(settings.schema)
+    log.execute(SQL("CREATE ROLE {} LOGIN").format(name))
+    try:
+        log.execute(SQL("GRANT USAGE ON SCHEMA {} TO {}").format(schema, name))
+        log.execute(SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO {}").format(schema, name))
+        params = conninfo_to_dict(settings.database_url) | {"user": role}
+        yield replace(settings, database_url=make_conninfo("", **params))
+    finally:
+        log.execute(SQL("REVOKE ALL ON ALL TABLES IN SCHEMA {} FROM {}").format(schema, name))
+        log.execute(SQL("REVOKE ALL ON SCHEMA {} FROM {}").format(schema, name))
+        log.execute(SQL("DROP ROLE {}").format(name))
+
+
+def test_verify_and_checkpoint_work_on_a_read_only_role(
+    ledger: Ledger, log: Log, read_only_settings: Settings, key: Path, tmp_path: Path
+) -> None:
+    build_log(ledger, log)
+    code, report, messages = verify(read_only_settings)
+    assert (code, report["clean"], report["events"]) == (0, True, len(log.positions())), messages
+    signed = checkpoint(read_only_settings, key, tmp_path / "checkpoint.json")
+    code, report, _ = verify(read_only_settings, "--checkpoint", str(signed))
+    assert (code, report["clean"]) == (0, True)
+
+    target = log.positions()[3]
+    log.execute(SQL(TAMPERINGS["state"]).format(log.table(EVENTS_TABLE)), (target,))
+    code, report, _ = verify(read_only_settings)
+    assert (code, report["finding"]["position"]) == (1, target)
+
+
+def test_verify_exits_3_when_it_cannot_verify(settings: Settings, ledger: Ledger) -> None:
+    assert settings.database_url is not None
+    unreachable = replace(settings, database_url="postgresql://nobody@127.0.0.1:1/none")
+    code, report, messages = verify(unreachable)
+    assert code == 3
+    assert report == {}
+    assert "Could not verify" in messages
+
+    missing = replace(settings, schema=f"{settings.schema}_none")
+    code, _, messages = verify(missing)
+    assert code == 3
+    with psycopg.connect(settings.database_url) as conn:  # and created nothing
+        assert not conn.execute(
+            "SELECT FROM pg_namespace WHERE nspname = %s", (missing.schema,)
+        ).fetchall()
+
+    assert audit(settings, "verify", "--no-such-option").exit_code == 3
+    assert "Exit codes: 0 clean; 1 tampered" in " ".join(
+        audit(settings, "verify", "--help").stdout.split()
+    )
+
+
+# ---- offline: an export proven against a checkpoint ----------------------------------------------
+
+
+def test_an_export_verifies_offline_and_a_one_byte_change_is_found(
+    settings: Settings, ledger: Ledger, log: Log, key: Path, tmp_path: Path
+) -> None:
+    build_log(ledger, log)
+    signed = checkpoint(settings, key, tmp_path / "checkpoint.json")
+    export = tmp_path / "events.jsonl.gz"
+    result = audit(settings, "export", "--output", str(export))
+    assert result.exit_code == 0, result.output
+    offline = ["--checkpoint", str(signed), "--public-key", f"{key}.pub"]
+    no_database = replace(settings, database_url="postgresql://nobody@127.0.0.1:1/none")
+
+    def verify_file(path: Path) -> tuple[int, dict[str, Any], str]:
+        return verify(no_database, "--export", str(path), *offline)
+
+    code, report, messages = verify_file(export)
+    assert (code, report["clean"], report["events"]) == (0, True, len(log.positions())), messages
+    assert "matches the signed checkpoint" in messages
+
+    with gzip.open(export, "rt") as f:
+        lines = f.read().splitlines()
+    target = 5  # the fifth event
+    event = json.loads(lines[target])
+    for change in ("state", "metadata", "command"):
+        edited = json.loads(lines[target])
+        if change == "state":
+            raw = bytearray(base64.b64decode(edited["hashed"]["state"]))
+            raw[10] ^= 1  # one byte of the stored payload
+            edited["hashed"]["state"] = base64.b64encode(bytes(raw)).decode()
+        elif change == "metadata":
+            edited["hashed"]["metadata"][4] += "x"  # the device
+        else:
+            edited["hashed"]["command"][1] = edited["hashed"]["command"][1][:-1] + "0"
+        path = tmp_path / f"{change}.jsonl"
+        path.write_text("\n".join([*lines[:target], json.dumps(edited), *lines[target + 1 :]]))
+        code, report, messages = verify_file(path)
+        assert code == 1, (change, messages)
+        assert report["finding"]["position"] == event["position"], change
+        assert report["line"] == target + 1
+
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:target], lines[target][:-1], *lines[target + 1 :]]))
+    assert verify_file(broken)[0] == 1
+
+    merchant_export = tmp_path / "m.jsonl"
+    assert (
+        audit(
+            settings, "export", "--output", str(merchant_export), "--merchant", "merchant-a"
+        ).exit_code
+        == 0
+    )
+    assert verify_file(merchant_export)[0] == 3

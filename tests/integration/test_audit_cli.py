@@ -51,7 +51,9 @@ def test_export_writes_every_event_of_the_range_as_json_lines(
     result = CliRunner().invoke(app, ["audit", "export", "--output", str(out)], env=env)
     assert result.exit_code == 0, result.output
     with gzip.open(out, "rt") as exported:
-        lines = [json.loads(line) for line in exported]
+        header, *lines = [json.loads(line) for line in exported]
+    assert header["format"] == "posledger-audit-export/2"
+    assert (header["from_position"], header["to_position"], header["merchant"]) == (1, 8, None)
     assert [line["position"] for line in lines] == list(range(1, 9))
     first_events = [line for line in lines if line["aggregate_id"] == first]
     assert [e["type"] for e in first_events] == [
@@ -72,7 +74,8 @@ def test_export_writes_every_event_of_the_range_as_json_lines(
     )
     assert result.exit_code == 0, result.output
     with open(only_m2) as exported:
-        rows = [json.loads(line) for line in exported]
+        header, *rows = [json.loads(line) for line in exported]
+    assert header["merchant"] == "m2"
     assert [r["position"] for r in rows] == [6, 7, 8]
     assert {r["metadata"]["merchant_id"] for r in rows} == {"m2"}
 

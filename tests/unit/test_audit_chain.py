@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -14,12 +15,15 @@ from ledger.audit.chain import (
     GENESIS,
     Anchor,
     ChainWalker,
+    CommandRow,
     EventRow,
     Finding,
     Kind,
+    MetadataRow,
     chain,
     digest,
     event_hash,
+    event_hash_v2,
     hashed_rows,
     link,
     merge,
@@ -203,11 +207,66 @@ def test_verify_rows_finds_an_inserted_event() -> None:
     assert verify_rows(rows(log, digests)) == Finding(Kind.INSERTED, 6)
 
 
-def test_events_after_the_chain_head_are_not_yet_chained() -> None:
+def test_events_after_the_chain_head_are_a_finding_never_clean() -> None:
     log = events(10)
     digests = stored_chain(log[:6])
-    assert verify_rows(rows(log, digests), chain_head=6) is None
+    finding = verify_rows(rows(log, digests), chain_head=6)
+    assert finding == Finding(Kind.UNCHAINED, 7)
+    assert "not chained" in finding.describe()
     assert verify_rows(rows(log, digests)) == Finding(Kind.INSERTED, 7)
+    assert verify_rows(rows(log[:6], digests), chain_head=6) is None
+
+
+def test_the_v2_hash_is_sha256_of_the_documented_encoding() -> None:
+    """An independent spelling of version 2: the event, its metadata, its command record."""
+    state = b'{"amount":900}'
+    topic = "posledger.SaleCreated"
+
+    def text(value: str) -> bytes:
+        return len(value.encode()).to_bytes(4, "big") + value.encode()
+
+    metadata = MetadataRow("acme", "till", "key-1", "loc-1", "dev-é", "req-1", True)
+    command = CommandRow("CreateSale", "fp", ID_B, 4, '{"ids": {}}')
+    encoded = (
+        b"posledger-event-v2\x00"
+        + (7).to_bytes(8, "big")
+        + ID_A.bytes
+        + (3).to_bytes(8, "big")
+        + len(topic).to_bytes(4, "big")
+        + topic.encode()
+        + len(state).to_bytes(8, "big")
+        + state
+        + b"\x01"
+        + b"".join(text(v) for v in ("acme", "till", "key-1", "loc-1", "dev-é", "req-1"))
+        + b"\x01"
+        + b"\x01"
+        + text("CreateSale")
+        + text("fp")
+        + ID_B.bytes
+        + (4).to_bytes(8, "big")
+        + text('{"ids": {}}')
+    )
+    assert event_hash_v2(7, ID_A, 3, topic, state, metadata, command) == (
+        hashlib.sha256(encoded).digest()
+    )
+    bare = (
+        b"posledger-event-v2\x00" + encoded[19 : 19 + 8 + 16 + 8 + 4 + len(topic) + 8 + len(state)]
+    )
+    assert event_hash_v2(7, ID_A, 3, topic, state, None, None) == (
+        hashlib.sha256(bare + b"\x00\x00").digest()
+    )
+    # Every field counts: a change anywhere, or a record left out, changes the hash.
+    variants = {
+        event_hash_v2(7, ID_A, 3, topic, state, metadata, command),
+        event_hash_v2(7, ID_A, 3, topic, state, metadata, None),
+        event_hash_v2(7, ID_A, 3, topic, state, None, command),
+        event_hash_v2(7, ID_A, 3, topic, state, replace(metadata, device_id="dev-e"), command),
+        event_hash_v2(7, ID_A, 3, topic, state, replace(metadata, command_recorded=False), command),
+        event_hash_v2(7, ID_A, 3, topic, state, metadata, replace(command, result='{"ids":{}}')),
+        event_hash_v2(7, ID_A, 3, topic, state, metadata, replace(command, aggregate_version=5)),
+        event_hash(7, ID_A, 3, topic, state),
+    }
+    assert len(variants) == 8
 
 
 def test_the_walk_can_start_from_a_trusted_digest() -> None:

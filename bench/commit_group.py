@@ -1,0 +1,145 @@
+"""Benchmark: the call time of one group commit (`posledger_commit_group`), median.
+
+    POSLEDGER_DATABASE_URL=postgresql://root@127.0.0.1:5432/test \\
+      .venv/bin/python bench/commit_group.py [--calls 200] [--sizes 1,8] \\
+      [--baseline OTHER/ledger/group_commit.py]
+
+Works in fresh schemas that it drops afterwards. Each call commits a group of new
+commands shaped like a sale's (two events of ~300 bytes each, their metadata and the
+command record, one read), through the same SQL the writer thread sends. Prints the
+median and 90th percentile call time per group size, and the median time the function
+held the events table's lock (its own `held` row, before the COMMIT).
+
+`--baseline` names another version's `group_commit.py` (say, a worktree of an older
+commit): its function is installed in a second schema and the two are called in turns,
+call by call, so both see the same load on a noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from eventsourcing.persistence import StoredEvent
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Identifier
+
+from ledger.application import Ledger
+from ledger.group_commit import (
+    CommandRecord,
+    CommitRequest,
+    EventMetadata,
+    _arguments,
+    commit_call_sql,
+)
+from ledger.store import Settings, database_url
+
+STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-27T03:06:00+00:00"},' + (
+    b'"note":"' + b"x" * 220 + b'"}'
+)
+
+
+def command() -> CommitRequest:
+    sale = uuid.uuid4()
+    events = [StoredEvent(sale, version, f"posledger.Event{version}", STATE) for version in (1, 2)]
+    request_id = str(uuid.uuid4())
+    return CommitRequest(
+        events=events,
+        command_record=CommandRecord(
+            merchant_id="merchant-bench",
+            request_id=request_id,
+            command="CreateSale",
+            fingerprint="f" * 64,
+            aggregate_id=sale,
+            aggregate_version=2,
+            result={"ids": {"sale_id": str(sale)}, "aggregates": [[str(sale), 2]]},
+        ),
+        metadata=EventMetadata(
+            merchant_id="merchant-bench",
+            app_id="till",
+            key_id="key-1",
+            device_id="device-7",
+            request_id=request_id,
+            locations={sale: "loc-1"},
+        ),
+        reads=[(uuid.uuid4(), 0)],
+    )
+
+
+def install_baseline(url: str, schema: str, path: str) -> None:
+    """Replaces the schema's function with the one `path` (a group_commit.py) defines."""
+    spec = importlib.util.spec_from_file_location("baseline_group_commit", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=1))
+    recorder = ledger.ledger_recorder
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            module.commit_function_sql(schema, recorder.events_table_name, recorder.channel_name)
+        )
+    ledger.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--sizes", default="1,8")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--baseline", help="another version's ledger/group_commit.py")
+    args = parser.parse_args()
+    url = database_url(Settings.from_env())
+    tag = uuid.uuid4().hex[:8]
+    schemas = {"this": f"bench_commit_{tag}"}
+    if args.baseline:
+        schemas["baseline"] = f"bench_commit_{tag}_base"
+    ledger = Ledger.open(Settings(database_url=url, schema=schemas["this"], pool_size=1))
+    try:
+        if args.baseline:
+            install_baseline(url, schemas["baseline"], args.baseline)
+        conns = {
+            name: psycopg.connect(url, autocommit=True, row_factory=tuple_row) for name in schemas
+        }
+        calls = {name: commit_call_sql(schema) for name, schema in schemas.items()}
+        for size in (int(s) for s in args.sizes.split(",")):
+            times: dict[str, list[float]] = {name: [] for name in schemas}
+            held: dict[str, list[float]] = {name: [] for name in schemas}
+            for i in range(args.warmup + args.calls):
+                for name in schemas:
+                    arguments = _arguments([command() for _ in range(size)], "5000ms")
+                    started = time.perf_counter()
+                    rows: list[Any] = (
+                        conns[name].execute(calls[name], arguments, prepare=True).fetchall()
+                    )
+                    elapsed = time.perf_counter() - started
+                    assert sum(r[0] == "event" for r in rows) == 2 * size, rows
+                    if i >= args.warmup:
+                        times[name].append(elapsed)
+                        held[name] += [r[4] / 1000 for r in rows if r[0] == "held"]
+            for name in schemas:
+                t = sorted(times[name])
+                print(
+                    f"{name:8s} group of {size:3d} commands ({2 * size:3d} events): median "
+                    f"{statistics.median(t) * 1000:6.3f} ms, p90 "
+                    f"{t[int(len(t) * 0.9)] * 1000:6.3f} ms over {args.calls} calls; "
+                    f"lock held (in the function) median {statistics.median(held[name]):6.3f} ms"
+                )
+        for conn in conns.values():
+            conn.close()
+    finally:
+        ledger.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            for schema in schemas.values():
+                conn.execute(SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(Identifier(schema)))
+
+
+if __name__ == "__main__":
+    main()
