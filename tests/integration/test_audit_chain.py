@@ -127,15 +127,16 @@ class Log:
         previous = [(p, d) for p, d in self.stored_chain() if p <= after]
         last_position, last_digest = previous[-1] if previous else (0, GENESIS)
         links = chain([h for h in self.records() if h[0] > after], last_digest)
-        self.execute(
-            SQL("DELETE FROM {} WHERE position > %s").format(self.table(CHAIN_TABLE)), (after,)
-        )
-        for position, digest_ in links:
-            self.execute(
+        with psycopg.connect(self.url) as conn:  # one transaction: one WAL flush, not one a row
+            conn.execute(
+                SQL("DELETE FROM {} WHERE position > %s").format(self.table(CHAIN_TABLE)),
+                (after,),
+            )
+            conn.cursor().executemany(
                 SQL("INSERT INTO {} (position, digest) VALUES (%s, %s)").format(
                     self.table(CHAIN_TABLE)
                 ),
-                (position, digest_),
+                links,
             )
         head = links[-1] if links else (last_position, last_digest)
         self.execute(
