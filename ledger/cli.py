@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ from ledger.domain.sale import Sale
 from ledger.grpc.server import TlsConfig, create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
+from ledger.metrics import LedgerCollector, MetricsEndpoint
 from ledger.store import Settings, SettingsError, database_url
 from ledger.supervisor import child_environment, reserve_port, supervise
 from projections import projections_for
@@ -106,6 +108,17 @@ def serve(
         envvar="POSLEDGER_INSECURE",
         help="Serve plaintext on a non-loopback address (keys and customer data in clear).",
     ),
+    metrics_port: int | None = typer.Option(
+        None,
+        min=0,
+        max=65535,
+        envvar="POSLEDGER_METRICS_PORT",
+        help="Serve Prometheus metrics on http://<--metrics-host>:PORT/metrics; with "
+        "--processes N, process i uses PORT+i.",
+    ),
+    metrics_host: str = typer.Option(
+        "127.0.0.1", envvar="POSLEDGER_METRICS_HOST", help="Address of the metrics endpoint."
+    ),
 ) -> None:
     """Run the gRPC service until SIGTERM or SIGINT."""
     configure_logging()
@@ -139,6 +152,11 @@ def serve(
             *([f"--tls-cert={tls_cert}", f"--tls-key={tls_key}"] if tls_cert else []),
             *([f"--client-ca={client_ca}"] if client_ca else []),
             *(["--insecure"] if insecure else []),
+            *(
+                [f"--metrics-port={metrics_port}", f"--metrics-host={metrics_host}"]
+                if metrics_port is not None
+                else []
+            ),
         ]
         _serve_processes(
             ledger.database_url, host, port, workers, processes, grace, projections, tls_args
@@ -158,6 +176,11 @@ def serve(
     views = projections_for(ledger) if projections else None
     if views is not None:
         server.watch_views(views.state)
+    endpoint = None
+    if metrics_port is not None:
+        collector = LedgerCollector(ledger, views, views.state if views is not None else None)
+        index = int(os.environ.get("POSLEDGER_PROCESS_INDEX", "0"))
+        endpoint = MetricsEndpoint.start(collector, metrics_host, metrics_port + index)
     with views.running() if views is not None else nullcontext():
         server.start()
         log.info(
@@ -169,6 +192,8 @@ def serve(
         )
         stopping.wait()
         server.stop(grace)
+    if endpoint is not None:
+        endpoint.stop()
     ledger.close()
     log.info("stopped")
 

@@ -33,6 +33,7 @@ from ledger.group_commit import (
     DuplicateCommand,
     EventMetadata,
     GroupCommitter,
+    GroupStats,
     commit_call_sql,
     commit_function_sql,
 )
@@ -403,6 +404,11 @@ class LedgerRecorder(PostgresApplicationRecorder):
                     lock_timeout_seconds=self.datastore.lock_timeout,
                 )
             return self._committer
+
+    def writer_stats(self) -> GroupStats | None:
+        """What this process's writer has done so far (None before its first command)."""
+        committer = self._committer
+        return committer.stats if committer is not None else None
 
     def _connect_writer(self) -> psycopg.Connection[Any]:
         # The pool's parameters (with their connect and keepalive bounds), but a connection

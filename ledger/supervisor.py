@@ -55,7 +55,9 @@ def supervise(
     restarts = [0] * processes
 
     def start(n: int) -> None:
-        child = subprocess.Popen(command, env=dict(env))  # noqa: S603 (our own command)
+        # The index tells a child which of the per-process ports (metrics) is its own.
+        child_env = {**env, "POSLEDGER_PROCESS_INDEX": str(n)}
+        child = subprocess.Popen(command, env=child_env)  # noqa: S603 (our own command)
         children[n] = child
         log.info("server_process_started", index=n, pid=child.pid)
 

@@ -19,6 +19,7 @@ import grpc
 import structlog
 from google.rpc import code_pb2, status_pb2
 
+from ledger import metrics
 from ledger.domain.card_numbers import redacted
 from ledger.grpc.card_data import CHECKED_PER_ITEM, check_headers, check_request
 from ledger.grpc.errors import abort, status_for
@@ -122,8 +123,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def _unary(
         self, method: str, behavior: Callable[[Any, grpc.ServicerContext], Any], *, streamed: bool
     ) -> Callable[[Any, grpc.ServicerContext], Any]:
+        kind = metrics.rpc_kind(client_streaming=streamed, server_streaming=False)
+
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
+            metrics.rpc_started(method, kind)
             principal: Principal | None = None
             try:
                 self._check_store()
@@ -142,7 +146,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     raise  # already aborted
                 self._fail(context, error, method)
             finally:
-                _log_call(method, context, principal, request, started)
+                _log_call(method, kind, context, principal, request, started)
 
         return call
 
@@ -153,8 +157,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         *,
         streamed: bool,
     ) -> Callable[[Any, grpc.ServicerContext], Iterator[Any]]:
+        kind = metrics.rpc_kind(client_streaming=streamed, server_streaming=True)
+
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
+            metrics.rpc_started(method, kind)
             principal: Principal | None = None
             try:
                 self._check_store()
@@ -173,7 +180,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     raise
                 self._fail(context, error, method)
             finally:
-                _log_call(method, context, principal, request, started)
+                _log_call(method, kind, context, principal, request, started)
 
         return call
 
@@ -208,17 +215,20 @@ def _device_of(context: grpc.ServicerContext) -> str:
 
 def _log_call(
     method: str,
+    kind: str,
     context: grpc.ServicerContext,
     principal: Principal | None,
     request: Any,
     started: float,
 ) -> None:
-    code = _code(context)
+    code = _code(context) or grpc.StatusCode.OK
+    seconds = time.perf_counter() - started
+    metrics.rpc_handled(method, kind, code, seconds)
     log.info(
         "rpc",
         method=method,
-        status=(code or grpc.StatusCode.OK).name,
-        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        status=code.name,
+        duration_ms=round(seconds * 1000, 2),
         merchant=principal.merchant_id if principal else None,
         request_id=redacted(getattr(request, "request_id", None) or "") or None,
     )

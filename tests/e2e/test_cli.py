@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+from urllib.request import urlopen
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.application import Ledger
 from ledger.keys import Authenticator
@@ -353,3 +355,73 @@ def test_serve_with_bad_settings_names_each_and_exits_2(cli_env: dict[str, str])
     for variable in ["POSLEDGER_DB_LOCK_TIMEOUT", "POSLEDGER_DB_POOL_SIZE", "POSLEDGER_DB_SCHEMA"]:
         assert sum(variable in line for line in lines) == 1
     assert "Traceback" not in done.stderr
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`/metrics` of a server, as {(sample name, sorted labels): value}."""
+    with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_serve_exports_metrics_for_rpcs_the_writer_the_views_and_the_chain(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    metrics_port = _free_port()
+    serve = ServeProcess(cli_env, tmp_path / "serve.stderr", f"--metrics-port={metrics_port}")
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{serve.port}")
+        serve.wait_until_serving(channel)
+        stub = SalesServiceStub(channel)
+        sale = stub.CreateSale(api.create_sale_request(), timeout=10)
+        with pytest.raises(grpc.RpcError):
+            stub.CreateSale(api.create_sale_request(currency_code="XXZ"), timeout=10)
+
+        def handled(code: str) -> float:
+            labels = {
+                "grpc_code": code,
+                "grpc_method": "CreateSale",
+                "grpc_service": "ledger.v1.SalesService",
+                "grpc_type": "unary",
+            }
+            key = ("grpc_server_handled_total", tuple(sorted(labels.items())))
+            return scraped.get(key, 0.0)
+
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:  # the in-process runner applies the sale to the views within moments
+            scraped = _scrape(metrics_port)
+            lag = scraped.get(("posledger_view_lag_events", (("view", "orders"),)))
+            if lag == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert lag == 0, f"the orders view did not catch up: lag {lag}"
+        assert handled("OK") == 1
+        assert handled("INVALID_ARGUMENT") == 1
+        count = scraped[
+            (
+                "grpc_server_handling_seconds_count",
+                tuple(
+                    sorted(
+                        {
+                            "grpc_method": "CreateSale",
+                            "grpc_service": "ledger.v1.SalesService",
+                            "grpc_type": "unary",
+                        }.items()
+                    )
+                ),
+            )
+        ]
+        assert count == 2
+        assert scraped[("posledger_commit_commands_total", ())] == 1
+        assert scraped[("posledger_commit_groups_total", ())] == 1
+        assert scraped[("posledger_store_up", ())] == 1
+        assert scraped[("posledger_views_runner_state", (("state", "running"),))] == 1
+        assert scraped[("posledger_view_position", (("view", "orders"),))] >= sale.position
+        assert scraped[("posledger_chain_head_position", ())] >= sale.position
+        assert serve.terminate() == 0
+    finally:
+        serve.kill()
