@@ -52,14 +52,35 @@ def rpc_kind(*, client_streaming: bool, server_streaming: bool) -> str:
 
 
 def rpc_started(method: str, kind: str) -> None:
-    service, name = _split(method)
-    RPC_STARTED.labels(kind, service, name).inc()
+    _children(method, kind)[0].inc()
 
 
 def rpc_handled(method: str, kind: str, code: grpc.StatusCode, seconds: float) -> None:
-    service, name = _split(method)
-    RPC_HANDLED.labels(kind, service, name, code.name).inc()
-    RPC_SECONDS.labels(kind, service, name).observe(seconds)
+    seconds_histogram = _children(method, kind)[1]
+    handled = _handled.get((method, kind, code))
+    if handled is None:
+        service, name = _split(method)
+        handled = _handled[(method, kind, code)] = RPC_HANDLED.labels(
+            kind, service, name, code.name
+        )
+    handled.inc()
+    seconds_histogram.observe(seconds)
+
+
+# Label lookups cost more than the counting itself; each method's children are kept.
+_started: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+_handled: dict[tuple[str, str, grpc.StatusCode], Counter] = {}
+
+
+def _children(method: str, kind: str) -> tuple[Counter, Histogram]:
+    children = _started.get((method, kind))
+    if children is None:
+        service, name = _split(method)
+        children = _started[(method, kind)] = (
+            RPC_STARTED.labels(kind, service, name),
+            RPC_SECONDS.labels(kind, service, name),
+        )
+    return children
 
 
 def _split(method: str) -> tuple[str, str]:
