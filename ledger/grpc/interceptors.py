@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, cast
 
 import grpc
 import structlog
 from google.rpc import code_pb2, status_pb2
+from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from ledger import metrics
 from ledger.domain.card_numbers import redacted
@@ -129,9 +130,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             metrics.rpc_started(method, kind)
             principal: Principal | None = None
+            bound = bind_contextvars(method=method)
             try:
                 self._check_store()
                 principal = self._admit(method, context, None if streamed else request)
+                bound = {**bound, **_bind_caller(principal, request)}
                 if streamed:
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
@@ -147,6 +150,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 self._fail(context, error, method)
             finally:
                 _log_call(method, kind, context, principal, request, started)
+                reset_contextvars(**bound)
 
         return call
 
@@ -163,9 +167,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             metrics.rpc_started(method, kind)
             principal: Principal | None = None
+            bound = bind_contextvars(method=method)
             try:
                 self._check_store()
                 principal = self._admit(method, context, None if streamed else request)
+                bound = {**bound, **_bind_caller(principal, request)}
                 if streamed:
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
@@ -181,6 +187,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 self._fail(context, error, method)
             finally:
                 _log_call(method, kind, context, principal, request, started)
+                reset_contextvars(**bound)
 
         return call
 
@@ -194,6 +201,12 @@ def _checked_stream(requests: Iterator[Any], per_item: frozenset[str]) -> Iterat
     for i, message in enumerate(requests):
         check_request(message, prefix=f"messages[{i}].", skip=per_item)
         yield message
+
+
+def _bind_caller(principal: Principal, request: Any) -> Mapping[str, contextvars.Token[Any]]:
+    """Merchant and request id join every line logged while the call is served."""
+    request_id = redacted(getattr(request, "request_id", None) or "") or None
+    return bind_contextvars(merchant=principal.merchant_id, request_id=request_id)
 
 
 def _client_subject(context: grpc.ServicerContext) -> str | None:
