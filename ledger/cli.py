@@ -44,6 +44,7 @@ from ledger.logging import configure_logging
 from ledger.metrics import LedgerCollector, MetricsEndpoint
 from ledger.store import Settings, SettingsError, database_url
 from ledger.supervisor import child_environment, reserve_port, supervise
+from ledger.tracing import TracingUnavailable, configure_tracing, shutdown_tracing
 from projections import projections_for
 
 app = typer.Typer(help="POS Ledger: an event-sourced ledger for point-of-sale systems.")
@@ -127,6 +128,11 @@ def serve(
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     tls = _tls_config(host, tls_cert, tls_key, client_ca, insecure)
     settings = Settings.from_env()
+    try:
+        tracing = configure_tracing()  # before the pool and the server exist
+    except TracingUnavailable as e:
+        console.print(f"[bold red]{e}[/]")
+        raise typer.Exit(2) from None
     ledger = Ledger.open(settings)
     # Development mode is decided here, once: only on loopback and only with no key at all.
     authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
@@ -195,6 +201,8 @@ def serve(
     if endpoint is not None:
         endpoint.stop()
     ledger.close()
+    if tracing:
+        shutdown_tracing()
     log.info("stopped")
 
 

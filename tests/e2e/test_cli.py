@@ -425,3 +425,57 @@ def test_serve_exports_metrics_for_rpcs_the_writer_the_views_and_the_chain(
         assert serve.terminate() == 0
     finally:
         serve.kill()
+
+
+def _spans(text: str) -> list[dict[str, Any]]:
+    """The console exporter's output: JSON objects one after another."""
+    decoder, i = json.JSONDecoder(), 0
+    spans: list[dict[str, Any]] = []
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i >= len(text):
+            return spans
+        span, i = decoder.raw_decode(text, i)
+        spans.append(span)
+
+
+def test_serve_traces_rpcs_and_their_database_calls_when_an_exporter_is_set(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    port = _free_port()
+    stdout = (tmp_path / "spans.json").open("w")
+    env = {**cli_env, "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "ledger-test"}
+    process = subprocess.Popen(
+        [*CLI, "serve", "--port", str(port)],
+        env=env,
+        stdout=stdout,
+        stderr=(tmp_path / "serve.stderr").open("w"),
+    )
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(channel).result(timeout=STARTUP_TIMEOUT)
+        stub = SalesServiceStub(channel)
+        sale = stub.CreateSale(api.create_sale_request(), timeout=10).sale
+        stub.GetSale(pb.GetSaleRequest(sale_id=sale.id), timeout=10)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=EXIT_TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        stdout.close()
+    spans = _spans((tmp_path / "spans.json").read_text())
+    (get_sale,) = [s for s in spans if s["name"] == "/ledger.v1.SalesService/GetSale"]
+    assert get_sale["kind"] == "SpanKind.SERVER"
+    assert get_sale["resource"]["attributes"]["service.name"] == "ledger-test"
+    trace_id = get_sale["context"]["trace_id"]
+    queries = [s for s in spans if s["context"]["trace_id"] == trace_id and s is not get_sale]
+    assert queries, "GetSale's database reads are spans of its trace"
+    assert all(s["attributes"].get("db.system") == "postgresql" for s in queries)
+    assert any(s["name"] == "/ledger.v1.SalesService/CreateSale" for s in spans)
+
+
+def test_serve_refuses_an_unknown_trace_exporter(cli_env: dict[str, str]) -> None:
+    done = _run({**cli_env, "OTEL_TRACES_EXPORTER": "zipkin"}, "serve", "--port", "0")
+    assert done.returncode == 2
+    assert "OTEL_TRACES_EXPORTER='zipkin'" in done.stdout + done.stderr
