@@ -457,7 +457,12 @@ def test_serve_traces_rpcs_and_their_database_calls_when_an_exporter_is_set(
         grpc.channel_ready_future(channel).result(timeout=STARTUP_TIMEOUT)
         stub = SalesServiceStub(channel)
         sale = stub.CreateSale(api.create_sale_request(), timeout=10).sale
-        stub.GetSale(pb.GetSaleRequest(sale_id=sale.id), timeout=10)
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        stub.GetSale(
+            pb.GetSaleRequest(sale_id=sale.id),
+            timeout=10,
+            metadata=[("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01")],
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=EXIT_TIMEOUT) == 0
     finally:
@@ -469,6 +474,7 @@ def test_serve_traces_rpcs_and_their_database_calls_when_an_exporter_is_set(
     assert get_sale["kind"] == "SpanKind.SERVER"
     assert get_sale["resource"]["attributes"]["service.name"] == "ledger-test"
     trace_id = get_sale["context"]["trace_id"]
+    assert trace_id == f"0x{caller_trace}"  # the caller's trace, joined
     queries = [s for s in spans if s["context"]["trace_id"] == trace_id and s is not get_sale]
     assert queries, "GetSale's database reads are spans of its trace"
     assert all(s["attributes"].get("db.system") == "postgresql" for s in queries)
