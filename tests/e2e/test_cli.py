@@ -461,7 +461,7 @@ def test_serve_traces_rpcs_and_their_database_calls_when_an_exporter_is_set(
         stub.GetSale(
             pb.GetSaleRequest(sale_id=sale.id),
             timeout=10,
-            metadata=[("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01")],
+            metadata=(("traceparent", f"00-{caller_trace}-00f067aa0ba902b7-01"),),
         )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=EXIT_TIMEOUT) == 0
