@@ -11,6 +11,7 @@ INTERNAL, and never a second set of events.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,7 @@ from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from tests.e2e import api_client as api
 from tests.faults.commit_proxy import CommitDroppingProxy
 from tests.faults.ledger_log import assert_one_set_of_events_per_request
+from tests.faults.load import Load, assert_every_acknowledged_command_once
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
@@ -125,3 +127,25 @@ def test_a_commit_whose_answer_is_lost_is_answered_once_on_retry(
         settings.database_url or "", settings.schema, request_ids
     )
     assert events == completed.sale.version
+
+
+LOAD_SECONDS = 4.0
+ARM_EVERY = 0.25
+
+
+def test_commits_lost_under_load_are_each_answered_once(
+    settings: Settings, proxy: CommitDroppingProxy, stub: SalesServiceStub
+) -> None:
+    """Groups of many commands lose their answer while clients run whole sales: a lost
+    group's commands are all answered once, by the writer's retry or the callers'."""
+    with Load(stub, clients=6) as load:
+        deadline = time.monotonic() + LOAD_SECONDS
+        every_attempt = False
+        while time.monotonic() < deadline:
+            # In turn: one lost answer (the writer retries), then all of a group's attempts.
+            proxy.drop_next(MAX_ATTEMPTS if every_attempt else 1)
+            every_attempt = not every_attempt
+            time.sleep(ARM_EVERY)
+        proxy.drop_next(0)
+    assert proxy.dropped >= LOAD_SECONDS / ARM_EVERY / 2
+    assert_every_acknowledged_command_once(load, settings)

@@ -14,34 +14,26 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
-from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.store import Settings
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
-from tests.e2e import api_client as api
-from tests.faults.ledger_log import assert_one_set_of_events_per_request
+from tests.faults.load import Load, assert_every_acknowledged_command_once
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
-CLIENTS = 6
 KILLS = 2
 LOAD_BEFORE_KILL = 1.5  # seconds of load between (re)start and kill
-CALL_TIMEOUT = 3.0
-RETRY_FOR = 60.0  # a client gives up on a request after this long (the test then fails)
 START_TIMEOUT = 30.0
 POSLEDGER = Path(sys.executable).parent / "posledger"  # the installed command
 SERVE_OPTIONS = ["--no-projections", "--workers=8", "--grace=1"]
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 def free_port() -> int:
@@ -112,100 +104,16 @@ def server(settings: Settings, tmp_path: Path) -> Iterator[ServerProcess]:
     process.stop()
 
 
-@dataclass
-class Sent:
-    call: Callable[..., Any]
-    request: Message
-    reply: Message
-    retried: bool  # answered only after failed attempts
-
-
-@dataclass
-class Load:
-    """Clients running whole sales; each command is retried by its request id until answered."""
-
-    stub: SalesServiceStub
-    stop: threading.Event = field(default_factory=threading.Event)
-    acknowledged: list[Sent] = field(default_factory=list)
-    codes: list[grpc.StatusCode] = field(default_factory=list)
-    errors: list[BaseException] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def send(self, call: Callable[..., Any], request: Message) -> Any:
-        give_up = time.monotonic() + RETRY_FOR
-        retried = False
-        while True:
-            try:
-                reply = call(request, timeout=CALL_TIMEOUT)
-            except grpc.RpcError as error:
-                code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-                with self.lock:
-                    self.codes.append(code)
-                if code not in RETRYABLE or time.monotonic() > give_up:
-                    raise
-                retried = True
-                time.sleep(0.05)
-                continue
-            with self.lock:
-                self.acknowledged.append(Sent(call, request, reply, retried))
-            return reply
-
-    def client(self) -> None:
-        try:
-            while not self.stop.is_set():
-                # A flow that has begun is finished, so the last retries run after the kills.
-                sale = self.send(self.stub.CreateSale, api.create_sale_request()).sale
-                payment = self.send(
-                    self.stub.RequestPayment, api.request_payment_request(sale.id, sale.total)
-                ).payment
-                self.send(
-                    self.stub.RecordPaymentResult, api.record_result_request(sale.id, payment.id)
-                )
-        except BaseException as e:
-            self.errors.append(e)
-
-    def __enter__(self) -> Load:
-        self.threads = [threading.Thread(target=self.client, daemon=True) for _ in range(CLIENTS)]
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(RETRY_FOR + 10)
-            assert not thread.is_alive(), "a client is still retrying"
-
-
 def test_every_acknowledged_command_survives_kill_9_exactly_once(
     settings: Settings, server: ServerProcess
 ) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        load = Load(SalesServiceStub(channel))
+        load = Load(SalesServiceStub(channel), clients=6)
         with load:
             for _ in range(KILLS):
                 time.sleep(LOAD_BEFORE_KILL)
                 server.kill()
                 server.start()
             time.sleep(LOAD_BEFORE_KILL)
-        assert not load.errors, load.errors
-        assert grpc.StatusCode.INTERNAL not in load.codes
-        assert grpc.StatusCode.UNKNOWN not in load.codes
-        # The kills were felt: calls failed, and their retries were answered.
-        assert any(sent.retried for sent in load.acknowledged), "no retry was needed"
-        assert len(load.acknowledged) >= 3 * CLIENTS
-
-        # A retry of anything acknowledged answers what was first answered, and writes nothing.
-        request_ids = [sent.request.request_id for sent in load.acknowledged]  # type: ignore[attr-defined]
-        events = assert_one_set_of_events_per_request(
-            settings.database_url or "", settings.schema, request_ids
-        )
-        for sent in load.acknowledged:
-            assert sent.call(sent.request, timeout=api.TIMEOUT) == sent.reply
-        assert (
-            assert_one_set_of_events_per_request(
-                settings.database_url or "", settings.schema, request_ids
-            )
-            == events
-        )
+        assert_every_acknowledged_command_once(load, settings)
     assert "rpc_failed_unexpectedly" not in server.log_path.read_text()
