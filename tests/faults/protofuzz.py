@@ -36,8 +36,6 @@ ODD_STRINGS = [
     "file:///etc/passwd",
     "\u202e\u0301",  # right-to-left override, a lone combining mark
     "\U0001f600" * 50,
-    "x" * 10_000,
-    "4" * 100_000,  # digits all the way: the card-number scan must stay quick
     "00000000-0000-0000-0000-000000000000",
     "'; DROP TABLE ledger_events; --",
     "%s %(x)s {0}",
@@ -50,7 +48,12 @@ INTEGER_RANGES = {
     **dict.fromkeys([F.TYPE_UINT32, F.TYPE_FIXED32], UINT32),
     **dict.fromkeys([F.TYPE_UINT64, F.TYPE_FIXED64], UINT64),
 }
-MAX_REPEATED = 12
+# Only in top-level fields, so that a message stays small enough to build quickly.
+HUGE_STRINGS = [
+    "x" * 10_000,
+    "4" * 100_000,  # digits all the way: the card-number scan must stay quick
+]
+MAX_REPEATED = 12  # a top-level repeated field; deeper ones hold at most 3
 
 
 def _integers(bounds: tuple[int, int]) -> st.SearchStrategy[int]:
@@ -59,14 +62,16 @@ def _integers(bounds: tuple[int, int]) -> st.SearchStrategy[int]:
     return st.one_of(st.sampled_from(edges), st.integers(low, high))
 
 
-def _strings(known: Sequence[str]) -> st.SearchStrategy[str]:
+def _strings(known: Sequence[str], depth: int) -> st.SearchStrategy[str]:
     options = [st.text(max_size=30), st.sampled_from(ODD_STRINGS)]
+    if depth == 0:
+        options.append(st.sampled_from(HUGE_STRINGS))
     if known:
         options.append(st.sampled_from(known))
     return st.one_of(options)
 
 
-def _scalar(field: FieldDescriptor, known: Sequence[str]) -> st.SearchStrategy[Any]:
+def _scalar(field: FieldDescriptor, known: Sequence[str], depth: int) -> st.SearchStrategy[Any]:
     t = field.type
     if t in INTEGER_RANGES:
         return _integers(INTEGER_RANGES[t])
@@ -82,7 +87,7 @@ def _scalar(field: FieldDescriptor, known: Sequence[str]) -> st.SearchStrategy[A
         numbers = [v.number for v in field.enum_type.values]
         return st.one_of(st.sampled_from(numbers), _integers(INT32))
     if t == FieldDescriptor.TYPE_STRING:
-        return _strings(known)
+        return _strings(known, depth)
     if t == FieldDescriptor.TYPE_BYTES:
         return st.binary(max_size=64)
     raise AssertionError(f"no strategy for field type {t} of {field.full_name}")
@@ -112,7 +117,7 @@ def _value(field: FieldDescriptor, known: Sequence[str], depth: int) -> st.Searc
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         assert field.message_type is not None
         return messages(field.message_type, known, depth + 1)
-    return _scalar(field, known)
+    return _scalar(field, known, depth)
 
 
 def _set(
@@ -126,7 +131,7 @@ def _set(
         key_field = field.message_type.fields_by_name["key"]
         value_field = field.message_type.fields_by_name["value"]
         for _ in range(draw(st.integers(0, 4))):
-            key = draw(_scalar(key_field, known))
+            key = draw(_scalar(key_field, known, depth))
             value = draw(_value(value_field, known, depth))
             if value_field.type == FieldDescriptor.TYPE_MESSAGE:
                 target[key].CopyFrom(value)
@@ -134,7 +139,7 @@ def _set(
                 target[key] = value
         return
     if field.is_repeated:
-        size = draw(st.one_of(st.integers(0, 3), st.just(MAX_REPEATED)))
+        size = draw(st.integers(0, 3) if depth else st.sampled_from([0, 1, 2, 3, MAX_REPEATED]))
         items = [draw(_value(field, known, depth)) for _ in range(size)]
         if is_message:
             for item in items:

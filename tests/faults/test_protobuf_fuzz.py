@@ -42,7 +42,7 @@ from tests.faults.protofuzz import messages, raw_requests
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
 
 # Per RPC: messages from the descriptor, then raw bytes. CI may raise it for a longer run.
-EXAMPLES = int(os.environ.get("POSLEDGER_FUZZ_EXAMPLES", "25"))
+EXAMPLES = int(os.environ.get("POSLEDGER_FUZZ_EXAMPLES", "30"))
 RAW_EXAMPLES = max(EXAMPLES // 2, 5)
 CALL_TIMEOUT = 10.0
 STREAM_TIMEOUT = 0.3  # a subscription that follows the log answers until its deadline
