@@ -33,7 +33,7 @@ KILLS = 2
 LOAD_BEFORE_KILL = 1.5  # seconds of load between (re)start and kill
 START_TIMEOUT = 30.0
 POSLEDGER = Path(sys.executable).parent / "posledger"  # the installed command
-SERVE_OPTIONS = ["--no-projections", "--workers=8", "--grace=1"]
+SERVE_OPTIONS = ["--processes=1", "--no-projections", "--workers=8", "--grace=1"]
 
 
 def free_port() -> int:
