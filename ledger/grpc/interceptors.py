@@ -22,6 +22,7 @@ from structlog.contextvars import bind_contextvars, reset_contextvars
 
 from ledger import metrics
 from ledger.domain.card_numbers import redacted
+from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc.card_data import CHECKED_PER_ITEM, check_headers, check_request
 from ledger.grpc.errors import abort, status_for
 from ledger.keys import Authenticator, PermissionDenied, Principal
@@ -77,7 +78,7 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None or not method.startswith(GUARDED_PREFIX):
             return handler
         serializers = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -133,8 +134,13 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             bound = bind_contextvars(method=method)
             try:
                 self._check_store()
-                principal = self._admit(method, context, None if streamed else request)
+                undecodable = isinstance(request, Undecodable)
+                principal = self._admit(
+                    method, context, None if streamed or undecodable else request
+                )
                 bound = {**bound, **_bind_caller(principal, request)}
+                if undecodable:
+                    raise request.invalid("")
                 if streamed:
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
@@ -170,8 +176,13 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             bound = bind_contextvars(method=method)
             try:
                 self._check_store()
-                principal = self._admit(method, context, None if streamed else request)
+                undecodable = isinstance(request, Undecodable)
+                principal = self._admit(
+                    method, context, None if streamed or undecodable else request
+                )
                 bound = {**bound, **_bind_caller(principal, request)}
+                if undecodable:
+                    raise request.invalid("")
                 if streamed:
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
@@ -192,6 +203,33 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return call
 
 
+class Undecodable:
+    """Bytes a client sent as a request message that do not parse as one."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def invalid(self, field: str) -> InvalidRequest:
+        """The answer: INVALID_ARGUMENT naming the message (`""`: the whole request)."""
+        description = f"not a valid request message: {self.error}"
+        return InvalidRequest([FieldViolation(field, description, "MALFORMED_REQUEST")])
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """gRPC answers INTERNAL for bytes its deserializer refuses; this hands them to the
+    interceptor instead, which answers INVALID_ARGUMENT."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as e:  # DecodeError, bad UTF-8, nesting too deep: the client's bytes
+            return Undecodable(e)
+
+    return parse
+
+
 def _checked_stream(requests: Iterator[Any], per_item: frozenset[str]) -> Iterator[Any]:
     """The client's messages, each checked for card numbers as it arrives.
 
@@ -199,6 +237,8 @@ def _checked_stream(requests: Iterator[Any], per_item: frozenset[str]) -> Iterat
     the fields `per_item` names, whose items the servicer checks and refuses one by one.
     """
     for i, message in enumerate(requests):
+        if isinstance(message, Undecodable):
+            raise message.invalid(f"messages[{i}]")
         check_request(message, prefix=f"messages[{i}].", skip=per_item)
         yield message
 

@@ -538,3 +538,34 @@ def test_malformed_requests_never_answer_internal_or_unknown(stub: SalesServiceS
                 assert failure.violations, failure
 
     run()
+
+
+# ---- bytes that are not a request message ------------------------------------------------
+
+TRUNCATED = b"\x0a\x05ab"  # field 1 says 5 bytes follow; 2 do
+BAD_UTF8 = b"\x0a\x02\xff\xfe"  # field 1 (a string) is not UTF-8
+
+
+@pytest.mark.parametrize("data", [TRUNCATED, BAD_UTF8], ids=["truncated", "bad-utf8"])
+def test_bytes_that_do_not_parse_are_invalid_not_internal(
+    channel: grpc.Channel, data: bytes
+) -> None:
+    create_sale = channel.unary_unary(
+        "/ledger.v1.SalesService/CreateSale",
+        request_serializer=None,
+        response_deserializer=pb.CreateSaleResponse.FromString,
+    )
+    failure = _invalid(lambda: create_sale(data, timeout=api.TIMEOUT))
+    assert failure.reason == "MALFORMED_REQUEST"
+    assert failure.violation("").reason == "MALFORMED_REQUEST"
+
+
+def test_a_stream_message_that_does_not_parse_is_named(channel: grpc.Channel) -> None:
+    import_sales = channel.stream_unary(
+        "/ledger.v1.SalesService/ImportSales",
+        request_serializer=None,
+        response_deserializer=pb.ImportSalesResponse.FromString,
+    )
+    good = pb.ImportSalesRequest().SerializeToString()
+    failure = _invalid(lambda: import_sales(iter([good, TRUNCATED]), timeout=api.TIMEOUT))
+    assert failure.violation("messages[1]").reason == "MALFORMED_REQUEST"
