@@ -113,17 +113,7 @@ class Projections:
     def ensure(self) -> None:
         """Creates the registry and each view's live generation if missing."""
         with schema_lock(self.url, self.base), self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} ("
-                    " view text PRIMARY KEY,"
-                    " generation int NOT NULL DEFAULT 1,"
-                    " position bigint NOT NULL DEFAULT 0,"
-                    " applied_at timestamptz,"
-                    " rebuild_generation int,"
-                    " rebuild_position bigint)"
-                ).format(self.registry)
-            )
+            self.create_registry(curs)
             for view in self.views.values():
                 curs.execute(
                     SQL("INSERT INTO {} (view) VALUES (%s) ON CONFLICT DO NOTHING").format(
@@ -133,6 +123,19 @@ class Projections:
                 )
                 row = self._row(curs, view.name)
                 self._create_generation(curs, view, row["generation"])
+
+    def create_registry(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " view text PRIMARY KEY,"
+                " generation int NOT NULL DEFAULT 1,"
+                " position bigint NOT NULL DEFAULT 0,"
+                " applied_at timestamptz,"
+                " rebuild_generation int,"
+                " rebuild_position bigint)"
+            ).format(self.registry)
+        )
 
     def _create_generation(self, curs: Cursor[DictRow], view: View, generation: int) -> str:
         schema = view_schema(self.base, view.name, generation)
@@ -442,7 +445,11 @@ class Projections:
         result = []
         events_table = Identifier(self.base, self.ledger.ledger_recorder.events_table_name)
         with psycopg.connect(self.url, row_factory=dict_row) as conn:
-            rows = conn.execute(SQL("SELECT * FROM {} ORDER BY view").format(self.registry))
+            # Only this runner's views (the deliveries' outbox shares the registry).
+            rows = conn.execute(
+                SQL("SELECT * FROM {} WHERE view = ANY(%s) ORDER BY view").format(self.registry),
+                (list(self.views),),
+            )
             for row in rows.fetchall():
                 lag = conn.execute(
                     SQL("SELECT count(*) AS n FROM {} WHERE notification_id > %s").format(

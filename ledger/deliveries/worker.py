@@ -1,0 +1,132 @@
+"""Running deliveries: the outbox follower and the senders, in one worker or in `serve`.
+
+The follower is a projections runner over the outbox view: one process follows at a time
+(an advisory lock; others stand by and take over when its session ends). Senders run in
+every worker and share the due rows through leases, so a worker killed mid-delivery only
+delays its leased rows until the lease runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import psycopg
+import structlog
+from psycopg.sql import SQL, Identifier
+
+from ledger.application import Ledger
+from ledger.deliveries.outbox import OutboxView
+from ledger.deliveries.sender import Sender
+from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
+from ledger.store import schema_lock
+from projections import source
+from projections.runner import Projections, is_store_error
+
+log = structlog.get_logger("posledger.deliveries")
+
+
+class Deliveries:
+    def __init__(self, ledger: Ledger, sender: Sender | None = None) -> None:
+        self.ledger = ledger
+        self.settings = ledger.settings
+        self.store = DeliveryStore(ledger.ledger_recorder.datastore)
+        self.outbox = Projections(ledger, [OutboxView(ledger, self.store)])
+        self.sender = sender or Sender(self.settings)
+        # Longer than any one attempt can take, so a live sender keeps what it claimed.
+        self.lease_seconds = 2 * self.settings.delivery_timeout_seconds + 5
+
+    def ensure(self) -> None:
+        """Creates the tables; a new outbox starts at the head of the log.
+
+        What happened before deliveries were first set up is not sent: a ledger with years
+        of history would otherwise call every old payment's callback on first start.
+        """
+        base = self.outbox.base
+        with (
+            schema_lock(self.ledger.database_url, base),
+            self.store.datastore.transaction(commit=True) as curs,
+        ):
+            self.store.create_tables(curs)
+            self.outbox.create_registry(curs)
+            curs.execute(
+                SQL(
+                    "INSERT INTO {} (view, position) VALUES ('outbox', %s) ON CONFLICT DO NOTHING"
+                ).format(self.outbox.registry),
+                (source.head(self.ledger),),
+            )
+        self.outbox.ensure()
+
+    # ---- running ------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Follows the outbox and sends until `stop` is set."""
+        self.ensure()
+        follower = threading.Thread(
+            target=self.outbox.run, args=(stop,), name="outbox", daemon=True
+        )
+        follower.start()
+        try:
+            self._send_loop(stop)
+        finally:
+            stop.set()
+            follower.join(10)
+            self.sender.close()
+
+    def _send_loop(self, stop: threading.Event) -> None:
+        with ThreadPoolExecutor(self.settings.delivery_concurrency, "delivery") as pool:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self.ledger.database_url, autocommit=True) as listener:
+                        listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
+                        while not stop.is_set():
+                            if not self.send_due(pool):
+                                # Woken by new rows; the timeout picks up retries coming due.
+                                for _ in listener.notifies(timeout=0.5, stop_after=1):
+                                    pass
+                except Exception as e:
+                    if not is_store_error(e):
+                        raise
+                    log.warning("deliveries_reconnecting", error=str(e).strip())
+                    stop.wait(1.0)
+
+    def send_due(self, pool: ThreadPoolExecutor) -> int:
+        """Sends one batch of due deliveries at once; returns how many it claimed."""
+        claimed = self.store.claim(self.settings.delivery_concurrency, self.lease_seconds)
+
+        def attempt(d: Delivery) -> None:
+            outcome = self.sender.send(d, self.store.secret_for(d))
+            if not self.store.record(d, outcome):
+                log.warning("delivery_lease_lost", delivery_id=str(d.delivery_id))
+            log.info(
+                "delivery_attempted",
+                delivery_id=str(d.delivery_id),
+                kind=d.kind,
+                status=outcome.status,
+                status_code=outcome.status_code,
+                error=outcome.error,
+                attempt=d.attempts + 1,
+            )
+
+        for future in [pool.submit(attempt, d) for d in claimed]:
+            try:
+                future.result()
+            except Exception as e:
+                if is_store_error(e):
+                    raise  # the lease runs out and the delivery is sent again later
+                log.exception("delivery_attempt_failed")
+        return len(claimed)
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Runs deliveries in background threads for the duration of the block."""
+        stop = threading.Event()
+        thread = threading.Thread(target=self.run, args=(stop,), name="deliveries", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(15)
