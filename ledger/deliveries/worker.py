@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import structlog
@@ -118,6 +119,41 @@ class Deliveries:
                     raise  # the lease runs out and the delivery is sent again later
                 log.exception("delivery_attempt_failed")
         return len(claimed)
+
+    # ---- status -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What `posledger deliveries status` shows (and its --json prints)."""
+        head = source.head(self.ledger)
+        _, position = self.outbox.live_schema(OutboxView.name)
+        return {
+            "outbox": {
+                "position": position,
+                "head": head,
+                "lag_events": self._lag(position),
+                "followed": OutboxView.name in self.outbox.followed(),
+            },
+            "counts": self.store.counts(),
+            "backlog": dict(self.store.backlog() or {}),
+            "failures": [
+                {k: str(v) if v is not None else "" for k, v in row.items()}
+                for row in self.store.recent_failures()
+            ],
+        }
+
+    def _lag(self, position: int) -> int:
+        """Events past the outbox's position that may owe a delivery."""
+        recorder = self.ledger.ledger_recorder
+        table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        with self.store.datastore.transaction() as curs:
+            curs.execute(
+                SQL(
+                    "SELECT count(*) AS n FROM {} WHERE notification_id > %s AND topic = ANY(%s)"
+                ).format(table),
+                (position, list(OutboxView.topics)),
+            )
+            row = curs.fetchone()
+        return int(row["n"]) if row else 0
 
     @contextmanager
     def running(self) -> Iterator[None]:
