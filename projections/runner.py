@@ -99,6 +99,9 @@ class ViewStatus:
 class Projections:
     """The views of one ledger database and the registry that tracks them."""
 
+    # Its log events: projections_connected, projection_holding, …
+    log_names = ("projections", "projection")
+
     def __init__(self, ledger: Ledger, views: Sequence[View]) -> None:
         self.ledger = ledger
         self.views = {v.name: v for v in views}
@@ -212,10 +215,12 @@ class Projections:
                     delay = RECONNECT_FIRST_SECONDS  # it had recovered since the last loss
                 if not is_store_error(e):
                     self.state.set("stopped", error=repr(e))
-                    log.exception("projections_failed")
+                    log.exception(f"{self.log_names[0]}_failed")
                     raise
                 self.state.set("reconnecting", error=str(e).strip() or type(e).__name__)
-                log.warning("projections_reconnecting", error=self.state.error, delay=delay)
+                log.warning(
+                    f"{self.log_names[0]}_reconnecting", error=self.state.error, delay=delay
+                )
                 if ready is not None:
                     ready()  # let the caller go on; the views follow once the store is back
                     ready = None
@@ -238,12 +243,12 @@ class Projections:
             listener.execute(SQL("LISTEN {}").format(Identifier(channel)))
             held: set[str] = set()
             self.state.set("running", held=held)
-            log.info("projections_connected")
+            log.info(f"{self.log_names[0]}_connected")
             while not stop.is_set():
                 for name in self.views.keys() - held:
                     if self._try_hold(locks, name):
                         held.add(name)
-                        log.info("projection_holding", view=name)
+                        log.info(f"{self.log_names[1]}_holding", view=name)
                 if on_ready is not None:
                     on_ready()  # holding what it can: queries see the views followed
                     on_ready = None
@@ -258,7 +263,7 @@ class Projections:
                         if is_store_error(e):
                             raise
                         # The page rolled back; keep the other views going and retry it.
-                        log.exception("projection_step_failed", view=name)
+                        log.exception(f"{self.log_names[1]}_step_failed", view=name)
                         stop.wait(1.0)
                 self.state.beat()
                 if not busy:

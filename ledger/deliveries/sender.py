@@ -105,7 +105,7 @@ class Sender:
 
     def _next(self, delivery: Delivery, retry_after: float | None) -> tuple[str, float]:
         """Retry (and in how long), or give up once the retry window is over."""
-        age = (datetime.now(UTC) - delivery.created_at).total_seconds()
+        age = (datetime.now(UTC) - delivery.retry_from).total_seconds()
         if age >= self.settings.delivery_retry_for_seconds:
             return FAILED, 0.0
         s = self.settings

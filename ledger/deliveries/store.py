@@ -42,12 +42,13 @@ DDL = (
         kinds text[] NOT NULL,
         description text NOT NULL DEFAULT '',
         secret text NOT NULL,
+        request_id text NOT NULL,
         enabled boolean NOT NULL DEFAULT true,
         disabled_reason text NOT NULL DEFAULT '',
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now())""",
-    """CREATE INDEX IF NOT EXISTS webhook_subscriptions_merchant
-        ON {s}.webhook_subscriptions (merchant_id)""",
+    """CREATE UNIQUE INDEX IF NOT EXISTS webhook_subscriptions_request
+        ON {s}.webhook_subscriptions (merchant_id, request_id)""",
     """CREATE TABLE IF NOT EXISTS {s}.deliveries (
         delivery_id uuid PRIMARY KEY,
         merchant_id text NOT NULL,
@@ -66,6 +67,7 @@ DDL = (
         lease_until timestamptz,
         lease_token uuid,
         created_at timestamptz NOT NULL DEFAULT now(),
+        retry_from timestamptz NOT NULL DEFAULT now(),
         finished_at timestamptz,
         last_status_code int,
         last_error text NOT NULL DEFAULT '',
@@ -98,7 +100,7 @@ class Delivery:
     subscription_id: uuid.UUID | None
     body: str
     attempts: int
-    created_at: datetime
+    retry_from: datetime  # the retry window starts here (made, or asked to redeliver)
     lease_token: uuid.UUID
 
     @classmethod
@@ -296,6 +298,64 @@ class DeliveryStore:
                 )
             )
             return curs.fetchone()
+
+    def page(
+        self,
+        merchant_id: str,
+        subscription_id: uuid.UUID | None,
+        status: str | None,
+        before: tuple[int, str] | None,
+        limit: int,
+    ) -> list[DictRow]:
+        """A merchant's deliveries, newest first, after the page token's (position, id)."""
+        conditions = [SQL("merchant_id = %s")]
+        params: list[Any] = [merchant_id]
+        if subscription_id is not None:
+            conditions.append(SQL("subscription_id = %s"))
+            params.append(subscription_id)
+        if status is not None:
+            conditions.append(SQL("status = %s"))
+            params.append(status)
+        if before is not None:
+            conditions.append(SQL("(position, delivery_id::text) < (%s, %s)"))
+            params += list(before)
+        statement = SQL(
+            "SELECT * FROM {table} WHERE {where}"
+            " ORDER BY position DESC, delivery_id::text DESC LIMIT %s"
+        ).format(table=Identifier(self.schema, "deliveries"), where=SQL(" AND ").join(conditions))
+        with self.datastore.transaction() as curs:
+            curs.execute(statement, [*params, limit])
+            return curs.fetchall()
+
+    def attempts_of(self, delivery_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[DictRow]]:
+        result: dict[uuid.UUID, list[DictRow]] = {d: [] for d in delivery_ids}
+        with self.datastore.transaction() as curs:
+            curs.execute(
+                self.q(
+                    "SELECT * FROM {s}.delivery_attempts WHERE delivery_id = ANY(%s)"
+                    " ORDER BY delivery_id, attempt"
+                ),
+                (list(delivery_ids),),
+            )
+            for row in curs.fetchall():
+                result[row["delivery_id"]].append(row)
+        return result
+
+    def redeliver(self, merchant_id: str, delivery_id: uuid.UUID) -> DictRow | None:
+        """Due again at once, with a fresh retry window; its id and attempts are kept."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                self.q(
+                    "UPDATE {s}.deliveries SET status = 'pending', next_attempt_at = now(),"
+                    " retry_from = now(), finished_at = NULL"
+                    " WHERE merchant_id = %s AND delivery_id = %s RETURNING *"
+                ),
+                (merchant_id, delivery_id),
+            )
+            row = curs.fetchone()
+            if row is not None:
+                curs.execute(SQL("SELECT pg_notify(%s, '')"), (NOTIFY_CHANNEL,))
+        return row
 
     def recent_failures(self, limit: int = 10) -> list[DictRow]:
         with self.datastore.transaction() as curs:

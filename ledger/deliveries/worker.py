@@ -29,15 +29,27 @@ from projections.runner import Projections, is_store_error
 log = structlog.get_logger("posledger.deliveries")
 
 
+class OutboxFollower(Projections):
+    """The projections runner over the outbox alone, logging under its own name."""
+
+    log_names = ("outbox", "outbox")
+
+
 class Deliveries:
     def __init__(self, ledger: Ledger, sender: Sender | None = None) -> None:
         self.ledger = ledger
         self.settings = ledger.settings
         self.store = DeliveryStore(ledger.ledger_recorder.datastore)
-        self.outbox = Projections(ledger, [OutboxView(ledger, self.store)])
-        self.sender = sender or Sender(self.settings)
+        self.outbox = OutboxFollower(ledger, [OutboxView(ledger, self.store)])
+        self._sender = sender
         # Longer than any one attempt can take, so a live sender keeps what it claimed.
         self.lease_seconds = 2 * self.settings.delivery_timeout_seconds + 5
+
+    @property
+    def sender(self) -> Sender:
+        if self._sender is None:
+            self._sender = Sender(self.settings)
+        return self._sender
 
     def ensure(self) -> None:
         """Creates the tables; a new outbox starts at the head of the log.
@@ -105,7 +117,7 @@ class Deliveries:
                 "delivery_attempted",
                 delivery_id=str(d.delivery_id),
                 kind=d.kind,
-                status=outcome.status,
+                result=outcome.status,
                 status_code=outcome.status_code,
                 error=outcome.error,
                 attempt=d.attempts + 1,

@@ -77,7 +77,7 @@ def delivery(attempts: int, age: float) -> Delivery:
         subscription_id=None,
         body="{}",
         attempts=attempts,
-        created_at=datetime.now(UTC) - timedelta(seconds=age),
+        retry_from=datetime.now(UTC) - timedelta(seconds=age),
         lease_token=uuid.uuid4(),
     )
 
