@@ -46,6 +46,8 @@ SCHEMA_LOCK_ID = 0x504F534C  # "POSL"
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+NATS_STREAM = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NATS_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 # A schema name we can use unquoted everywhere, short enough that the view generations
 # beside it (`<schema>__<view>_<generation>`) stay within PostgreSQL's 63 characters.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -134,6 +136,10 @@ class Settings:
     # Networks deliveries may reach although private, loopback or link-local (none by default:
     # a callback URL must not become a way into the operator's own network).
     delivery_allowed_networks: tuple[IPNetwork, ...] = ()
+    # The relay of changes to NATS JetStream: off unless a URL is given.
+    nats_url: str = ""
+    nats_stream: str = "POSLEDGER"
+    nats_subject_prefix: str = "posledger"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -159,6 +165,20 @@ class Settings:
         networks = environ.get("POSLEDGER_DELIVERY_ALLOWED_NETWORKS", "").strip()
         if networks:
             values["delivery_allowed_networks"] = _networks(networks, problems)
+        nats_url = environ.get("POSLEDGER_NATS_URL", "").strip()
+        if nats_url:
+            if not nats_url.startswith(("nats://", "tls://")):
+                problems.append(f"POSLEDGER_NATS_URL={nats_url!r}: must start nats:// or tls://")
+            values["nats_url"] = nats_url
+        for name, variable, pattern in (
+            ("nats_stream", "POSLEDGER_NATS_STREAM", NATS_STREAM),
+            ("nats_subject_prefix", "POSLEDGER_NATS_SUBJECT_PREFIX", NATS_PREFIX),
+        ):
+            raw = environ.get(variable, "").strip()
+            if raw:
+                if not pattern.fullmatch(raw):
+                    problems.append(f"{variable}={raw!r}: letters, digits, '_' or '-' only")
+                values[name] = raw
         first = values.get("delivery_backoff_first_seconds") or cls.delivery_backoff_first_seconds
         most = values.get("delivery_backoff_max_seconds") or cls.delivery_backoff_max_seconds
         if first > most:

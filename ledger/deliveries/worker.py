@@ -20,6 +20,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.deliveries.outbox import OutboxView
+from ledger.deliveries.relay import Publisher, RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
 from ledger.store import schema_lock
@@ -42,6 +43,12 @@ class Deliveries:
         self.store = DeliveryStore(ledger.ledger_recorder.datastore)
         self.outbox = OutboxFollower(ledger, [OutboxView(ledger, self.store)])
         self._sender = sender
+        self.relay: RelayFollower | None = None
+        if self.settings.nats_url:
+            publisher = Publisher(
+                self.settings.nats_url, self.settings.nats_stream, self.settings.nats_subject_prefix
+            )
+            self.relay = RelayFollower(ledger, [RelayView(ledger, publisher)])
         # Longer than any one attempt can take, so a live sender keeps what it claimed.
         self.lease_seconds = 2 * self.settings.delivery_timeout_seconds + 5
 
@@ -64,13 +71,18 @@ class Deliveries:
         ):
             self.store.create_tables(curs)
             self.outbox.create_registry(curs)
-            curs.execute(
-                SQL(
-                    "INSERT INTO {} (view, position) VALUES ('outbox', %s) ON CONFLICT DO NOTHING"
-                ).format(self.outbox.registry),
-                (source.head(self.ledger),),
-            )
+            # Each follower starts at the head when it is first set up (the relay: when NATS
+            # is first configured), not at the start of a long history.
+            for name in ["outbox", *([RelayView.name] if self.relay else [])]:
+                curs.execute(
+                    SQL(
+                        "INSERT INTO {} (view, position) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+                    ).format(self.outbox.registry),
+                    (name, source.head(self.ledger)),
+                )
         self.outbox.ensure()
+        if self.relay is not None:
+            self.relay.ensure()
 
     # ---- running ------------------------------------------------------------------------
 
@@ -81,11 +93,20 @@ class Deliveries:
             target=self.outbox.run, args=(stop,), name="outbox", daemon=True
         )
         follower.start()
+        relay = None
+        if self.relay is not None:
+            relay = threading.Thread(target=self.relay.run, args=(stop,), name="relay", daemon=True)
+            relay.start()
         try:
             self._send_loop(stop)
         finally:
             stop.set()
             follower.join(10)
+            if relay is not None and self.relay is not None:
+                relay.join(10)
+                for view in self.relay.views.values():
+                    assert isinstance(view, RelayView)
+                    view.publisher.close()
             self.sender.close()
 
     def _send_loop(self, stop: threading.Event) -> None:

@@ -140,6 +140,10 @@ def test_delivery_settings_are_checked() -> None:
             }
         )
     problems = "\n".join(raised.value.problems)
+    with pytest.raises(SettingsError) as nats:
+        Settings.from_env({"POSLEDGER_NATS_URL": "http://x", "POSLEDGER_NATS_STREAM": "a.b"})
+    assert len(nats.value.problems) == 2
+    assert Settings.from_env({"POSLEDGER_NATS_URL": "nats://127.0.0.1:4222"}).nats_url
     assert "POSLEDGER_DELIVERY_ALLOWED_NETWORKS" in problems
     assert "POSLEDGER_DELIVERY_TIMEOUT" in problems
     assert "must not exceed" in problems
