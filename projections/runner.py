@@ -101,6 +101,9 @@ class Projections:
 
     # Its log events: projections_connected, projection_holding, …
     log_names = ("projections", "projection")
+    # Views apply each commit at once (queries read their writes); a follower that need not
+    # hurry waits this long after a wake-up, so one page takes many commits.
+    batch_seconds = 0.0
 
     def __init__(self, ledger: Ledger, views: Sequence[View]) -> None:
         self.ledger = ledger
@@ -270,6 +273,8 @@ class Projections:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.
                     for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
                         pass
+                    if self.batch_seconds:
+                        stop.wait(self.batch_seconds)  # let a page gather more events
 
     def followed(self) -> set[str]:
         """The views some runner (of any process) holds right now."""
