@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -33,11 +34,13 @@ class Receiver:
     default: Answer = field(default_factory=Answer)
     received: list[Received] = field(default_factory=list)
     port: int = 0
+    scheme: str = "http"
+    host: str = "127.0.0.1"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{self.scheme}://{self.host}:{self.port}/hook"
 
     def next_answer(self, request: Received) -> Answer:
         with self.lock:
@@ -52,7 +55,10 @@ class Receiver:
 
 
 @contextmanager
-def receiving(given: Receiver | None = None) -> Iterator[Receiver]:
+def receiving(
+    given: Receiver | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[Receiver]:
+    """Serves `given` on 127.0.0.1 (https with `tls`) until the block ends."""
     receiver = given or Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -77,6 +83,9 @@ def receiving(given: Receiver | None = None) -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+        receiver.scheme = "https"
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

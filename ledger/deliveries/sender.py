@@ -10,6 +10,7 @@ a redirect could lead anywhere, past the address checks.
 from __future__ import annotations
 
 import random
+import ssl
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -38,6 +39,7 @@ class Sender:
         settings: Settings,
         resolver: targets.Resolver = targets.resolve,
         rng: random.Random | None = None,
+        verify: ssl.SSLContext | bool = True,  # the system's CAs; a context with others
     ) -> None:
         self.settings = settings
         self.resolver = resolver
@@ -46,6 +48,10 @@ class Sender:
             timeout=settings.delivery_timeout_seconds,
             follow_redirects=False,
             trust_env=False,  # no proxies from the environment: we check where we connect
+            verify=verify,
+            # No kept connections: one to an address, authenticated as one name, must not
+            # carry a delivery for another name that resolves to the same address.
+            limits=httpx.Limits(max_keepalive_connections=0),
             headers={"User-Agent": USER_AGENT},
         )
 
