@@ -36,6 +36,7 @@ from ledger.audit.operations import (
     export_header,
     verify_export,
 )
+from ledger.deliveries.worker import Deliveries
 from ledger.domain.errors import NotFound
 from ledger.domain.sale import Sale
 from ledger.grpc.server import TlsConfig, create_server, is_loopback
@@ -52,6 +53,8 @@ keys_app = typer.Typer(help="Create, list and revoke API keys.")
 app.add_typer(keys_app, name="keys")
 projections_app = typer.Typer(help="Run, inspect and rebuild the read views.")
 app.add_typer(projections_app, name="projections")
+deliveries_app = typer.Typer(help="Callbacks and webhooks: run the sender, see the backlog.")
+app.add_typer(deliveries_app, name="deliveries")
 audit_app = typer.Typer(help="Tamper evidence: the hash chain over the log, signed checkpoints.")
 app.add_typer(audit_app, name="audit")
 
@@ -91,6 +94,12 @@ def serve(
         "--projections/--no-projections",
         help="Keep the views up to date in this process (several servers stand by for each "
         "other); --no-projections where dedicated `posledger projections run` workers do.",
+    ),
+    deliveries: bool = typer.Option(
+        True,
+        "--deliveries/--no-deliveries",
+        help="Send callbacks and webhooks from this process (several servers share the "
+        "work); --no-deliveries where dedicated `posledger deliveries run` workers do.",
     ),
     tls_cert: Path | None = typer.Option(
         None, envvar="POSLEDGER_TLS_CERT", help="Server certificate chain (PEM): serve TLS."
@@ -164,6 +173,7 @@ def serve(
                 else []
             ),
         ]
+        tls_args.append("--deliveries" if deliveries else "--no-deliveries")
         _serve_processes(
             ledger.database_url, host, port, workers, processes, grace, projections, tls_args
         )
@@ -187,13 +197,18 @@ def serve(
         collector = LedgerCollector(ledger, views, views.state if views is not None else None)
         index = int(os.environ.get("POSLEDGER_PROCESS_INDEX", "0"))
         endpoint = MetricsEndpoint.start(collector, metrics_host, metrics_port + index)
-    with views.running() if views is not None else nullcontext():
+    outbound = Deliveries(ledger) if deliveries else None
+    with (
+        views.running() if views is not None else nullcontext(),
+        outbound.running() if outbound is not None else nullcontext(),
+    ):
         server.start()
         log.info(
             "serving",
             host=host,
             port=server.port,
             projections=projections,
+            deliveries=deliveries,
             tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
         )
         stopping.wait()
@@ -361,6 +376,77 @@ def projections_status() -> None:
         )
     Console().print(table)
     ledger.close()
+
+
+@deliveries_app.command("run")
+def deliveries_run() -> None:
+    """Send callbacks and webhooks until SIGTERM or SIGINT (any number of workers share them)."""
+    configure_logging()
+    ledger = Ledger.open()
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    log.info("deliveries_running")
+    Deliveries(ledger).run(stopping)
+    ledger.close()
+
+
+@deliveries_app.command("status")
+def deliveries_status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document instead of tables."),
+) -> None:
+    """The outbox's position, the backlog by status, and the latest failures."""
+    ledger = Ledger.open()
+    deliveries = Deliveries(ledger)
+    deliveries.ensure()
+    report = deliveries.status()
+    ledger.close()
+    if as_json:
+        typer.echo(json.dumps(report, default=str))
+        return
+    out = Console()
+    outbox = report["outbox"]
+    out.print(
+        f"outbox: position {outbox['position']} of {outbox['head']} "
+        f"({outbox['lag_events']} events behind), follower "
+        + ("[green]running[/]" if outbox["followed"] else "[red]none[/]")
+    )
+    table = Table("status", "deliveries")
+    for status, n in sorted(report["counts"].items()):
+        table.add_row(status, str(n))
+    out.print(table)
+    backlog = report["backlog"]
+    out.print(
+        f"pending: {backlog['due']} due now, {backlog['retrying']} retrying, oldest "
+        f"{backlog['oldest_seconds'] or 0:.0f} s"
+    )
+    if report["failures"]:
+        failures = Table("delivery", "kind", "url", "status", "attempts", "last error")
+        for f in report["failures"]:
+            failures.add_row(
+                f["delivery_id"],
+                f["kind"],
+                f["url"],
+                f["status"],
+                str(f["attempts"]),
+                f["last_error"],
+            )
+        out.print(failures)
+
+
+@deliveries_app.command("secret")
+def deliveries_secret(
+    merchant: str = typer.Option(..., help="The merchant whose app it is."),
+    app_id: str = typer.Option(..., "--app", help="The app whose callbacks it signs."),
+) -> None:
+    """Create or rotate an app's signing secret (printed once; the old one stops at once)."""
+    ledger = Ledger.open()
+    deliveries = Deliveries(ledger)
+    deliveries.ensure()
+    secret = deliveries.store.rotate_app_secret(merchant, app_id)
+    ledger.close()
+    typer.echo(secret)
+    console.print("Shown once: give it to the app's receiver. It signs every callback to it.")
 
 
 @projections_app.command("rebuild")

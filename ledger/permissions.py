@@ -34,6 +34,8 @@ class Permission(StrEnum):
     STOCK_READ = "stock.read"
     STOCK_WRITE = "stock.write"  # receive, adjust, count, transfer
     AUDIT_READ = "audit.read"
+    WEBHOOKS_MANAGE = "webhooks.manage"  # endpoints, signing secrets, deliveries
+    CHANGES_READ = "changes.read"  # the change feed
 
 
 P = Permission
@@ -46,11 +48,27 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CASHIER: _CASHIER,
     # A shift or store manager: also refunds, voids, prices, stock and imports.
     Role.MANAGER: _CASHIER
-    | {P.REFUNDS_WRITE, P.SALES_VOID, P.CATALOG_WRITE, P.STOCK_WRITE, P.SALES_IMPORT},
+    | {
+        P.REFUNDS_WRITE,
+        P.SALES_VOID,
+        P.CATALOG_WRITE,
+        P.STOCK_WRITE,
+        P.SALES_IMPORT,
+        P.WEBHOOKS_MANAGE,
+    },
     # Books and compliance: the audit RPCs and the query RPCs, no writes at all.
     Role.AUDITOR: _READS | {P.AUDIT_READ},
     # A web shop or CRM: keeps catalog, stock and customers in sync, imports its orders.
-    Role.INTEGRATION: _READS | {P.CATALOG_WRITE, P.STOCK_WRITE, P.CUSTOMERS_WRITE, P.SALES_IMPORT},
+    # Its webhooks and the change feed are how it hears what happened.
+    Role.INTEGRATION: _READS
+    | {
+        P.CATALOG_WRITE,
+        P.STOCK_WRITE,
+        P.CUSTOMERS_WRITE,
+        P.SALES_IMPORT,
+        P.WEBHOOKS_MANAGE,
+        P.CHANGES_READ,
+    },
 }
 
 # Development mode (no keys at all, see ledger/keys.py) may do everything.
@@ -91,6 +109,20 @@ RPC_PERMISSIONS: dict[str, Permission] = {
     "/ledger.v1.AuditService/GetSaleAt": P.AUDIT_READ,
     "/ledger.v1.AuditService/StreamEvents": P.AUDIT_READ,
     "/ledger.v1.AuditService/VerifyLog": P.AUDIT_READ,
+    **{
+        f"/ledger.v1.WebhookService/{name}": P.WEBHOOKS_MANAGE
+        for name in (
+            "CreateWebhook",
+            "ListWebhooks",
+            "UpdateWebhook",
+            "DeleteWebhook",
+            "RotateWebhookSecret",
+            "RotateCallbackSecret",
+            "ListDeliveries",
+            "Redeliver",
+        )
+    },
+    "/ledger.v1.ChangeFeedService/StreamChanges": P.CHANGES_READ,
 }
 
 

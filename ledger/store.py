@@ -7,6 +7,7 @@ is started from the `pgserver` wheel in `POSLEDGER_DATA_DIR`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import threading
@@ -45,6 +46,9 @@ DEFAULT_DATA_DIR = Path.home() / ".local" / "share" / "posledger"
 SCHEMA_LOCK_ID = 0x504F534C  # "POSL"
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+NATS_STREAM = re.compile(r"[A-Za-z0-9_-]{1,64}")
+NATS_PREFIX = re.compile(r"[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,3}")
 # A schema name we can use unquoted everywhere, short enough that the view generations
 # beside it (`<schema>__<view>_<generation>`) stay within PostgreSQL's 63 characters.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,39}")
@@ -92,6 +96,16 @@ _NUMBERS = {
     "idle_in_transaction_timeout_seconds": _Number(
         "POSLEDGER_DB_IDLE_IN_TRANSACTION_TIMEOUT", 1, 3600, whole=True, unit=" s"
     ),
+    # Deliveries (ledger/deliveries): callbacks and webhooks.
+    "delivery_timeout_seconds": _Number("POSLEDGER_DELIVERY_TIMEOUT", 0.1, 60, unit=" s"),
+    "delivery_retry_for_seconds": _Number("POSLEDGER_DELIVERY_RETRY_FOR", 1, 30 * 86400, unit=" s"),
+    "delivery_backoff_first_seconds": _Number(
+        "POSLEDGER_DELIVERY_BACKOFF_FIRST", 0.01, 3600, unit=" s"
+    ),
+    "delivery_backoff_max_seconds": _Number(
+        "POSLEDGER_DELIVERY_BACKOFF_MAX", 0.01, 86400, unit=" s"
+    ),
+    "delivery_concurrency": _Number("POSLEDGER_DELIVERY_CONCURRENCY", 1, 256, whole=True),
 }
 
 
@@ -112,6 +126,21 @@ class Settings:
     statement_timeout_seconds: float = 15.0
     # A session left idle inside a transaction is ended by the server after this long.
     idle_in_transaction_timeout_seconds: int = 5
+    # One delivery attempt: connect, send, and read the (capped) response.
+    delivery_timeout_seconds: float = 10.0
+    # A delivery is retried until an attempt at least this long after it was made fails.
+    delivery_retry_for_seconds: float = 24 * 3600.0
+    # Backoff between attempts: doubling from the first, capped, with jitter.
+    delivery_backoff_first_seconds: float = 5.0
+    delivery_backoff_max_seconds: float = 3600.0
+    delivery_concurrency: int = 8
+    # Networks deliveries may reach although private, loopback or link-local (none by default:
+    # a callback URL must not become a way into the operator's own network).
+    delivery_allowed_networks: tuple[IPNetwork, ...] = ()
+    # The relay of changes to NATS JetStream: off unless a URL is given.
+    nats_url: str = ""
+    nats_stream: str = "POSLEDGER"
+    nats_subject_prefix: str = "posledger"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -134,6 +163,29 @@ class Settings:
             raw = environ.get(number.variable, "").strip()
             if raw:
                 values[name] = number.parse(raw, problems)
+        networks = environ.get("POSLEDGER_DELIVERY_ALLOWED_NETWORKS", "").strip()
+        if networks:
+            values["delivery_allowed_networks"] = _networks(networks, problems)
+        nats_url = environ.get("POSLEDGER_NATS_URL", "").strip()
+        if nats_url:
+            if not nats_url.startswith(("nats://", "tls://")):
+                problems.append(f"POSLEDGER_NATS_URL={nats_url!r}: must start nats:// or tls://")
+            values["nats_url"] = nats_url
+        for name, variable, pattern in (
+            ("nats_stream", "POSLEDGER_NATS_STREAM", NATS_STREAM),
+            ("nats_subject_prefix", "POSLEDGER_NATS_SUBJECT_PREFIX", NATS_PREFIX),
+        ):
+            raw = environ.get(variable, "").strip()
+            if raw:
+                if not pattern.fullmatch(raw):
+                    problems.append(f"{variable}={raw!r}: letters, digits, '_' or '-' only")
+                values[name] = raw
+        first = values.get("delivery_backoff_first_seconds") or cls.delivery_backoff_first_seconds
+        most = values.get("delivery_backoff_max_seconds") or cls.delivery_backoff_max_seconds
+        if first > most:
+            problems.append(
+                "POSLEDGER_DELIVERY_BACKOFF_FIRST must not exceed POSLEDGER_DELIVERY_BACKOFF_MAX"
+            )
         if problems:
             raise SettingsError(problems)
         return cls(
@@ -142,6 +194,19 @@ class Settings:
             schema=schema,
             **values,
         )
+
+
+def _networks(raw: str, problems: list[str]) -> tuple[IPNetwork, ...]:
+    result = []
+    for part in raw.split(","):
+        try:
+            result.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            problems.append(
+                f"POSLEDGER_DELIVERY_ALLOWED_NETWORKS: {part.strip()!r} is not a network "
+                "(write e.g. 127.0.0.0/8 or 10.1.2.3/32, comma-separated)"
+            )
+    return tuple(result)
 
 
 _embedded_servers: dict[Path, Any] = {}

@@ -99,6 +99,12 @@ class ViewStatus:
 class Projections:
     """The views of one ledger database and the registry that tracks them."""
 
+    # Its log events: projections_connected, projection_holding, …
+    log_names = ("projections", "projection")
+    # Views apply each commit at once (queries read their writes); a follower that need not
+    # hurry waits this long after a wake-up, so one page takes many commits.
+    batch_seconds = 0.0
+
     def __init__(self, ledger: Ledger, views: Sequence[View]) -> None:
         self.ledger = ledger
         self.views = {v.name: v for v in views}
@@ -113,17 +119,7 @@ class Projections:
     def ensure(self) -> None:
         """Creates the registry and each view's live generation if missing."""
         with schema_lock(self.url, self.base), self.datastore.transaction(commit=True) as curs:
-            curs.execute(
-                SQL(
-                    "CREATE TABLE IF NOT EXISTS {} ("
-                    " view text PRIMARY KEY,"
-                    " generation int NOT NULL DEFAULT 1,"
-                    " position bigint NOT NULL DEFAULT 0,"
-                    " applied_at timestamptz,"
-                    " rebuild_generation int,"
-                    " rebuild_position bigint)"
-                ).format(self.registry)
-            )
+            self.create_registry(curs)
             for view in self.views.values():
                 curs.execute(
                     SQL("INSERT INTO {} (view) VALUES (%s) ON CONFLICT DO NOTHING").format(
@@ -133,6 +129,19 @@ class Projections:
                 )
                 row = self._row(curs, view.name)
                 self._create_generation(curs, view, row["generation"])
+
+    def create_registry(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " view text PRIMARY KEY,"
+                " generation int NOT NULL DEFAULT 1,"
+                " position bigint NOT NULL DEFAULT 0,"
+                " applied_at timestamptz,"
+                " rebuild_generation int,"
+                " rebuild_position bigint)"
+            ).format(self.registry)
+        )
 
     def _create_generation(self, curs: Cursor[DictRow], view: View, generation: int) -> str:
         schema = view_schema(self.base, view.name, generation)
@@ -209,10 +218,12 @@ class Projections:
                     delay = RECONNECT_FIRST_SECONDS  # it had recovered since the last loss
                 if not is_store_error(e):
                     self.state.set("stopped", error=repr(e))
-                    log.exception("projections_failed")
+                    log.exception(f"{self.log_names[0]}_failed")
                     raise
                 self.state.set("reconnecting", error=str(e).strip() or type(e).__name__)
-                log.warning("projections_reconnecting", error=self.state.error, delay=delay)
+                log.warning(
+                    f"{self.log_names[0]}_reconnecting", error=self.state.error, delay=delay
+                )
                 if ready is not None:
                     ready()  # let the caller go on; the views follow once the store is back
                     ready = None
@@ -235,12 +246,12 @@ class Projections:
             listener.execute(SQL("LISTEN {}").format(Identifier(channel)))
             held: set[str] = set()
             self.state.set("running", held=held)
-            log.info("projections_connected")
+            log.info(f"{self.log_names[0]}_connected")
             while not stop.is_set():
                 for name in self.views.keys() - held:
                     if self._try_hold(locks, name):
                         held.add(name)
-                        log.info("projection_holding", view=name)
+                        log.info(f"{self.log_names[1]}_holding", view=name)
                 if on_ready is not None:
                     on_ready()  # holding what it can: queries see the views followed
                     on_ready = None
@@ -255,13 +266,15 @@ class Projections:
                         if is_store_error(e):
                             raise
                         # The page rolled back; keep the other views going and retry it.
-                        log.exception("projection_step_failed", view=name)
+                        log.exception(f"{self.log_names[1]}_step_failed", view=name)
                         stop.wait(1.0)
                 self.state.beat()
                 if not busy:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.
                     for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
                         pass
+                    if self.batch_seconds:
+                        stop.wait(self.batch_seconds)  # let a page gather more events
 
     def followed(self) -> set[str]:
         """The views some runner (of any process) holds right now."""
@@ -442,7 +455,11 @@ class Projections:
         result = []
         events_table = Identifier(self.base, self.ledger.ledger_recorder.events_table_name)
         with psycopg.connect(self.url, row_factory=dict_row) as conn:
-            rows = conn.execute(SQL("SELECT * FROM {} ORDER BY view").format(self.registry))
+            # Only this runner's views (the deliveries' outbox shares the registry).
+            rows = conn.execute(
+                SQL("SELECT * FROM {} WHERE view = ANY(%s) ORDER BY view").format(self.registry),
+                (list(self.views),),
+            )
             for row in rows.fetchall():
                 lag = conn.execute(
                     SQL("SELECT count(*) AS n FROM {} WHERE notification_id > %s").format(

@@ -213,29 +213,30 @@ def _check_line_item(checks: Checks, path: str, item: LineItemInput) -> None:
         checks.fail(f"{path}.discount", "must be between 0 and quantity x unit_price")
 
 
-def _check_callback_url(checks: Checks, url: str) -> None:
+def check_delivery_url(checks: Checks, url: str, path: str = "callback_url") -> None:
+    """A URL the ledger will POST to: https (http only for localhost), no credentials."""
     before = len(checks.violations)
     # Required, length, control characters (urlsplit drops some silently) and card numbers.
-    checks.text("callback_url", url, max_len=2048, required=True)
+    checks.text(path, url, max_len=2048, required=True)
     if len(checks.violations) > before:
         return
     if any(ch.isspace() for ch in url):
-        checks.fail("callback_url", "must not contain whitespace")
+        checks.fail(path, "must not contain whitespace")
         return
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
     except ValueError:
-        checks.fail("callback_url", "is not a valid URL")
+        checks.fail(path, "is not a valid URL")
         return
     local = host in {"localhost", "127.0.0.1", "::1"}
     if not host:
-        checks.fail("callback_url", "must be an absolute URL with a host")
+        checks.fail(path, "must be an absolute URL with a host")
     elif parts.scheme == "https" or (parts.scheme == "http" and local):
         if parts.username or parts.password:
-            checks.fail("callback_url", "must not carry credentials")
+            checks.fail(path, "must not carry credentials")
     else:
-        checks.fail("callback_url", "must use https (http is allowed only for localhost)")
+        checks.fail(path, "must use https (http is allowed only for localhost)")
 
 
 def _check_card(checks: Checks, card: CardInput, prefix: str = "") -> None:
@@ -282,7 +283,7 @@ def validate(command: SaleCommand) -> None:
                 checks.enum(f"tender_types[{i}]", tender)
             if len(set(command.tender_types)) != len(command.tender_types):
                 checks.fail("tender_types", "must not repeat a tender type")
-            _check_callback_url(checks, command.callback_url)
+            check_delivery_url(checks, command.callback_url)
             checks.text("app_id", command.app_id, max_len=128, required=True)
             if command.api_version not in SUPPORTED_API_VERSIONS:
                 supported = ", ".join(sorted(SUPPORTED_API_VERSIONS))

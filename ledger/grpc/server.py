@@ -12,12 +12,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ledger.application import Ledger
+from ledger.deliveries.worker import Deliveries
 from ledger.grpc.audit import AuditServicer
 from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
 from ledger.grpc.interceptors import LedgerInterceptor
 from ledger.grpc.inventory import InventoryServicer
 from ledger.grpc.sales import SalesServicer
+from ledger.grpc.webhooks import ChangeFeedServicer, WebhookServicer
 from ledger.keys import Authenticator
 from ledger.monitor import StoreMonitor
 from ledger.v1 import (
@@ -31,6 +33,8 @@ from ledger.v1 import (
     inventory_pb2_grpc,
     sales_pb2,
     sales_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 from projections import projections_for
 from projections.queries import ReadModels
@@ -44,6 +48,8 @@ SERVICE_NAMES = [
         (customers_pb2, "CustomerService"),
         (inventory_pb2, "InventoryService"),
         (audit_pb2, "AuditService"),
+        (webhooks_pb2, "WebhookService"),
+        (webhooks_pb2, "ChangeFeedService"),
     ]
 ]
 
@@ -166,6 +172,9 @@ def create_server(
         InventoryServicer(ledger, reads), server
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
+    Deliveries(ledger).ensure()  # the outbox starts with the first server
+    webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(ledger), server)
+    webhooks_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(ledger), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:

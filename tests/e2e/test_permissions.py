@@ -16,7 +16,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from ledger.application import Ledger
 from ledger.permissions import RPC_PERMISSIONS, Role
-from ledger.v1 import audit_pb2, catalog_pb2, customers_pb2, inventory_pb2, sales_pb2
+from ledger.v1 import audit_pb2, catalog_pb2, customers_pb2, inventory_pb2, sales_pb2, webhooks_pb2
 from tests.e2e import api_client as api
 
 SALES = "/ledger.v1.SalesService/"
@@ -24,6 +24,7 @@ CATALOG = "/ledger.v1.CatalogService/"
 CUSTOMERS = "/ledger.v1.CustomerService/"
 STOCK = "/ledger.v1.InventoryService/"
 AUDIT = "/ledger.v1.AuditService/"
+WEBHOOK = "/ledger.v1.WebhookService/"
 
 READS = {
     SALES + "GetSale",
@@ -66,6 +67,21 @@ AUDITING = {
     AUDIT + "VerifyLog",
 }
 
+WEBHOOKS = {
+    WEBHOOK + name
+    for name in (
+        "CreateWebhook",
+        "ListWebhooks",
+        "UpdateWebhook",
+        "DeleteWebhook",
+        "RotateWebhookSecret",
+        "RotateCallbackSecret",
+        "ListDeliveries",
+        "Redeliver",
+    )
+}
+FEED = {"/ledger.v1.ChangeFeedService/StreamChanges"}
+
 ALLOWED: dict[Role, set[str]] = {
     Role.CASHIER: READS | SELLING | CUSTOMER_WRITES,
     Role.MANAGER: READS
@@ -73,16 +89,19 @@ ALLOWED: dict[Role, set[str]] = {
     | CUSTOMER_WRITES
     | CATALOG_WRITES
     | STOCK_WRITES
+    | WEBHOOKS
     | {SALES + "RefundPayment", SALES + "CancelSale", SALES + "ImportSales"},
     Role.AUDITOR: READS | AUDITING,
     Role.INTEGRATION: READS
     | CUSTOMER_WRITES
     | CATALOG_WRITES
     | STOCK_WRITES
+    | WEBHOOKS
+    | FEED
     | {SALES + "ImportSales"},
 }
 
-MODULES = [sales_pb2, catalog_pb2, customers_pb2, inventory_pb2, audit_pb2]
+MODULES = [sales_pb2, catalog_pb2, customers_pb2, inventory_pb2, audit_pb2, webhooks_pb2]
 
 
 def _methods() -> dict[str, MethodDescriptor]:

@@ -1,0 +1,1 @@
+"""Delivering what happens to the merchant's systems: callbacks, webhooks and the change feed."""

@@ -1,0 +1,193 @@
+"""The outbox: the event log itself, followed like a view, turned into delivery rows.
+
+Events exist only for committed commands, so a command that rolled back delivers nothing,
+and the follower misses nothing committed: a page of events, the follower's new position
+and the delivery rows they make commit in one transaction (see projections/runner.py),
+so each delivery is made exactly once. The write path is not touched at all.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from ledger.application import Ledger
+from ledger.deliveries.changes import Change, Kind, changes_of
+from ledger.deliveries.store import DeliveryStore
+from ledger.domain.product import Product
+from projections.view import Event, View
+
+DELIVERY_NAMESPACE = uuid.UUID("3f5b9a4e-8c1d-4f2a-b6e7-0d9c8b7a6f51")
+
+PAYMENT_TOPICS = (
+    "posledger.PaymentApproved",
+    "posledger.PaymentNotApproved",
+    "posledger.PaymentCanceled",
+    "posledger.PaymentRefunded",
+)
+# Each topic, and the kinds of change it can make (a topic none subscribes to is skipped).
+TOPIC_KINDS: dict[str, frozenset[Kind]] = {
+    **{t: frozenset({Kind.PAYMENT_RESOLVED}) for t in PAYMENT_TOPICS},
+    "posledger.PaymentRefunded": frozenset({Kind.PAYMENT_RESOLVED, Kind.ORDER_REFUNDED}),
+    "posledger.SaleCompleted": frozenset({Kind.ORDER_COMPLETED}),
+    "posledger.SaleCanceled": frozenset({Kind.ORDER_CANCELED}),
+    **{
+        f"posledger.Stock{name}": frozenset({Kind.STOCK_CHANGED})
+        for name in (
+            "Received",
+            "Adjusted",
+            "Counted",
+            "TransferredOut",
+            "TransferredIn",
+            "Sold",
+            "Returned",
+        )
+    },
+    **{
+        t: frozenset({Kind.PRODUCT_CHANGED})
+        for t in ("posledger.ProductCreated", "posledger.ProductUpdated")
+    },
+    "posledger.ProductDiscontinued": frozenset({Kind.PRODUCT_CHANGED}),
+    "posledger.CustomerCreated": frozenset({Kind.CUSTOMER_CREATED}),
+    "posledger.CustomerUpdated": frozenset({Kind.CUSTOMER_CHANGED}),
+    "posledger.CustomerMarketingConsentChanged": frozenset({Kind.CUSTOMER_CONSENT_CHANGED}),
+}
+
+
+def delivery_id(target: str, change: Change) -> UUID:
+    """The same delivery always has the same id: receivers deduplicate by it."""
+    return uuid.uuid5(DELIVERY_NAMESPACE, f"{target}\x1f{change.id}")
+
+
+def changes_at(ledger: Ledger, events: Sequence[Event]) -> list[Change]:
+    """The changes a page of events makes, each from its aggregate as of that event.
+
+    The aggregates are replayed from their stored histories in one query (short for sales,
+    products and customers; a stock item's whole history is read, which a snapshot would
+    shorten: see README, Deliveries).
+    """
+    wanted: dict[UUID, dict[int, int]] = defaultdict(dict)  # aggregate -> version -> position
+    for e in events:
+        wanted[e.originator_id][e.originator_version] = e.position
+    if not wanted:
+        return []
+    recorder = ledger.ledger_recorder
+    table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+    found: list[tuple[int, Any, Any]] = []
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(
+            SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {}"
+                " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+            ).format(table),
+            (list(wanted),),
+        )
+        rows = curs.fetchall()
+    aggregates: dict[UUID, Any] = {}
+    product_ids: set[str] = set()
+    for row in rows:
+        aggregate_id, version = row["originator_id"], row["originator_version"]
+        if version > max(wanted[aggregate_id]):
+            continue
+        event = ledger.mapper.to_domain_event(
+            StoredEvent(aggregate_id, version, row["topic"], bytes(row["state"]))
+        )
+        aggregate = event.mutate(aggregates.get(aggregate_id))  # type: ignore[attr-defined]
+        aggregates[aggregate_id] = aggregate
+        position = wanted[aggregate_id].get(version)
+        if position is not None:
+            # Taken now: the aggregate goes on changing with the next event.
+            found.append((position, event, copy.deepcopy(aggregate)))
+            product_ids.add(str(getattr(aggregate, "product_id", "")))
+    skus = _skus(ledger, product_ids - {""})
+    result: list[Change] = []
+    for position, event, aggregate in sorted(found, key=lambda f: f[0]):
+        result += changes_of(position, event, aggregate, lambda p: skus.get(p, ""))
+    return result
+
+
+def _skus(ledger: Ledger, product_ids: set[str]) -> dict[str, str]:
+    """Each product's sku (fixed when it is created: the product's id derives from it)."""
+    if not product_ids:
+        return {}
+    recorder = ledger.ledger_recorder
+    table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+    result = {}
+    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
+        curs.execute(
+            SQL(
+                "SELECT originator_id, topic, state FROM {}"
+                " WHERE originator_id = ANY(%s) AND originator_version = 1"
+            ).format(table),
+            ([UUID(p) for p in product_ids],),
+        )
+        for row in curs.fetchall():
+            created = ledger.mapper.to_domain_event(
+                StoredEvent(row["originator_id"], 1, row["topic"], bytes(row["state"]))
+            )
+            if isinstance(created, Product.Created):
+                result[str(row["originator_id"])] = created.sku
+    return result
+
+
+class OutboxView(View):
+    """Not a read model: its "rows" are the deliveries its page of events owes."""
+
+    name = "outbox"
+    topics = tuple(TOPIC_KINDS)
+
+    def __init__(self, ledger: Ledger, store: DeliveryStore) -> None:
+        self.ledger = ledger
+        self.store = store
+
+    def create(self, curs: Cursor[DictRow], schema: str) -> None:
+        self.store.create_tables(curs)  # in the ledger's schema: never rebuilt
+
+    def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
+        subscribed = self.store.subscribed_kinds(curs) | {Kind.PAYMENT_RESOLVED.value}
+        events = [e for e in events if {k.value for k in TOPIC_KINDS[e.topic]} & subscribed]
+        changes = changes_at(self.ledger, events)
+        merchants = sorted({c.merchant_id for c in changes})
+        subscriptions = self.store.subscriptions(curs, merchants) if merchants else []
+        rows = []
+        for change in changes:
+            if change.kind is Kind.PAYMENT_RESOLVED:
+                if change.callback_url:  # imported payments have none
+                    rows.append(_row(change, change.callback_url, f"sale:{change.sale_id}"))
+                continue
+            for sub in subscriptions:
+                if sub["merchant_id"] == change.merchant_id and change.kind.value in sub["kinds"]:
+                    key = f"webhook:{sub['subscription_id']}:{change.subject_id}"
+                    rows.append(_row(change, sub["url"], key, sub["subscription_id"]))
+        self.store.add(curs, rows)
+
+
+def _row(
+    change: Change, url: str, ordering_key: str, subscription_id: UUID | None = None
+) -> dict[str, Any]:
+    target = f"sub:{subscription_id}" if subscription_id else "callback"
+    the_id = delivery_id(target, change)
+    body = change.body() | {"delivery_id": str(the_id)}
+    return {
+        "delivery_id": the_id,
+        "merchant_id": change.merchant_id,
+        "kind": change.kind.value,
+        "change_id": change.id,
+        "position": change.position,
+        "idx": change.index,
+        "url": url,
+        "app_id": change.data.get("app_id", "") if subscription_id is None else "",
+        "subscription_id": subscription_id,
+        "ordering_key": ordering_key,
+        "body": json.dumps(body, separators=(",", ":"), sort_keys=True),
+    }

@@ -1,0 +1,225 @@
+"""WebhookService and ChangeFeedService: wire ⇄ subscriptions, deliveries and changes."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from psycopg.rows import DictRow
+
+from ledger.application import Ledger
+from ledger.deliveries.changes import Change, Kind
+from ledger.deliveries.outbox import OutboxView, changes_at
+from ledger.deliveries.store import DeliveryStore
+from ledger.deliveries.webhooks import Subscription, Webhooks
+from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
+from ledger.grpc.context import timestamp
+from ledger.grpc.interceptors import current_principal
+from ledger.v1 import webhooks_pb2 as pb
+from ledger.v1 import webhooks_pb2_grpc
+from projections import paging, source
+
+KINDS_TO_WIRE = {kind: pb.ChangeKind.Value(f"CHANGE_KIND_{kind.name}") for kind in Kind}
+KINDS = {wire: kind for kind, wire in KINDS_TO_WIRE.items()}
+STATUSES_TO_WIRE = {
+    status: pb.DeliveryStatus.Value(f"DELIVERY_STATUS_{status.upper()}")
+    for status in ("pending", "delivered", "failed", "gone", "refused")
+}
+STATUSES = {wire: status for status, wire in STATUSES_TO_WIRE.items()}
+FEED_PAGE = 500  # events read per query while a feed catches up
+FEED_POLL_SECONDS = 0.2  # how often an idle feed looks for new events
+
+
+def webhook_message(s: Subscription) -> pb.Webhook:
+    return pb.Webhook(
+        id=str(s.subscription_id),
+        url=s.url,
+        kinds=[KINDS_TO_WIRE[k] for k in s.kinds],
+        description=s.description,
+        enabled=s.enabled,
+        disabled_reason=s.disabled_reason,
+        created_at=timestamp(s.created_at),
+        updated_at=timestamp(s.updated_at),
+    )
+
+
+def delivery_message(row: DictRow, attempts: list[DictRow]) -> pb.Delivery:
+    return pb.Delivery(
+        id=str(row["delivery_id"]),
+        kind=KINDS_TO_WIRE[Kind(row["kind"])],
+        webhook_id=str(row["subscription_id"] or ""),
+        url=row["url"],
+        status=STATUSES_TO_WIRE[row["status"]],
+        position=row["position"],
+        created_at=timestamp(row["created_at"]),
+        next_attempt_at=timestamp(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        attempts=[
+            pb.DeliveryAttempt(
+                attempt=a["attempt"],
+                attempted_at=timestamp(a["attempted_at"]),
+                status_code=a["status_code"] or 0,
+                error=a["error"],
+                response_excerpt=a["response"],
+                duration_ms=a["duration_ms"],
+            )
+            for a in attempts
+        ],
+        body=row["body"],
+    )
+
+
+def _kinds(values: Any) -> list[Kind | None]:
+    return [KINDS.get(v) for v in values]
+
+
+def _delivery_id(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound(f"delivery {value} not found", reason="DELIVERY_NOT_FOUND") from None
+
+
+class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.store = DeliveryStore(ledger.ledger_recorder.datastore)
+        self.webhooks = Webhooks(self.store)
+
+    def CreateWebhook(
+        self, request: pb.CreateWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.CreateWebhookResponse:
+        subscription, secret = self.webhooks.create(
+            current_principal().merchant_id,
+            request.request_id,
+            request.url,
+            _kinds(request.kinds),
+            request.description,
+        )
+        return pb.CreateWebhookResponse(
+            webhook=webhook_message(subscription), signing_secret=secret
+        )
+
+    def ListWebhooks(
+        self, request: pb.ListWebhooksRequest, context: grpc.ServicerContext
+    ) -> pb.ListWebhooksResponse:
+        found = self.webhooks.list(current_principal().merchant_id)
+        return pb.ListWebhooksResponse(webhooks=[webhook_message(s) for s in found])
+
+    def UpdateWebhook(
+        self, request: pb.UpdateWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.UpdateWebhookResponse:
+        paths = set(request.update_mask.paths)
+        unknown = paths - {"url", "kinds", "description", "enabled"}
+        if unknown or not paths:
+            raise InvalidRequest(
+                [
+                    FieldViolation(
+                        "update_mask", "name one or more of url, kinds, description, enabled"
+                    )
+                ]
+            )
+        subscription = self.webhooks.update(
+            current_principal().merchant_id,
+            request.webhook_id,
+            url=request.url if "url" in paths else None,
+            kinds=_kinds(request.kinds) if "kinds" in paths else None,
+            description=request.description if "description" in paths else None,
+            enabled=request.enabled if "enabled" in paths else None,
+        )
+        return pb.UpdateWebhookResponse(webhook=webhook_message(subscription))
+
+    def DeleteWebhook(
+        self, request: pb.DeleteWebhookRequest, context: grpc.ServicerContext
+    ) -> pb.DeleteWebhookResponse:
+        self.webhooks.delete(current_principal().merchant_id, request.webhook_id)
+        return pb.DeleteWebhookResponse()
+
+    def RotateWebhookSecret(
+        self, request: pb.RotateWebhookSecretRequest, context: grpc.ServicerContext
+    ) -> pb.RotateWebhookSecretResponse:
+        secret = self.webhooks.rotate_secret(current_principal().merchant_id, request.webhook_id)
+        return pb.RotateWebhookSecretResponse(signing_secret=secret)
+
+    def RotateCallbackSecret(
+        self, request: pb.RotateCallbackSecretRequest, context: grpc.ServicerContext
+    ) -> pb.RotateCallbackSecretResponse:
+        principal = current_principal()
+        secret = self.store.rotate_app_secret(principal.merchant_id, principal.app_id)
+        return pb.RotateCallbackSecretResponse(app_id=principal.app_id, signing_secret=secret)
+
+    def ListDeliveries(
+        self, request: pb.ListDeliveriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListDeliveriesResponse:
+        merchant = current_principal().merchant_id
+        subscription = None
+        if request.webhook_id:
+            subscription = self.webhooks.get(merchant, request.webhook_id).subscription_id
+        size = paging.page_size(request.page_size)
+        before = paging.decode("deliveries", request.page_token, 2, [paging.integer, paging.text])
+        rows = self.store.page(
+            merchant,
+            subscription,
+            STATUSES.get(request.status),
+            (before[0], before[1]) if before else None,
+            size + 1,
+        )
+        attempts = self.store.attempts_of([r["delivery_id"] for r in rows[:size]])
+        token = ""
+        if len(rows) > size:
+            last = rows[size - 1]
+            token = paging.encode("deliveries", [last["position"], str(last["delivery_id"])])
+        return pb.ListDeliveriesResponse(
+            deliveries=[delivery_message(r, attempts[r["delivery_id"]]) for r in rows[:size]],
+            next_page_token=token,
+        )
+
+    def Redeliver(
+        self, request: pb.RedeliverRequest, context: grpc.ServicerContext
+    ) -> pb.RedeliverResponse:
+        merchant = current_principal().merchant_id
+        row = self.store.redeliver(merchant, _delivery_id(request.delivery_id))
+        if row is None:
+            raise NotFound(f"delivery {request.delivery_id} not found", reason="DELIVERY_NOT_FOUND")
+        attempts = self.store.attempts_of([row["delivery_id"]])
+        return pb.RedeliverResponse(delivery=delivery_message(row, attempts[row["delivery_id"]]))
+
+
+def change_message(change: Change) -> pb.StreamChangesResponse:
+    return pb.StreamChangesResponse(
+        id=change.id,
+        kind=KINDS_TO_WIRE[change.kind],
+        position=change.position,
+        occurred_at=timestamp(change.occurred_at),
+        subject_id=change.subject_id,
+        data_json=json.dumps(change.data, separators=(",", ":"), sort_keys=True),
+    )
+
+
+class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def StreamChanges(
+        self, request: pb.StreamChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.StreamChangesResponse]:
+        if request.after_position < 0:
+            raise InvalidRequest([FieldViolation("after_position", "must not be negative")])
+        wanted = set(_kinds(request.kinds)) or set(Kind)
+        if None in wanted:
+            raise InvalidRequest([FieldViolation("kinds", "must name known kinds of change")])
+        merchant = current_principal().merchant_id
+        position = request.after_position
+        while context.is_active():
+            head = source.head(self.ledger)
+            if head <= position:
+                time.sleep(FEED_POLL_SECONDS)  # new events are looked for a few times a second
+                continue
+            events = source.read_page(self.ledger, position, head, FEED_PAGE, OutboxView.topics)
+            for change in changes_at(self.ledger, events):
+                if change.merchant_id == merchant and change.kind in wanted:
+                    yield change_message(change)
+            # A short page means every event up to `head` was read.
+            position = events[-1].position if len(events) == FEED_PAGE else head
