@@ -50,23 +50,32 @@ def _packed(
     return detail
 
 
+# A message quoting what the caller sent (an id of 20,000 characters) must still fit in
+# gRPC's 16 KiB of trailers, twice over: once as grpc-message, once in the details.
+MAX_TEXT = 256
+MAX_VIOLATIONS = 20  # enough to fix a request by; more would not fit either
+
+
+def _bounded(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 1] + "…"
+
+
 def domain_status(error: DomainError) -> status_pb2.Status:
     code = next((code for cls, code in _CODES if isinstance(error, cls)), code_pb2.UNKNOWN)
-    status = status_pb2.Status(code=code, message=error.message)
+    status = status_pb2.Status(code=code, message=_bounded(error.message))
+    metadata = {key: _bounded(value) for key, value in error.metadata.items()}
     status.details.append(
         _packed(
-            error_details_pb2.ErrorInfo(
-                reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata
-            )
+            error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     )
     if isinstance(error, InvalidRequest):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description, reason=v.reason
+                    field=_bounded(v.field), description=_bounded(v.description), reason=v.reason
                 )
-                for v in error.violations
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         status.details.append(_packed(bad_request))

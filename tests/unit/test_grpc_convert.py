@@ -3,6 +3,7 @@ errors to google.rpc statuses."""
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 
 import pytest
@@ -543,6 +544,26 @@ def test_invalid_request_status_names_every_field() -> None:
         ("line_items[0].quantity", "must be between 1 and 1000000", "INVALID_FIELD"),
         ("api_version", "'2.0' is not supported", "UNSUPPORTED_API_VERSION"),
     ]
+
+
+def _trailer_bytes(status: status_pb2.Status) -> int:
+    """grpc-message plus grpc-status-details-bin (base64 on the wire)."""
+    return len(status.message.encode()) + len(base64.b64encode(status.SerializeToString()))
+
+
+def test_a_status_quoting_a_huge_input_stays_small_enough_to_send() -> None:
+    # gRPC refuses trailers over 16 KiB; found by the fuzz with a 20,000-character id.
+    huge = "x" * 20_000
+    error = InvalidRequest([FieldViolation(f"ids[{i}]", f"{huge} is not an id") for i in range(50)])
+    status = domain_status(error)
+    assert _trailer_bytes(status) < 15_000
+    _, (bad_request,) = _details(status)
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    assert len(bad_request.field_violations) == 20
+    assert bad_request.field_violations[0].description.endswith("…")
+    missing = domain_status(NotFound(f"webhook {huge} not found", metadata={"id": huge}))
+    assert _trailer_bytes(missing) < 2_000
+    assert missing.message.startswith("webhook xxx")
 
 
 def test_validation_error_status_end_to_end() -> None:
