@@ -17,8 +17,10 @@ from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
 from ledger.grpc.interceptors import LedgerInterceptor
 from ledger.grpc.inventory import InventoryServicer
+from ledger.grpc.resources import Resources
 from ledger.grpc.sales import SalesServicer
 from ledger.keys import Authenticator
+from ledger.limits import Limits
 from ledger.monitor import StoreMonitor
 from ledger.v1 import (
     audit_pb2,
@@ -59,6 +61,7 @@ class LedgerServer:
     port: int
     health: health.HealthServicer
     monitor: StoreMonitor
+    resources: Resources
 
     def start(self) -> None:
         self.server.start()
@@ -91,8 +94,11 @@ class LedgerServer:
         changed(state)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish for `grace` seconds, stops."""
+        """Reports NOT_SERVING, ends the open feeds, imports and waits at once (UNAVAILABLE
+        SERVER_SHUTTING_DOWN), lets in-flight unary calls finish for `grace` seconds, stops.
+        """
         self.health.enter_graceful_shutdown()
+        self.resources.stop()
         self.server.stop(grace).wait()
         self.monitor.stop()
 
@@ -139,17 +145,24 @@ def create_server(
     authenticator: Authenticator | None = None,
     reads: ReadModels | None = None,
     max_workers: int = 16,
+    limits: Limits | None = None,
     tls: TlsConfig | None = None,
 ) -> LedgerServer:
     """Builds a server bound to `address` (port 0 picks a free port). Call `start()`.
+
+    `max_workers` threads are kept for unary calls: the pool has as many again as the
+    `limits` let long-lived calls hold, so feeds, imports and waits never starve them.
 
     Without `tls` the port is plaintext: fine on loopback; `posledger serve` refuses any
     other address without TLS unless told `--insecure`.
     """
     authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
+    limits = limits or ledger.settings.limits
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
+        ),
         interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
@@ -157,7 +170,12 @@ def create_server(
         views = projections_for(ledger)
         views.ensure()
         reads = ReadModels(views, require_runner=True)
-    sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger, reads), server)
+    resources = Resources(ledger, reads.projections, limits)
+    if reads.waits is None:
+        reads.waits, reads.positions = resources.waits, resources.view_positions
+    sales_pb2_grpc.add_SalesServiceServicer_to_server(
+        SalesServicer(ledger, reads, resources), server
+    )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger, reads), server)
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(
         CustomerServicer(ledger, reads), server
@@ -165,7 +183,7 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(ledger, reads), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger, resources), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:
@@ -179,4 +197,6 @@ def create_server(
         port = server.add_secure_port(address, tls.credentials())
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    return LedgerServer(server=server, port=port, health=health_servicer, monitor=monitor)
+    return LedgerServer(
+        server=server, port=port, health=health_servicer, monitor=monitor, resources=resources
+    )
