@@ -1,0 +1,197 @@
+"""Long-lived calls never starve unary calls.
+
+With 500 unread StreamEvents subscribers, 64 import streams that send nothing and 64
+parked `min_position` waits open at once (the default caps for one merchant, opened by
+another process), Health/Check and GetSale keep a p99 under 100 ms, and one call more of
+each kind answers RESOURCE_EXHAUSTED with the cap it hit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ledger.application import Ledger
+from ledger.grpc.server import LedgerServer, create_server
+from ledger.limits import Limits
+from ledger.store import Settings
+from ledger.v1 import audit_pb2 as audit_pb
+from ledger.v1 import sales_pb2 as pb
+from ledger.v1.audit_pb2_grpc import AuditServiceStub
+from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from projections import projections_for
+from projections.queries import ReadModels
+from tests.e2e import api_client as api
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
+
+STREAMS, IMPORTS, WAITS = 500, 64, 64
+PROBES = 300  # sequential calls of each kind measured while the flood is open
+P99_LIMIT_MS = 100.0
+OPEN_WITHIN = 45.0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # The server's default pool: 500 subscribers each read the log once as they open.
+    return dataclasses.replace(settings, pool_size=10)
+
+
+@pytest.fixture
+def server(ledger: Ledger) -> Iterator[LedgerServer]:
+    views = projections_for(ledger)
+    views.ensure()
+    # Waits stay parked for the whole test instead of timing out after the default 5 s.
+    reads = ReadModels(views, require_runner=True, wait_seconds=90)
+    with views.running():
+        server = create_server(ledger, "127.0.0.1:0", reads=reads)
+        server.start()
+        yield server
+        server.stop(1.0)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def timed(call: Callable[[], object], count: int) -> list[float]:
+    out = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def wait_until(condition: Callable[[], bool], limit: float, what: str) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {limit} s: {what}"
+        time.sleep(0.1)
+
+
+def read_lines(stream: IO[str], lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line.strip())
+
+
+def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
+    server: LedgerServer,
+) -> None:
+    limits = Limits()
+    assert (limits.streams_per_merchant, limits.imports_per_merchant) == (STREAMS, IMPORTS)
+    assert limits.waits_per_merchant == WAITS
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+    grpc.channel_ready_future(channel).result(timeout=10)
+    sales = SalesServiceStub(channel)
+    health = health_pb2_grpc.HealthStub(channel)
+    sale_id = api.create_sale(sales).id
+    api.add_line_item(sales, sale_id)
+    process = psutil.Process()
+    rss_before = process.memory_info().rss
+    threads_before = process.num_threads()
+
+    flood = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.faults.flood",
+            f"--port={server.port}",
+            f"--streams={STREAMS}",
+            f"--imports={IMPORTS}",
+            f"--waits={WAITS}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=read_lines, args=(flood.stdout, lines), daemon=True)
+    reader.start()
+    try:
+        resources = server.resources
+        wait_until(
+            lambda: (
+                (
+                    resources.streams.in_use,
+                    resources.imports.in_use,
+                    resources.waits.in_use,
+                )
+                == (STREAMS, IMPORTS, WAITS)
+            ),
+            OPEN_WITHIN,
+            f"all calls open ({resources.streams.in_use} streams, "
+            f"{resources.imports.in_use} imports, {resources.waits.in_use} waits; "
+            f"flood said {lines[-3:]})",
+        )
+        rss_open = process.memory_info().rss
+        threads_open = process.num_threads()
+
+        checks = timed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5), PROBES)
+        reads = timed(lambda: api.get_sale(sales, sale_id), PROBES)
+
+        # One more of each kind is refused with the cap it hit (here the merchant's).
+        feed = AuditServiceStub(channel).StreamEvents(
+            audit_pb.StreamEventsRequest(from_position=1), timeout=10
+        )
+        refused_feed = api.expect_failure(lambda: next(feed))
+        refused_import = api.expect_failure(
+            lambda: sales.ImportSales(iter([pb.ImportSalesRequest()]), timeout=10)
+        )
+        refused_wait = api.expect_failure(
+            lambda: sales.ListSales(pb.ListSalesRequest(min_position=2**62), timeout=10)
+        )
+        still_open = (
+            resources.streams.in_use,
+            resources.imports.in_use,
+            resources.waits.in_use,
+        )
+        ended_early = [line for line in lines if line.startswith("ended")]
+    finally:
+        assert flood.stdin is not None
+        flood.stdin.close()
+        flood.wait(30)
+        channel.close()
+
+    print(
+        f"\nopen: {STREAMS} streams, {IMPORTS} imports, {WAITS} waits; "
+        f"server threads {threads_before} -> {threads_open}; "
+        f"RSS {rss_before / 2**20:.0f} -> {rss_open / 2**20:.0f} MiB "
+        f"({(rss_open - rss_before) / 2**10 / (STREAMS + IMPORTS + WAITS):.0f} KiB per call)"
+    )
+    for name, samples in [("Health/Check", checks), ("GetSale", reads)]:
+        print(
+            f"{name}: p50 {statistics.median(samples):.1f} ms, "
+            f"p99 {percentile(samples, 0.99):.1f} ms, max {max(samples):.1f} ms"
+        )
+    assert percentile(checks, 0.99) < P99_LIMIT_MS
+    assert percentile(reads, 0.99) < P99_LIMIT_MS
+    assert still_open == (STREAMS, IMPORTS, WAITS)
+    expected = [
+        (refused_feed, "STREAMS_EXHAUSTED", STREAMS),
+        (refused_import, "IMPORTS_EXHAUSTED", IMPORTS),
+        (refused_wait, "WAITS_EXHAUSTED", WAITS),
+    ]
+    for refused, reason, cap in expected:
+        assert refused.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.reason == reason
+        assert refused.metadata == {"limit": str(cap), "scope": "merchant"}
+        assert refused.retry_delay_ms is not None
+    assert ended_early == [], "a call of the flood ended before it let go"
