@@ -50,7 +50,7 @@ async def flood(port: int, streams: int, imports: int, waits: int, auth: str) ->
         _report("stream", feed)
         calls.append(feed)
     for _ in range(imports):
-        upload = SalesServiceStub(channel()).ImportSales(metadata=metadata)
+        upload = SalesServiceStub(channel()).ImportSales(None, metadata=metadata)  # sends nothing
         _report("import", upload)
         calls.append(upload)
     for _ in range(waits):
@@ -64,7 +64,7 @@ async def flood(port: int, streams: int, imports: int, waits: int, auth: str) ->
     for call in calls:
         call.cancel()
     for c in channels:
-        await c.close()
+        await c.close(None)
 
 
 def main() -> None:

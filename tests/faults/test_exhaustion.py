@@ -151,7 +151,7 @@ def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
         feed = AuditServiceStub(channel).StreamEvents(
             audit_pb.StreamEventsRequest(from_position=1), timeout=10
         )
-        refused_feed = api.expect_failure(lambda: next(feed))
+        refused_feed = api.expect_failure(lambda: next(iter(feed)))
         refused_import = api.expect_failure(
             lambda: sales.ImportSales(iter([pb.ImportSalesRequest()]), timeout=10)
         )
