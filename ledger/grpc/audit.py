@@ -9,7 +9,7 @@ import grpc
 from ledger.application import Ledger
 from ledger.audit.events import AuditLog, AuditRecord, Heads
 from ledger.audit.store import ChainKeeper
-from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
+from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
 from ledger.domain.sale import Sale
 from ledger.domain.validation import Checks
 from ledger.grpc import convert
@@ -137,6 +137,8 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             heads.first(FEED_RECHECK_SECONDS)
             context.add_callback(heads.wake_all)  # a client that leaves ends its wait
             while context.is_active():
+                if self.resources.stopping.is_set():
+                    raise ShuttingDown("the server is shutting down; resume from your position")
                 # Every event up to the merchant's last one the watch has seen is committed,
                 # so a short page below has read them all, even those `types` skips.
                 known = heads.current

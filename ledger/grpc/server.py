@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,8 @@ SERVICE_NAMES = [
 ]
 
 
+STOP_POLL_SECONDS = 0.05  # how often a stopping server looks whether its calls are done
+
 # Health of the views this process keeps up to date (registered when it runs them):
 # SERVING while its projections runner is connected and following the log.
 VIEWS_SERVICE = "posledger.Views"
@@ -62,6 +65,7 @@ class LedgerServer:
     health: health.HealthServicer
     monitor: StoreMonitor
     resources: Resources
+    interceptor: LedgerInterceptor
 
     def start(self) -> None:
         self.server.start()
@@ -99,7 +103,13 @@ class LedgerServer:
         """
         self.health.enter_graceful_shutdown()
         self.resources.stop()
-        self.server.stop(grace).wait()
+        stopped = self.server.stop(grace)  # no new calls from here on
+        deadline = time.monotonic() + grace
+        while self.interceptor.in_flight and time.monotonic() < deadline:
+            time.sleep(STOP_POLL_SECONDS)
+        # Every ledger call is done: end the health watches now rather than at the deadline.
+        self.server.stop(0)
+        stopped.wait()
         self.monitor.stop()
 
 
@@ -159,11 +169,12 @@ def create_server(
     authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
     limits = limits or ledger.settings.limits
+    interceptor = LedgerInterceptor(authenticator, ledger.store_gate)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
         ),
-        interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
+        interceptors=[interceptor],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     if reads is None:
@@ -198,5 +209,10 @@ def create_server(
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
     return LedgerServer(
-        server=server, port=port, health=health_servicer, monitor=monitor, resources=resources
+        server=server,
+        port=port,
+        health=health_servicer,
+        monitor=monitor,
+        resources=resources,
+        interceptor=interceptor,
     )
