@@ -11,7 +11,6 @@ RPC cannot slip past these checks.
 from __future__ import annotations
 
 import contextvars
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -60,15 +59,6 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator, gate: StoreGate | None = None) -> None:
         self.authenticator = authenticator
         self.gate = gate
-        # Ledger calls running now (health and reflection are not counted): a stopping
-        # server is done once this is zero, without waiting out its grace period for the
-        # health watches that never end by themselves.
-        self.in_flight = 0
-        self._counting = threading.Lock()
-
-    def _count(self, delta: int) -> None:
-        with self._counting:
-            self.in_flight += delta
 
     def _check_store(self) -> None:
         """Answers at once while the store is known to be down (see ledger/monitor.py)."""
@@ -135,7 +125,6 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def call(request: Any, context: grpc.ServicerContext) -> Any:
             started = time.perf_counter()
             principal: Principal | None = None
-            self._count(1)
             try:
                 self._check_store()
                 principal = self._admit(method, context, None if streamed else request)
@@ -153,7 +142,6 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     raise  # already aborted
                 self._fail(context, error, method)
             finally:
-                self._count(-1)
                 _log_call(method, context, principal, request, started)
 
         return call
@@ -168,7 +156,6 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def call(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             started = time.perf_counter()
             principal: Principal | None = None
-            self._count(1)
             try:
                 self._check_store()
                 principal = self._admit(method, context, None if streamed else request)
@@ -186,7 +173,6 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     raise
                 self._fail(context, error, method)
             finally:
-                self._count(-1)
                 _log_call(method, context, principal, request, started)
 
         return call

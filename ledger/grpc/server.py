@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import time
+import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -51,21 +53,54 @@ SERVICE_NAMES = [
 ]
 
 
-STOP_POLL_SECONDS = 0.05  # how often a stopping server looks whether its calls are done
-
 # Health of the views this process keeps up to date (registered when it runs them):
 # SERVING while its projections runner is connected and following the log.
 VIEWS_SERVICE = "posledger.Views"
+
+
+class LedgerHealth(health.HealthServicer):
+    """grpc.health.v1 whose watches the server can end when it stops.
+
+    A watch holds no thread (it is answered from callbacks), but it never ends by itself,
+    so a stopping server would wait out its whole grace period for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[Callable[[Any], None]] = set()
+        self._watches_lock = threading.Lock()
+
+    def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Callable[[Any], None] | None = None,
+    ) -> Any:
+        if send_response_callback is not None:
+            with self._watches_lock:
+                self._watches.add(send_response_callback)
+            context.add_callback(lambda: self._forget(send_response_callback))
+        return super().Watch(request, context, send_response_callback)
+
+    def _forget(self, callback: Callable[[Any], None]) -> None:
+        with self._watches_lock:
+            self._watches.discard(callback)
+
+    def end_watches(self) -> None:
+        """Ends every open watch with OK, after the statuses already sent."""
+        with self._watches_lock:
+            watches, self._watches = self._watches, set()
+        for send in watches:
+            send(None)
 
 
 @dataclass
 class LedgerServer:
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: LedgerHealth
     monitor: StoreMonitor
     resources: Resources
-    interceptor: LedgerInterceptor
 
     def start(self) -> None:
         self.server.start()
@@ -104,11 +139,7 @@ class LedgerServer:
         self.health.enter_graceful_shutdown()
         self.resources.stop()
         stopped = self.server.stop(grace)  # no new calls from here on
-        deadline = time.monotonic() + grace
-        while self.interceptor.in_flight and time.monotonic() < deadline:
-            time.sleep(STOP_POLL_SECONDS)
-        # Every ledger call is done: end the health watches now rather than at the deadline.
-        self.server.stop(0)
+        self.health.end_watches()  # they never end by themselves: they would hold the grace
         stopped.wait()
         self.monitor.stop()
 
@@ -169,12 +200,11 @@ def create_server(
     authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
     limits = limits or ledger.settings.limits
-    interceptor = LedgerInterceptor(authenticator, ledger.store_gate)
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
         ),
-        interceptors=[interceptor],
+        interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     if reads is None:
@@ -195,7 +225,7 @@ def create_server(
         InventoryServicer(ledger, reads), server
     )
     audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger, resources), server)
-    health_servicer = health.HealthServicer()
+    health_servicer = LedgerHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -214,5 +244,4 @@ def create_server(
         health=health_servicer,
         monitor=monitor,
         resources=resources,
-        interceptor=interceptor,
     )

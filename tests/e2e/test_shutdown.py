@@ -104,6 +104,7 @@ def test_sigterm_ends_streams_clearly_finishes_calls_in_flight_and_exits_0(
             holder.rollback()  # lets the command in flight commit
 
         sale = in_flight.result(timeout=GRACE).sale
+        assert list(watch) == [], "the health watch ends (OK) once the server stops"
         exit_code = serve.process.wait(timeout=GRACE + 5)
         exited_after = time.monotonic() - signalled
     finally:
