@@ -10,6 +10,7 @@ at once when the server begins to stop (`ShuttingDown`).
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -26,6 +27,13 @@ from ledger.domain.errors import ResourceExhausted, ShuttingDown, StreamIdle
 log = structlog.get_logger("posledger.limits")
 
 T = TypeVar("T")
+
+# Whether the caller of the current call has gone (cancelled, deadline passed): the server's
+# interceptor sets it per call, so a parked call gives its slot back soon after.
+caller_gone: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "caller_gone", default=lambda: False
+)
+GONE_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,8 @@ class Watch(Generic[T]):
         return self.wait(lambda _: True, timeout)
 
     def wait(self, ready: Callable[[T], bool], timeout: float) -> bool:
-        """Blocks until `ready(value)` holds (True) or `timeout` passes (False)."""
+        """Blocks until `ready(value)` holds (True), or `timeout` passes or the caller goes
+        (False)."""
         with self._changed:
             return self._wait(ready, timeout)
 
@@ -137,10 +146,19 @@ class Watch(Generic[T]):
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
             self._changed.notify_all()  # the reader may be idle
-            done = self._changed.wait_for(
-                lambda: self.stopping.is_set() or (self._value is not None and ready(self._value)),
-                timeout,
-            )
+            gone = caller_gone.get()
+            deadline = time.monotonic() + timeout
+            done = False
+            while not done and not gone():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                done = self._changed.wait_for(
+                    lambda: (
+                        self.stopping.is_set() or (self._value is not None and ready(self._value))
+                    ),
+                    min(left, GONE_CHECK_SECONDS),
+                )
         finally:
             self._waiters -= 1
         if self.stopping.is_set():

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.domain.errors import ResourceExhausted, ShuttingDown, StreamIdle
-from ledger.limits import Slots, Watch, idle_limited
+from ledger.limits import GONE_CHECK_SECONDS, Slots, Watch, caller_gone, idle_limited
 
 
 def test_slots_refuse_beyond_the_merchants_cap_then_the_servers() -> None:
@@ -179,3 +179,16 @@ def test_an_error_of_the_stream_reaches_the_caller() -> None:
     with pytest.raises(ValueError, match="bad message"):
         got.extend(idle_limited(broken(), 1.0, threading.Event()))
     assert got == [1]
+
+
+def test_a_wait_whose_caller_has_gone_gives_up_within_a_second() -> None:
+    watch: Watch[int] = Watch("test", lambda _: 0, 0.01, threading.Event())
+    gone = threading.Event()
+    threading.Timer(0.2, gone.set).start()
+    token = caller_gone.set(gone.is_set)
+    try:
+        started = time.monotonic()
+        assert watch.wait(lambda v: v > 0, 30.0) is False
+    finally:
+        caller_gone.reset(token)
+    assert time.monotonic() - started < 0.2 + GONE_CHECK_SECONDS + 0.5
