@@ -131,15 +131,17 @@ class Watch(Generic[T]):
 
     def first(self, timeout: float) -> bool:
         """Waits until some value has been read (False if none came within `timeout`)."""
-        return self.wait(lambda _: True, timeout)
+        return self.wait(lambda _: True, timeout, poll_caller=False)
 
-    def wait(self, ready: Callable[[T], bool], timeout: float) -> bool:
+    def wait(self, ready: Callable[[T], bool], timeout: float, *, poll_caller: bool = True) -> bool:
         """Blocks until `ready(value)` holds (True), or `timeout` passes or the caller goes
-        (False)."""
+        (False). Without `poll_caller` the caller must see to the latter itself (`ready`
+        true once it has gone, and `wake_all()` when it goes): hundreds of waiters that
+        each woke every second to look would cost unary calls their latency."""
         with self._changed:
-            return self._wait(ready, timeout)
+            return self._wait(ready, timeout, poll_caller)
 
-    def _wait(self, ready: Callable[[T], bool], timeout: float) -> bool:
+    def _wait(self, ready: Callable[[T], bool], timeout: float, poll_caller: bool) -> bool:
         self._waiters += 1
         try:
             if self._thread is None:
@@ -157,7 +159,7 @@ class Watch(Generic[T]):
                     lambda: (
                         self.stopping.is_set() or (self._value is not None and ready(self._value))
                     ),
-                    min(left, GONE_CHECK_SECONDS),
+                    min(left, GONE_CHECK_SECONDS) if poll_caller else left,
                 )
         finally:
             self._waiters -= 1

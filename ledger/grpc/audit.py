@@ -22,7 +22,7 @@ from projections import paging
 
 FEED_PAGE = 500  # events read at a time for a subscriber: its memory stays bounded
 # A caught-up subscriber sleeps until the shared watch of the log sees its merchant's next
-# event; it also looks whether its client has gone this often.
+# event; it looks again after this long (and reads, if the watch had no head yet).
 FEED_RECHECK_SECONDS = 5.0
 MAX_HISTORY_PAGE = 1000
 
@@ -151,7 +151,14 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                     position = record.position + 1
                 if len(records) < FEED_PAGE:
                     position = max(position, seen + 1)
-                    heads.wait(news, FEED_RECHECK_SECONDS)
+                    # With a head known before that read, the watch reports every later
+                    # event: sleep until it does, without reading. Else read again soon.
+                    while (
+                        not heads.wait(news, FEED_RECHECK_SECONDS, poll_caller=False)
+                        and known is not None
+                        and context.is_active()
+                    ):
+                        pass
 
     def VerifyLog(
         self, request: pb.VerifyLogRequest, context: grpc.ServicerContext
