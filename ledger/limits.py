@@ -115,7 +115,9 @@ class Watch(Generic[T]):
         self._read = read
         self.interval = interval
         self.stopping = stopping
-        self._changed = threading.Condition()
+        lock = threading.Lock()
+        self._changed = threading.Condition(lock)  # waiters wait on it
+        self._wanted = threading.Condition(lock)  # the reader waits on it, while idle
         self._value: T | None = None
         self._waiters = 0
         self._thread: threading.Thread | None = None
@@ -123,6 +125,7 @@ class Watch(Generic[T]):
     def wake_all(self) -> None:
         with self._changed:
             self._changed.notify_all()
+            self._wanted.notify()  # a stopping reader ends
 
     @property
     def current(self) -> T | None:
@@ -147,7 +150,9 @@ class Watch(Generic[T]):
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
                 self._thread.start()
-            self._changed.notify_all()  # the reader may be idle
+            # Wake the reader only: waking every waiter each time one arrives would cost
+            # hundreds of waiters a wake-up each, per arrival.
+            self._wanted.notify()
             gone = caller_gone.get()
             deadline = time.monotonic() + timeout
             done = False
@@ -171,7 +176,7 @@ class Watch(Generic[T]):
         failing = False
         while not self.stopping.is_set():
             with self._changed:
-                self._changed.wait_for(lambda: self._waiters > 0 or self.stopping.is_set())
+                self._wanted.wait_for(lambda: self._waiters > 0 or self.stopping.is_set())
                 previous = self._value
             try:
                 value = self._read(previous)

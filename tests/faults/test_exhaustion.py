@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import grpc
 import psutil
@@ -25,6 +25,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.application import Ledger
+from ledger.audit.events import AuditLog
+from ledger.grpc.resources import VIEWS_SCAN_SECONDS
 from ledger.grpc.server import LedgerServer, create_server
 from ledger.limits import Limits
 from ledger.store import Settings
@@ -34,6 +36,7 @@ from ledger.v1.audit_pb2_grpc import AuditServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from projections import projections_for
 from projections.queries import ReadModels
+from projections.runner import Projections
 from tests.e2e import api_client as api
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(120)]
@@ -42,6 +45,7 @@ STREAMS, IMPORTS, WAITS = 500, 64, 64
 PROBES = 300  # sequential calls of each kind measured while the flood is open
 P99_LIMIT_MS = 100.0
 OPEN_WITHIN = 45.0
+QUIET_SECONDS = 6.0  # longer than a subscriber's recheck (5 s)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -90,9 +94,25 @@ def read_lines(stream: IO[str], lines: list[str]) -> None:
         lines.append(line.strip())
 
 
+class Counted:
+    """Counts the calls of a method (patched on its class, so the server's calls count)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: type, name: str) -> None:
+        self.calls = 0
+        original = getattr(owner, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
 def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
-    server: LedgerServer,
+    server: LedgerServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    feed_reads = Counted(monkeypatch, AuditLog, "feed")
+    view_reads = Counted(monkeypatch, Projections, "positions")
     limits = Limits()
     assert (limits.streams_per_merchant, limits.imports_per_merchant) == (STREAMS, IMPORTS)
     assert limits.waits_per_merchant == WAITS
@@ -102,6 +122,9 @@ def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
     health = health_pb2_grpc.HealthStub(channel)
     sale_id = api.create_sale(sales).id
     api.add_line_item(sales, sale_id)
+    # The same probes with nothing open, for comparison on a machine that may be busy.
+    idle_checks = timed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5), PROBES)
+    idle_reads = timed(lambda: api.get_sale(sales, sale_id), PROBES)
     process = psutil.Process()
     rss_before = process.memory_info().rss
     threads_before = process.num_threads()
@@ -143,6 +166,15 @@ def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
         )
         rss_open = process.memory_info().rss
         threads_open = process.num_threads()
+        # Parked calls read nothing each: a subscriber reads the log once as it opens, then
+        # not at all (no new events); the waits read through the one watch of the views.
+        wait_until(lambda: feed_reads.calls >= STREAMS, OPEN_WITHIN, "every first read")
+        feeds_before, views_before = feed_reads.calls, view_reads.calls
+        cpu_before = sum(process.cpu_times()[:2])
+        time.sleep(QUIET_SECONDS)
+        cpu_quiet = (sum(process.cpu_times()[:2]) - cpu_before) / QUIET_SECONDS
+        feeds_quiet = feed_reads.calls - feeds_before
+        views_quiet = view_reads.calls - views_before
 
         checks = timed(lambda: health.Check(health_pb2.HealthCheckRequest(), timeout=5), PROBES)
         reads = timed(lambda: api.get_sale(sales, sale_id), PROBES)
@@ -176,11 +208,24 @@ def test_unary_calls_stay_fast_while_every_long_lived_slot_is_taken(
         f"RSS {rss_before / 2**20:.0f} -> {rss_open / 2**20:.0f} MiB "
         f"({(rss_open - rss_before) / 2**10 / (STREAMS + IMPORTS + WAITS):.0f} KiB per call)"
     )
-    for name, samples in [("Health/Check", checks), ("GetSale", reads)]:
+    for name, samples, alone in [
+        ("Health/Check", checks, idle_checks),
+        ("GetSale", reads, idle_reads),
+    ]:
         print(
             f"{name}: p50 {statistics.median(samples):.1f} ms, "
-            f"p99 {percentile(samples, 0.99):.1f} ms, max {max(samples):.1f} ms"
+            f"p99 {percentile(samples, 0.99):.1f} ms, max {max(samples):.1f} ms "
+            f"(nothing open: p50 {statistics.median(alone):.1f}, "
+            f"p99 {percentile(alone, 0.99):.1f} ms)"
         )
+    print(
+        f"in {QUIET_SECONDS:g} s parked: {feeds_quiet} log reads by subscribers, "
+        f"{views_quiet} reads of the views' positions; server CPU {cpu_quiet:.1%} of a core"
+    )
+    assert feeds_quiet == 0
+    # Parked calls wake nobody: 628 of them once cost 70% of a core in wake-ups alone.
+    assert cpu_quiet < 0.4
+    assert views_quiet <= QUIET_SECONDS / VIEWS_SCAN_SECONDS + 1
     assert percentile(checks, 0.99) < P99_LIMIT_MS
     assert percentile(reads, 0.99) < P99_LIMIT_MS
     assert still_open == (STREAMS, IMPORTS, WAITS)
