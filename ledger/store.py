@@ -13,7 +13,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -38,6 +38,7 @@ from ledger.group_commit import (
     commit_call_sql,
     commit_function_sql,
 )
+from ledger.limits import Limits
 
 log = structlog.get_logger(__name__)
 
@@ -107,11 +108,23 @@ _NUMBERS = {
     ),
     "delivery_concurrency": _Number("POSLEDGER_DELIVERY_CONCURRENCY", 1, 256, whole=True),
 }
+# Field of `Limits` → its variable. Each capped call holds a thread: the server's pool is
+# the sum of the server-wide caps plus its unary workers, so the caps bound its threads.
+_LIMITS = {
+    "streams": _Number("POSLEDGER_MAX_STREAMS", 1, 10000, whole=True),
+    "streams_per_merchant": _Number("POSLEDGER_MAX_STREAMS_PER_MERCHANT", 1, 10000, True),
+    "imports": _Number("POSLEDGER_MAX_IMPORTS", 1, 1000, whole=True),
+    "imports_per_merchant": _Number("POSLEDGER_MAX_IMPORTS_PER_MERCHANT", 1, 1000, True),
+    "waits": _Number("POSLEDGER_MAX_WAITS", 1, 1000, whole=True),
+    "waits_per_merchant": _Number("POSLEDGER_MAX_WAITS_PER_MERCHANT", 1, 1000, True),
+    "import_idle_seconds": _Number("POSLEDGER_IMPORT_IDLE_TIMEOUT", 1, 3600, unit=" s"),
+}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Database settings, read and checked from the environment by `Settings.from_env()`."""
+    """Database settings and the server's limits, read and checked from the environment by
+    `Settings.from_env()`."""
 
     database_url: str | None = None
     data_dir: Path = DEFAULT_DATA_DIR
@@ -141,6 +154,7 @@ class Settings:
     nats_url: str = ""
     nats_stream: str = "POSLEDGER"
     nats_subject_prefix: str = "posledger"
+    limits: Limits = field(default_factory=Limits)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -186,12 +200,19 @@ class Settings:
             problems.append(
                 "POSLEDGER_DELIVERY_BACKOFF_FIRST must not exceed POSLEDGER_DELIVERY_BACKOFF_MAX"
             )
+        limits: dict[str, Any] = {}
+        for name, number in _LIMITS.items():
+            raw = environ.get(number.variable, "").strip()
+            if raw:
+                limits[name] = number.parse(raw, problems)
+        _check_caps(Limits(**{k: v for k, v in limits.items() if v is not None}), problems)
         if problems:
             raise SettingsError(problems)
         return cls(
             database_url=url,
             data_dir=Path(environ.get("POSLEDGER_DATA_DIR") or DEFAULT_DATA_DIR),
             schema=schema,
+            limits=Limits(**limits),
             **values,
         )
 
@@ -207,6 +228,18 @@ def _networks(raw: str, problems: list[str]) -> tuple[IPNetwork, ...]:
                 "(write e.g. 127.0.0.0/8 or 10.1.2.3/32, comma-separated)"
             )
     return tuple(result)
+
+
+def _check_caps(limits: Limits, problems: list[str]) -> None:
+    """A cap per merchant above the server's would never apply: say so."""
+    for kind in ("streams", "imports", "waits"):
+        per_merchant = getattr(limits, f"{kind}_per_merchant")
+        total = getattr(limits, kind)
+        if per_merchant > total:
+            problems.append(
+                f"{_LIMITS[kind + '_per_merchant'].variable}={per_merchant}: must not exceed "
+                f"{_LIMITS[kind].variable} ({total})"
+            )
 
 
 _embedded_servers: dict[Path, Any] = {}

@@ -22,6 +22,7 @@ from psycopg.rows import DictRow
 
 from ledger.domain.errors import NotFound, NotYetVisible, ViewsNotRunning
 from ledger.domain.validation import Checks
+from ledger.limits import Slots, Watch
 from projections import catalog, customers, inventory, orders, paging
 from projections.runner import Projections
 from projections.view import q
@@ -73,9 +74,15 @@ class ReadModels:
         *,
         wait_seconds: float = 5.0,
         require_runner: bool = False,
+        waits: Slots | None = None,
+        positions: Watch[dict[str, int]] | None = None,
     ) -> None:
         self.projections = projections
         self.wait_seconds = wait_seconds
+        # A served query that has to wait for its view takes one of the capped wait slots,
+        # and waits on the server's shared watch of the views instead of polling each.
+        self.waits = waits
+        self.positions = positions
         self.datastore = projections.datastore
         # Served queries refuse to read a view that no runner follows (a stale page that
         # looks current); tests and tools that catch views up themselves may read anyway.
@@ -96,14 +103,26 @@ class ReadModels:
                 "`posledger projections run`)"
             )
 
+    def _reached(self, merchant_id: str, view: str, min_position: int) -> bool:
+        if self.positions is None or self.waits is None:
+            return self.projections.wait_for(view, min_position, self.wait_seconds)
+        if self.projections.live_schema(view)[1] >= min_position:
+            return True  # no need to park
+        with self.waits.held(merchant_id):
+            return self.positions.wait(
+                lambda positions: positions.get(view, 0) >= min_position, self.wait_seconds
+            )
+
     @contextmanager
-    def _view(self, view: str, min_position: int) -> Iterator[tuple[Cursor[DictRow], str, int]]:
+    def _view(
+        self, merchant_id: str, view: str, min_position: int
+    ) -> Iterator[tuple[Cursor[DictRow], str, int]]:
         if min_position < 0:
             checks = Checks()
             checks.fail("min_position", "must not be negative")
             checks.raise_if_any()
         self._check_followed(view)
-        if min_position and not self.projections.wait_for(view, min_position, self.wait_seconds):
+        if min_position and not self._reached(merchant_id, view, min_position):
             raise NotYetVisible(
                 f"the {view} view has not reached position {min_position} yet; retry shortly"
             )
@@ -139,7 +158,7 @@ class ReadModels:
             None,
             None,
         ]
-        with self._view("orders", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "orders", min_position) as (curs, schema, position):
             curs.execute(
                 q(orders.LIST_SALES, schema),
                 {
@@ -177,7 +196,7 @@ class ReadModels:
         limit = paging.page_size(page_size)
         paging.check_filters(query=query, category=category)
         after = paging.decode("products", page_token, 1, (paging.text,)) or [None]
-        with self._view("catalog", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "catalog", min_position) as (curs, schema, position):
             curs.execute(
                 q(catalog.LIST_PRODUCTS, schema),
                 {
@@ -215,7 +234,7 @@ class ReadModels:
             None,
             None,
         ]
-        with self._view("customers", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "customers", min_position) as (curs, schema, position):
             curs.execute(
                 q(customers.LIST_CUSTOMERS, schema),
                 {
@@ -239,7 +258,7 @@ class ReadModels:
     def customer_summary(
         self, merchant_id: str, customer_id: str, *, min_position: int = 0
     ) -> Page:
-        with self._view("customers", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "customers", min_position) as (curs, schema, position):
             curs.execute(q(customers.GET_CUSTOMER, schema), (merchant_id, customer_id))
             row = curs.fetchone()
             if row is None:
@@ -280,7 +299,7 @@ class ReadModels:
             None,
             None,
         ]
-        with self._view("inventory", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "inventory", min_position) as (curs, schema, position):
             curs.execute(
                 q(inventory.LIST_LEVELS, schema),
                 {
@@ -303,7 +322,7 @@ class ReadModels:
         self, merchant_id: str, product_id: str, location_id: str, *, min_position: int = 0
     ) -> Page:
         product_id = _stock_key(product_id, location_id)
-        with self._view("inventory", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "inventory", min_position) as (curs, schema, position):
             curs.execute(q(inventory.GET_LEVEL, schema), (merchant_id, product_id, location_id))
             row = curs.fetchone()
         if row is None:
@@ -327,7 +346,7 @@ class ReadModels:
         limit = paging.page_size(page_size)
         product_id = _stock_key(product_id, location_id)
         after = paging.decode("movements", page_token, 1, (paging.integer,)) or [None]
-        with self._view("inventory", min_position) as (curs, schema, position):
+        with self._view(merchant_id, "inventory", min_position) as (curs, schema, position):
             curs.execute(
                 q(inventory.LIST_MOVEMENTS, schema),
                 {

@@ -185,6 +185,12 @@ class Projections:
             )
         return len(events)
 
+    def positions(self) -> dict[str, int]:
+        """How far each view has applied the log (one query for every parked wait)."""
+        with self.datastore.transaction() as curs:
+            curs.execute(SQL("SELECT view, position FROM {}").format(self.registry))
+            return {row["view"]: row["position"] for row in curs.fetchall()}
+
     def wait_for(self, view: str, position: int, timeout: float) -> bool:
         """Waits until `view` has applied the log up to `position`; False on timeout."""
         deadline = time.monotonic() + timeout

@@ -88,6 +88,28 @@ FEED = (
     ORDER BY e.notification_id LIMIT %s"""
 )
 
+# Which merchants have events after a position, and the last of each: what the live feeds
+# wait on. Writers commit positions in order, so a scan from the last one seen misses none.
+MERCHANT_HEADS = """
+    SELECT m.merchant_id, max(e.notification_id) AS position
+    FROM {events} e JOIN {metadata} m USING (originator_id, originator_version)
+    WHERE e.notification_id > %s
+    GROUP BY m.merchant_id"""
+HEAD = "SELECT coalesce(max(notification_id), 0) AS position FROM {events}"
+
+
+@dataclass(frozen=True)
+class Heads:
+    """How far the log has been scanned, and the last event of each merchant seen in it
+    since the scans began (earlier events are not listed)."""
+
+    position: int
+    merchants: dict[str, int] = field(default_factory=dict)
+
+    def has_after(self, merchant_id: str, position: int) -> bool:
+        """Whether the merchant has an event at `position` or later."""
+        return self.merchants.get(merchant_id, 0) >= position
+
 
 class AuditLog:
     def __init__(self, ledger: Ledger) -> None:
@@ -117,6 +139,21 @@ class AuditLog:
         with self.datastore.transaction() as curs:
             curs.execute(self._sql(FEED), (merchant_id, from_position, types, types, limit))
             return [self._record(row) for row in curs.fetchall()]
+
+    def heads(self, previous: Heads | None) -> Heads:
+        """`previous` brought up to the head of the log (a first call only finds the head)."""
+        with self.datastore.transaction() as curs:
+            if previous is None:
+                curs.execute(self._sql(HEAD))
+                row = curs.fetchone()
+                return Heads(row["position"] if row else 0)
+            curs.execute(self._sql(MERCHANT_HEADS), (previous.position,))
+            rows = curs.fetchall()
+        if not rows:
+            return previous
+        merchants = dict(previous.merchants)
+        merchants.update((r["merchant_id"], r["position"]) for r in rows)
+        return Heads(max(r["position"] for r in rows), merchants)
 
     def export(
         self,

@@ -89,3 +89,23 @@ class RequestIdReused(DomainError):
     """A request id was used before for a different request (ALREADY_EXISTS)."""
 
     reason = "REQUEST_ID_REUSED"
+
+
+class ResourceExhausted(DomainError):
+    """A cap on concurrent long-lived calls is reached (RESOURCE_EXHAUSTED); the reason
+    names which (STREAMS_EXHAUSTED, IMPORTS_EXHAUSTED, WAITS_EXHAUSTED), the metadata the
+    cap and its scope."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+
+class ShuttingDown(DomainError):
+    """The server is stopping (UNAVAILABLE): retry on another server or after restart."""
+
+    reason = "SERVER_SHUTTING_DOWN"
+
+
+class StreamIdle(DomainError):
+    """A client stream sent nothing for longer than the server waits (DEADLINE_EXCEEDED)."""
+
+    reason = "STREAM_IDLE"

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import grpc
 
 from ledger.application import Ledger
-from ledger.audit.events import AuditLog, AuditRecord
+from ledger.audit.events import AuditLog, AuditRecord, Heads
 from ledger.audit.store import ChainKeeper
-from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
+from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
 from ledger.domain.sale import Sale
 from ledger.domain.validation import Checks
 from ledger.grpc import convert
 from ledger.grpc.context import timestamp
 from ledger.grpc.interceptors import current_principal
+from ledger.grpc.resources import Resources
 from ledger.v1 import audit_pb2 as pb
 from ledger.v1 import audit_pb2_grpc
 from projections import paging
 
 FEED_PAGE = 500  # events read at a time for a subscriber: its memory stays bounded
-FEED_POLL_SECONDS = 0.2  # how often a caught-up subscriber looks for new events
+# A caught-up subscriber sleeps until the shared watch of the log sees its merchant's next
+# event; it looks again after this long (and reads, if the watch had no head yet).
+FEED_RECHECK_SECONDS = 5.0
 MAX_HISTORY_PAGE = 1000
 
 
@@ -51,8 +53,9 @@ def _auditor() -> str:
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, resources: Resources) -> None:
         self.ledger = ledger
+        self.resources = resources
         self.log = AuditLog(ledger)
         self.chain = ChainKeeper(ledger.database_url, ledger.ledger_recorder.datastore.schema)
 
@@ -123,15 +126,39 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         checks.raise_if_any()
         position = max(request.from_position, 1)
         types = list(request.types)
-        while context.is_active():
-            records = self.log.feed(merchant_id, position, types, FEED_PAGE)
-            for record in records:
-                # gRPC's flow control blocks here for a slow reader: only this stream waits,
-                # and it holds no lock, so writers never do.
-                yield pb.StreamEventsResponse(event=event_message(record))
-                position = record.position + 1
-            if len(records) < FEED_PAGE:
-                time.sleep(FEED_POLL_SECONDS)
+        heads = self.resources.heads
+
+        def news(h: Heads) -> bool:  # or a client gone: either ends the wait
+            return not context.is_active() or h.has_after(merchant_id, position)
+
+        with self.resources.streams.held(merchant_id):
+            # Once the watch has a head, every later event reaches it: the first read
+            # below sees the earlier ones.
+            heads.first(FEED_RECHECK_SECONDS)
+            context.add_callback(heads.wake_all)  # a client that leaves ends its wait
+            while context.is_active():
+                if self.resources.stopping.is_set():
+                    raise ShuttingDown("the server is shutting down; resume from your position")
+                # Every event up to the merchant's last one the watch has seen is committed,
+                # so a short page below has read them all, even those `types` skips.
+                known = heads.current
+                seen = known.merchants.get(merchant_id, 0) if known else 0
+                records = self.log.feed(merchant_id, position, types, FEED_PAGE)
+                for record in records:
+                    # gRPC's flow control blocks here for a slow reader: only this stream
+                    # waits, and it holds no lock, so writers never do.
+                    yield pb.StreamEventsResponse(event=event_message(record))
+                    position = record.position + 1
+                if len(records) < FEED_PAGE:
+                    position = max(position, seen + 1)
+                    # With a head known before that read, the watch reports every later
+                    # event: sleep until it does, without reading. Else read again soon.
+                    while (
+                        not heads.wait(news, FEED_RECHECK_SECONDS, poll_caller=False)
+                        and known is not None
+                        and context.is_active()
+                    ):
+                        pass
 
     def VerifyLog(
         self, request: pb.VerifyLogRequest, context: grpc.ServicerContext

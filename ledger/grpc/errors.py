@@ -17,7 +17,10 @@ from ledger.domain.errors import (
     NotFound,
     NotYetVisible,
     RequestIdReused,
+    ResourceExhausted,
     RuleViolated,
+    ShuttingDown,
+    StreamIdle,
     VersionConflict,
     ViewsNotRunning,
 )
@@ -37,6 +40,9 @@ _CODES: list[tuple[type[DomainError], int]] = [
     (NotYetVisible, code_pb2.UNAVAILABLE),
     (ViewsNotRunning, code_pb2.UNAVAILABLE),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
+    (ShuttingDown, code_pb2.UNAVAILABLE),
+    (StreamIdle, code_pb2.DEADLINE_EXCEEDED),
 ]
 
 
@@ -79,7 +85,7 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             ]
         )
         status.details.append(_packed(bad_request))
-    if isinstance(error, (NotYetVisible, ViewsNotRunning)):
+    if isinstance(error, (NotYetVisible, ViewsNotRunning, ResourceExhausted, ShuttingDown)):
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromMilliseconds(500)
         status.details.append(_packed(retry))

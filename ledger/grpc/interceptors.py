@@ -26,6 +26,7 @@ from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc.card_data import CHECKED_PER_ITEM, check_headers, check_request
 from ledger.grpc.errors import abort, status_for
 from ledger.keys import Authenticator, PermissionDenied, Principal
+from ledger.limits import caller_gone
 from ledger.permissions import required_permission
 from ledger.store import StoreGate, StoreUnavailable
 
@@ -145,9 +146,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
+                gone = caller_gone.set(lambda: not context.is_active())
                 try:
                     return behavior(request, context)
                 finally:
+                    caller_gone.reset(gone)
                     _device_id.reset(device)
                     _principal.reset(token)
             except Exception as error:
@@ -187,9 +190,11 @@ class LedgerInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                     request = _checked_stream(request, CHECKED_PER_ITEM.get(method, frozenset()))
                 token = _principal.set(principal)
                 device = _device_id.set(_device_of(context))
+                gone = caller_gone.set(lambda: not context.is_active())
                 try:
                     yield from behavior(request, context)
                 finally:
+                    caller_gone.reset(gone)
                     _device_id.reset(device)
                     _principal.reset(token)
             except Exception as error:

@@ -16,15 +16,18 @@ from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc import convert
 from ledger.grpc.context import command_context
 from ledger.grpc.interceptors import current_device_id, current_principal
+from ledger.grpc.resources import Resources
+from ledger.limits import idle_limited
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1 import sales_pb2_grpc
 from projections.queries import ReadModels
 
 
 class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
-    def __init__(self, ledger: Ledger, reads: ReadModels) -> None:
+    def __init__(self, ledger: Ledger, reads: ReadModels, resources: Resources) -> None:
         self.ledger = ledger
         self.reads = reads
+        self.resources = resources
 
     def CreateSale(
         self, request: pb.CreateSaleRequest, context: grpc.ServicerContext
@@ -141,8 +144,27 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
             key_id=principal.key_id,
             device_id=current_device_id(),
         )
+        with self.resources.imports.held(principal.merchant_id):
+            response = self._import(ctx, request_iterator)
+        counts = Counter(outcome.status for outcome in response.outcomes)
+        response.imported = counts[pb.IMPORT_STATUS_IMPORTED]
+        response.duplicates = counts[pb.IMPORT_STATUS_DUPLICATE]
+        response.conflicts = counts[pb.IMPORT_STATUS_CONFLICT]
+        response.rejected = counts[pb.IMPORT_STATUS_REJECTED]
+        # The head of the log now: at or after every event this import recorded.
+        response.position = self.ledger.recorder.max_notification_id() or 0
+        return response
+
+    def _import(
+        self, ctx: Context, request_iterator: Iterator[pb.ImportSalesRequest]
+    ) -> pb.ImportSalesResponse:
+        """Imports each batch as it arrives (each is committed on its own)."""
         response = pb.ImportSalesResponse()
-        for batch in request_iterator:
+        limits = self.resources.limits
+        batches = idle_limited(
+            request_iterator, limits.import_idle_seconds, self.resources.stopping
+        )
+        for batch in batches:
             if len(batch.orders) > MAX_IMPORT_BATCH:
                 raise InvalidRequest(
                     [FieldViolation("orders", f"at most {MAX_IMPORT_BATCH} orders per message")]
@@ -165,13 +187,6 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
                         message=result.message,
                     )
                 )
-        counts = Counter(outcome.status for outcome in response.outcomes)
-        response.imported = counts[pb.IMPORT_STATUS_IMPORTED]
-        response.duplicates = counts[pb.IMPORT_STATUS_DUPLICATE]
-        response.conflicts = counts[pb.IMPORT_STATUS_CONFLICT]
-        response.rejected = counts[pb.IMPORT_STATUS_REJECTED]
-        # The head of the log now: at or after every event this import recorded.
-        response.position = self.ledger.recorder.max_notification_id() or 0
         return response
 
     def ListSales(

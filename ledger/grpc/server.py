@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import threading
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -18,9 +21,11 @@ from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
 from ledger.grpc.interceptors import LedgerInterceptor
 from ledger.grpc.inventory import InventoryServicer
+from ledger.grpc.resources import Resources
 from ledger.grpc.sales import SalesServicer
 from ledger.grpc.webhooks import ChangeFeedServicer, WebhookServicer
 from ledger.keys import Authenticator
+from ledger.limits import Limits
 from ledger.monitor import StoreMonitor
 from ledger.v1 import (
     audit_pb2,
@@ -59,12 +64,49 @@ SERVICE_NAMES = [
 VIEWS_SERVICE = "posledger.Views"
 
 
+class LedgerHealth(health.HealthServicer):
+    """grpc.health.v1 whose watches the server can end when it stops.
+
+    A watch holds no thread (it is answered from callbacks), but it never ends by itself,
+    so a stopping server would wait out its whole grace period for it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watches: set[Callable[[Any], None]] = set()
+        self._watches_lock = threading.Lock()
+
+    def Watch(
+        self,
+        request: health_pb2.HealthCheckRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Callable[[Any], None] | None = None,
+    ) -> Any:
+        if send_response_callback is not None:
+            with self._watches_lock:
+                self._watches.add(send_response_callback)
+            context.add_callback(lambda: self._forget(send_response_callback))
+        return super().Watch(request, context, send_response_callback)
+
+    def _forget(self, callback: Callable[[Any], None]) -> None:
+        with self._watches_lock:
+            self._watches.discard(callback)
+
+    def end_watches(self) -> None:
+        """Ends every open watch with OK, after the statuses already sent."""
+        with self._watches_lock:
+            watches, self._watches = self._watches, set()
+        for send in watches:
+            send(None)
+
+
 @dataclass
 class LedgerServer:
     server: grpc.Server
     port: int
-    health: health.HealthServicer
+    health: LedgerHealth
     monitor: StoreMonitor
+    resources: Resources
 
     def start(self) -> None:
         self.server.start()
@@ -97,9 +139,14 @@ class LedgerServer:
         changed(state)
 
     def stop(self, grace: float = 10.0) -> None:
-        """Reports NOT_SERVING, lets in-flight calls finish for `grace` seconds, stops."""
+        """Reports NOT_SERVING, ends the open feeds, imports and waits at once (UNAVAILABLE
+        SERVER_SHUTTING_DOWN), lets in-flight unary calls finish for `grace` seconds, stops.
+        """
         self.health.enter_graceful_shutdown()
-        self.server.stop(grace).wait()
+        self.resources.stop()
+        stopped = self.server.stop(grace)  # no new calls from here on
+        self.health.end_watches()  # they never end by themselves: they would hold the grace
+        stopped.wait()
         self.monitor.stop()
 
 
@@ -145,17 +192,24 @@ def create_server(
     authenticator: Authenticator | None = None,
     reads: ReadModels | None = None,
     max_workers: int = 16,
+    limits: Limits | None = None,
     tls: TlsConfig | None = None,
 ) -> LedgerServer:
     """Builds a server bound to `address` (port 0 picks a free port). Call `start()`.
+
+    `max_workers` threads are kept for unary calls: the pool has as many again as the
+    `limits` let long-lived calls hold, so feeds, imports and waits never starve them.
 
     Without `tls` the port is plaintext: fine on loopback; `posledger serve` refuses any
     other address without TLS unless told `--insecure`.
     """
     authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
+    limits = limits or ledger.settings.limits
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(
+            max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
+        ),
         interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
@@ -163,7 +217,12 @@ def create_server(
         views = projections_for(ledger)
         views.ensure()
         reads = ReadModels(views, require_runner=True)
-    sales_pb2_grpc.add_SalesServiceServicer_to_server(SalesServicer(ledger, reads), server)
+    resources = Resources(ledger, reads.projections, limits)
+    if reads.waits is None:
+        reads.waits, reads.positions = resources.waits, resources.view_positions
+    sales_pb2_grpc.add_SalesServiceServicer_to_server(
+        SalesServicer(ledger, reads, resources), server
+    )
     catalog_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ledger, reads), server)
     customers_pb2_grpc.add_CustomerServiceServicer_to_server(
         CustomerServicer(ledger, reads), server
@@ -171,11 +230,13 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(ledger, reads), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger, resources), server)
     Deliveries(ledger).ensure()  # the outbox starts with the first server
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(ledger), server)
-    webhooks_pb2_grpc.add_ChangeFeedServiceServicer_to_server(ChangeFeedServicer(ledger), server)
-    health_servicer = health.HealthServicer()
+    webhooks_pb2_grpc.add_ChangeFeedServiceServicer_to_server(
+        ChangeFeedServicer(ledger, resources), server
+    )
+    health_servicer = LedgerHealth()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ["", *SERVICE_NAMES]:
         health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -188,4 +249,10 @@ def create_server(
         port = server.add_secure_port(address, tls.credentials())
     if port == 0:
         raise RuntimeError(f"could not bind {address}")
-    return LedgerServer(server=server, port=port, health=health_servicer, monitor=monitor)
+    return LedgerServer(
+        server=server,
+        port=port,
+        health=health_servicer,
+        monitor=monitor,
+        resources=resources,
+    )

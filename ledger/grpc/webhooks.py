@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +11,15 @@ import grpc
 from psycopg.rows import DictRow
 
 from ledger.application import Ledger
+from ledger.audit.events import Heads
 from ledger.deliveries.changes import Change, Kind
 from ledger.deliveries.outbox import OutboxView, changes_at
 from ledger.deliveries.store import DeliveryStore
 from ledger.deliveries.webhooks import Subscription, Webhooks
-from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
+from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
 from ledger.grpc.context import timestamp
 from ledger.grpc.interceptors import current_principal
+from ledger.grpc.resources import Resources
 from ledger.v1 import webhooks_pb2 as pb
 from ledger.v1 import webhooks_pb2_grpc
 from projections import paging, source
@@ -31,7 +32,7 @@ STATUSES_TO_WIRE = {
 }
 STATUSES = {wire: status for status, wire in STATUSES_TO_WIRE.items()}
 FEED_PAGE = 500  # events read per query while a feed catches up
-FEED_POLL_SECONDS = 0.2  # how often an idle feed looks for new events
+FEED_RECHECK_SECONDS = 5.0  # a feed whose watch has no head yet reads again this often
 
 
 def webhook_message(s: Subscription) -> pb.Webhook:
@@ -199,8 +200,9 @@ def change_message(change: Change) -> pb.StreamChangesResponse:
 
 
 class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, resources: Resources) -> None:
         self.ledger = ledger
+        self.resources = resources
 
     def StreamChanges(
         self, request: pb.StreamChangesRequest, context: grpc.ServicerContext
@@ -212,14 +214,35 @@ class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
             raise InvalidRequest([FieldViolation("kinds", "must name known kinds of change")])
         merchant = current_principal().merchant_id
         position = request.after_position
-        while context.is_active():
-            head = source.head(self.ledger)
-            if head <= position:
-                time.sleep(FEED_POLL_SECONDS)  # new events are looked for a few times a second
-                continue
-            events = source.read_page(self.ledger, position, head, FEED_PAGE, OutboxView.topics)
-            for change in changes_at(self.ledger, events):
-                if change.merchant_id == merchant and change.kind in wanted:
-                    yield change_message(change)
-            # A short page means every event up to `head` was read.
-            position = events[-1].position if len(events) == FEED_PAGE else head
+        heads = self.resources.heads
+
+        def news(h: Heads) -> bool:  # or a client gone: either ends the wait
+            return not context.is_active() or h.has_after(merchant, position + 1)
+
+        # A feed is a stream like StreamEvents: the same caps, the same shared watch of the
+        # log (an idle feed reads nothing), the same end on shutdown.
+        with self.resources.streams.held(merchant):
+            heads.first(FEED_RECHECK_SECONDS)
+            context.add_callback(heads.wake_all)
+            while context.is_active():
+                if self.resources.stopping.is_set():
+                    raise ShuttingDown("the server is shutting down; resume from your position")
+                known = heads.current  # read before the head: every later event wakes us
+                head = source.head(self.ledger)
+                if head > position:
+                    events = source.read_page(
+                        self.ledger, position, head, FEED_PAGE, OutboxView.topics
+                    )
+                    for change in changes_at(self.ledger, events):
+                        if change.merchant_id == merchant and change.kind in wanted:
+                            yield change_message(change)
+                    if len(events) == FEED_PAGE:
+                        position = events[-1].position
+                        continue
+                    position = head  # a short page: every event up to `head` was read
+                while (
+                    not heads.wait(news, FEED_RECHECK_SECONDS, poll_caller=False)
+                    and known is not None
+                    and context.is_active()
+                ):
+                    pass

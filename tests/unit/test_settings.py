@@ -81,3 +81,55 @@ def test_every_bad_value_is_reported_at_once() -> None:
         "POSLEDGER_DB_POOL_SIZE",
         "POSLEDGER_DB_LOCK_TIMEOUT",
     ]
+
+
+def test_caps_are_read_and_size_the_long_lived_calls() -> None:
+    limits = Settings.from_env(
+        {
+            "POSLEDGER_MAX_STREAMS": "600",
+            "POSLEDGER_MAX_STREAMS_PER_MERCHANT": "500",
+            "POSLEDGER_MAX_IMPORTS": "64",
+            "POSLEDGER_MAX_IMPORTS_PER_MERCHANT": "8",
+            "POSLEDGER_MAX_WAITS": "70",
+            "POSLEDGER_MAX_WAITS_PER_MERCHANT": "64",
+            "POSLEDGER_IMPORT_IDLE_TIMEOUT": "2.5",
+        }
+    ).limits
+
+    assert (limits.streams, limits.streams_per_merchant) == (600, 500)
+    assert (limits.imports, limits.imports_per_merchant) == (64, 8)
+    assert (limits.waits, limits.waits_per_merchant) == (70, 64)
+    assert limits.import_idle_seconds == 2.5
+    assert limits.long_lived == 600 + 64 + 70
+
+
+def test_default_caps_let_500_feeds_of_one_merchant_open() -> None:
+    limits = Settings().limits
+
+    assert limits.streams_per_merchant >= 500
+    assert limits.imports_per_merchant >= 64
+    assert limits.waits_per_merchant >= 64
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSLEDGER_MAX_STREAMS", "0"),
+        ("POSLEDGER_MAX_STREAMS", "many"),
+        ("POSLEDGER_MAX_IMPORTS_PER_MERCHANT", "1.5"),
+        ("POSLEDGER_MAX_WAITS", "100000"),
+        ("POSLEDGER_IMPORT_IDLE_TIMEOUT", "0"),
+    ],
+)
+def test_a_bad_cap_is_named(variable: str, value: str) -> None:
+    [problem] = problems(**{variable: value})
+
+    assert problem.startswith(f"{variable}={value!r}: must be")
+
+
+def test_a_cap_per_merchant_above_the_servers_is_refused() -> None:
+    [problem] = problems(POSLEDGER_MAX_WAITS="10", POSLEDGER_MAX_WAITS_PER_MERCHANT="20")
+
+    assert problem == (
+        "POSLEDGER_MAX_WAITS_PER_MERCHANT=20: must not exceed POSLEDGER_MAX_WAITS (10)"
+    )
