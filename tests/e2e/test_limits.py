@@ -17,8 +17,10 @@ from ledger.grpc.server import LedgerServer, create_server
 from ledger.limits import Limits
 from ledger.v1 import audit_pb2 as audit_pb
 from ledger.v1 import sales_pb2 as pb
+from ledger.v1 import webhooks_pb2 as webhooks_pb
 from ledger.v1.audit_pb2_grpc import AuditServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from ledger.v1.webhooks_pb2_grpc import ChangeFeedServiceStub
 from projections import projections_for
 from projections.queries import ReadModels
 from tests.e2e import api_client as api
@@ -139,3 +141,30 @@ def test_calls_beyond_the_caps_are_refused_and_slots_free_when_calls_end(
         time.sleep(0.05)
     fresh = iter(audit.StreamEvents(audit_pb.StreamEventsRequest(from_position=1), timeout=10))
     assert next(fresh).event.position >= 1
+
+
+def test_a_change_feed_counts_as_a_stream_and_gives_its_slot_back(
+    channel: grpc.Channel, limited: LedgerServer
+) -> None:
+    audit = AuditServiceStub(channel)
+    feeds = ChangeFeedServiceStub(channel)
+    api.create_sale(SalesServiceStub(channel))
+    event_feed: Any = audit.StreamEvents(audit_pb.StreamEventsRequest(from_position=1), timeout=30)
+    assert next(iter(event_feed)).event.position >= 1
+    change_feed: Any = feeds.StreamChanges(webhooks_pb.StreamChangesRequest(), timeout=30)
+    deadline = time.monotonic() + 10
+    while limited.resources.streams.in_use < 2:  # the idle feed holds its slot, reading nothing
+        assert time.monotonic() < deadline, "the change feed never took a slot"
+        time.sleep(0.05)
+
+    third = api.expect_failure(
+        lambda: next(iter(feeds.StreamChanges(webhooks_pb.StreamChangesRequest(), timeout=10)))
+    )
+    assert (third.code, third.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "STREAMS_EXHAUSTED")
+
+    change_feed.cancel()
+    deadline = time.monotonic() + 10
+    while limited.resources.streams.in_use != 1:
+        assert time.monotonic() < deadline, "the change feed's slot was not given back"
+        time.sleep(0.05)
+    event_feed.cancel()
