@@ -42,7 +42,7 @@ from uuid import UUID
 import psycopg
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
 
 log = structlog.get_logger(__name__)
 
@@ -197,6 +197,10 @@ DECLARE
     new_version bigint[];
     new_hash bytea[];
     new_digest bytea[];
+    ev_position bigint[];
+    position_sequence regclass := pg_catalog.pg_get_serial_sequence(
+        pg_catalog.quote_ident({schema_name}) || '.' || pg_catalog.quote_ident({table_name}),
+        'notification_id');
     chain_live boolean := false;
     chain_digest bytea;
     i int;
@@ -228,16 +232,28 @@ BEGIN
                       WHERE s.originator_id = r.id AND s.originator_version > r.version)
     ) AS x;
 
+    -- Positions are drawn here, in the order the commands decided, so that the metadata
+    -- rows and the command records carry the position of their event (of the command's
+    -- first event): a verification reads them by range beside the events. A command lost
+    -- below leaves a gap, as a rolled-back insert would.
+    SELECT array_agg(CASE WHEN e.cmd <> ALL (known || clashed)
+                          THEN pg_catalog.nextval(position_sequence) END ORDER BY e.ord)
+    INTO ev_position
+    FROM unnest(ev_cmd) WITH ORDINALITY AS e(cmd, ord);
+
     -- ON CONFLICT also skips a twin's record committed since the check above.
     WITH recorded AS (
         INSERT INTO {commands} (merchant_id, request_id, command, fingerprint, aggregate_id,
-                                aggregate_version, result)
+                                aggregate_version, result, position)
         SELECT r.merchant_id, r.request_id, r.command, r.fingerprint, r.aggregate_id,
-               r.aggregate_version, r.result::jsonb
+               r.aggregate_version, r.result::jsonb, f.position
         FROM unnest(rc_cmd, rc_merchant, rc_request, rc_command, rc_fingerprint,
                     rc_aggregate, rc_version, rc_result)
             AS r(cmd, merchant_id, request_id, command, fingerprint, aggregate_id,
                  aggregate_version, result)
+        LEFT JOIN (SELECT x.cmd, min(x.position) AS position
+                   FROM unnest(ev_cmd, ev_position) AS x(cmd, position) GROUP BY x.cmd) AS f
+            ON f.cmd = r.cmd
         WHERE r.cmd <> ALL (known || clashed)
         ON CONFLICT DO NOTHING
         RETURNING {commands}.merchant_id, {commands}.request_id
@@ -251,13 +267,13 @@ BEGIN
     skipped := known || clashed || lost;
 
     INSERT INTO {metadata} (originator_id, originator_version, merchant_id, app_id, key_id,
-                            location_id, device_id, request_id, command_recorded)
+                            location_id, device_id, request_id, command_recorded, position)
     SELECT m.id, m.version, m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id,
-           m.request_id, m.cmd = ANY (rc_cmd)
+           m.request_id, m.cmd = ANY (rc_cmd), m.position
     FROM unnest(ev_cmd, ev_id, ev_version, md_merchant, md_app, md_key, md_location,
-                md_device, md_request)
+                md_device, md_request, ev_position)
         AS m(cmd, id, version, merchant_id, app_id, key_id, location_id, device_id,
-             request_id)
+             request_id, position)
     WHERE m.merchant_id IS NOT NULL AND m.cmd <> ALL (skipped)
     ON CONFLICT DO NOTHING;
 
@@ -267,14 +283,14 @@ BEGIN
         FROM unnest(clashed) AS k;
     RETURN QUERY SELECT 'lost', k, NULL::uuid, NULL::bigint, NULL::bigint
         FROM unnest(lost) AS k;
-    -- Positions are handed out in the order of the rows: the order the commands decided.
     -- Each event's hash reads its metadata and command record back as stored, as a
     -- verification will (both were inserted above, so this statement sees them).
     WITH w AS (
-        INSERT INTO {events} AS s (originator_id, originator_version, topic, state)
-        SELECT e.id, e.version, e.topic, e.state
-        FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state) WITH ORDINALITY
-            AS e(cmd, id, version, topic, state, ord)
+        INSERT INTO {events} AS s (notification_id, originator_id, originator_version, topic,
+                                   state)
+        SELECT e.position, e.id, e.version, e.topic, e.state
+        FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state, ev_position)
+            WITH ORDINALITY AS e(cmd, id, version, topic, state, position, ord)
         WHERE e.cmd <> ALL (skipped)
         ORDER BY e.ord
         RETURNING s.notification_id, s.originator_id, s.originator_version, s.topic,
@@ -315,6 +331,8 @@ $body$
         commands=Identifier(schema, "processed_commands"),
         metadata=Identifier(schema, "event_metadata"),
         channel=Identifier(channel),
+        schema_name=Literal(schema),
+        table_name=Literal(events_table),
         **chain,
     )
 

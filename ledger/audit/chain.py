@@ -153,32 +153,43 @@ def event_hash_v2(
 ) -> bytes:
     """The version 2 hash of one event: its row, its metadata row, its command record."""
     h = _event_head(EVENT_DOMAIN_V2, position, originator_id, version, topic, state)
-    if metadata is None:
-        h.update(ABSENT)
-    else:
-        h.update(PRESENT)
-        for value in (
-            metadata.merchant_id,
-            metadata.app_id,
-            metadata.key_id,
-            metadata.location_id,
-            metadata.device_id,
-            metadata.request_id,
-        ):
-            h.update(_text(value))
-        h.update(PRESENT if metadata.command_recorded else ABSENT)
-    if command is None:
-        h.update(ABSENT)
-    else:
-        h.update(PRESENT)
-        h.update(_text(command.command))
-        h.update(_text(command.fingerprint))
-        h.update(bytes(16) if command.aggregate_id is None else command.aggregate_id.bytes)
-        h.update(
-            _BIGINT.pack(-1 if command.aggregate_version is None else command.aggregate_version)
-        )
-        h.update(_text(command.result))
+    h.update(metadata_bytes(metadata))
+    h.update(command_bytes(command))
     return bytes(h.digest())
+
+
+def metadata_bytes(metadata: MetadataRow | None) -> bytes:
+    """What the version 2 hash covers of an event's metadata row (after the event row)."""
+    if metadata is None:
+        return ABSENT
+    return b"".join(
+        (
+            PRESENT,
+            _text(metadata.merchant_id),
+            _text(metadata.app_id),
+            _text(metadata.key_id),
+            _text(metadata.location_id),
+            _text(metadata.device_id),
+            _text(metadata.request_id),
+            PRESENT if metadata.command_recorded else ABSENT,
+        )
+    )
+
+
+def command_bytes(command: CommandRow | None) -> bytes:
+    """What the version 2 hash covers of an event's command record (after its metadata)."""
+    if command is None:
+        return ABSENT
+    return b"".join(
+        (
+            PRESENT,
+            _text(command.command),
+            _text(command.fingerprint),
+            bytes(16) if command.aggregate_id is None else command.aggregate_id.bytes,
+            _BIGINT.pack(-1 if command.aggregate_version is None else command.aggregate_version),
+            _text(command.result),
+        )
+    )
 
 
 def link(previous: bytes, hashed_event: bytes) -> bytes:
