@@ -67,8 +67,8 @@ GENESIS: Final = bytes(DIGEST_SIZE)
 EVENT_DOMAIN: Final = b"posledger-event-v1\x00"
 EVENT_DOMAIN_V2: Final = b"posledger-event-v2\x00"
 LINK_DOMAIN: Final = b"posledger-chain-v1\x00"
-# position, aggregate id, version, topic length (-1: NULL)
-_EVENT_HEAD: Final = struct.Struct(">q16sqi")
+# aggregate id, version, topic length (-1: NULL): what follows the position
+_EVENT_FIELDS: Final = struct.Struct(">16sqi")
 _STATE_LENGTH: Final = struct.Struct(">q")  # payload length (-1: NULL)
 _TEXT_LENGTH: Final = struct.Struct(">i")  # text length (-1: NULL)
 _BIGINT: Final = struct.Struct(">q")
@@ -114,18 +114,28 @@ def _event_head(
     topic: str | None,
     state: bytes | None,
 ) -> Any:
-    topic_bytes = b"" if topic is None else topic.encode()
     h = hashlib.sha256(domain)
-    h.update(
-        _EVENT_HEAD.pack(
-            position, originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
-        )
-    )
-    h.update(topic_bytes)
-    h.update(_STATE_LENGTH.pack(-1 if state is None else len(state)))
+    h.update(_BIGINT.pack(position))
+    h.update(event_fields(originator_id, version, topic, state))
     if state is not None:
         h.update(state)
     return h
+
+
+def event_fields(
+    originator_id: UUID, version: int, topic: str | None, state: bytes | None
+) -> bytes:
+    """What both hashes cover of an event row between its position and its payload's bytes."""
+    topic_bytes = b"" if topic is None else topic.encode()
+    return b"".join(
+        (
+            _EVENT_FIELDS.pack(
+                originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
+            ),
+            topic_bytes,
+            _STATE_LENGTH.pack(-1 if state is None else len(state)),
+        )
+    )
 
 
 def _text(value: str | None) -> bytes:

@@ -221,8 +221,9 @@ def chain_sql(schema: str) -> dict[str, Composable]:
         "chain": Identifier(schema, CHAIN_TABLE),
         "chain_head": Identifier(schema, HEAD_TABLE),
         "link_domain": Literal(LINK_DOMAIN),
-        "event_hash": event_hash_sql(2, "w"),
-        "record_joins": record_joins(schema, "w"),
+        "event_domain": Literal(EVENT_DOMAIN_V2),
+        "absent": Literal(ABSENT),
+        "command_bytes": command_bytes_sql("c"),
     }
 
 
