@@ -418,15 +418,13 @@ class ChainKeeper:
             events=events,
         )
         # Rows written before the commits kept positions get theirs (`extend`).
-        metadata_rows = Identifier(schema, METADATA_TABLE)
-        command_rows = Identifier(schema, COMMANDS_TABLE)
         self.fill_positions = [
             SQL(
                 "UPDATE {metadata} m SET position = e.notification_id FROM {events} e"
                 " WHERE m.position IS NULL AND e.originator_id = m.originator_id"
                 " AND e.originator_version = m.originator_version"
                 " AND NOT EXISTS (SELECT FROM {metadata} o WHERE o.position = e.notification_id)"
-            ).format(metadata=metadata_rows, events=events),
+            ).format(metadata=metadata_table, events=events),
             SQL(
                 "UPDATE {commands} c SET position = f.position FROM ("
                 " SELECT m.merchant_id, m.request_id, min(m.position) AS position"
@@ -434,7 +432,7 @@ class ChainKeeper:
                 " AND o.request_id = m.request_id"
                 " WHERE o.position IS NULL AND m.command_recorded GROUP BY 1, 2) f"
                 " WHERE c.merchant_id = f.merchant_id AND c.request_id = f.request_id"
-            ).format(metadata=metadata_rows, commands=command_rows),
+            ).format(metadata=metadata_table, commands=commands_table),
         ]
         # Pages must come from the position indexes, never from sorting the rest of the
         # table: with stale statistics (a freshly loaded table) the planner can pick a
