@@ -2,24 +2,28 @@
 
     POSLEDGER_DATABASE_URL=postgresql://root@127.0.0.1:5432/test \\
       .venv/bin/python bench/commit_group.py [--calls 200] [--sizes 1,8] \\
-      [--baseline OTHER/ledger/group_commit.py]
+      [--baseline [NAME=]OTHER_TREE ...]
 
 Works in fresh schemas that it drops afterwards. Each call commits a group of new
 commands shaped like a sale's (two events of ~300 bytes each, their metadata and the
 command record, one read), through the same SQL the writer thread sends. Prints the
-median and 90th percentile call time per group size, and the median time the function
-held the events table's lock (its own `held` row, before the COMMIT).
+median and 90th percentile call time per group size, and the median and least time the
+function held the events table's lock (its own `held` row, before the COMMIT; the least is
+the one a busy machine disturbs least).
 
-`--baseline` names another version's `group_commit.py` (say, a worktree of an older
-commit): its function is installed in a second schema and the two are called in turns,
-call by call, so both see the same load on a noisy machine.
+`--baseline` (repeatable) names another version's source tree (say, a git worktree of an
+older commit, or one with a local patch): its function, as that tree's own code renders it,
+is installed in a schema of its own and all versions are called in turns, call by call, so
+they see the same load on a noisy machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -32,6 +36,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.group_commit import (
+    FUNCTION_NAME,
     CommandRecord,
     CommitRequest,
     EventMetadata,
@@ -72,21 +77,48 @@ def command() -> CommitRequest:
     )
 
 
-def install_baseline(url: str, schema: str, path: str) -> None:
-    """Replaces the schema's function with the one `path` (a group_commit.py) defines."""
-    spec = importlib.util.spec_from_file_location("baseline_group_commit", path)
+# Run with the other tree first on the path: prints its CREATE FUNCTION for a schema.
+RENDER = """
+import sys
+from ledger.audit import store
+from ledger.group_commit import commit_function_sql
+print(commit_function_sql(sys.argv[1], sys.argv[2], sys.argv[3],
+                          store.chain_sql(sys.argv[1])).as_string(None))
+"""
+
+
+def install_baseline(url: str, schema: str, tree: str) -> tuple[Any, Any]:
+    """Replaces the schema's function with the one the source tree `tree` renders; returns
+    that tree's call statement and argument builder (its `group_commit` module's)."""
+    ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=1))
+    recorder = ledger.ledger_recorder
+    done = subprocess.run(
+        [sys.executable, "-c", RENDER, schema, recorder.events_table_name, recorder.channel_name],
+        env=dict(os.environ, PYTHONPATH=os.path.abspath(tree)),
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        # Another version may take other arguments: drop every overload first.
+        for (signature,) in conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n"
+            " ON n.oid = p.pronamespace WHERE n.nspname = %s AND p.proname = %s",
+            (schema, FUNCTION_NAME),
+        ).fetchall():
+            conn.execute(f"DROP FUNCTION {signature}")
+        conn.execute(done.stdout.encode())
+    ledger.close()
+    spec = importlib.util.spec_from_file_location(
+        f"baseline_{schema}", os.path.join(tree, "ledger", "group_commit.py")
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
-    ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=1))
-    recorder = ledger.ledger_recorder
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(
-            module.commit_function_sql(schema, recorder.events_table_name, recorder.channel_name)
-        )
-    ledger.close()
+    return module.commit_call_sql(schema), module._arguments
 
 
 def main() -> None:
@@ -94,27 +126,38 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--sizes", default="1,8")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--baseline", help="another version's ledger/group_commit.py")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        metavar="[NAME=]TREE",
+        help="another version's source tree (repeatable)",
+    )
     args = parser.parse_args()
     url = database_url(Settings.from_env())
     tag = uuid.uuid4().hex[:8]
     schemas = {"this": f"bench_commit_{tag}"}
-    if args.baseline:
-        schemas["baseline"] = f"bench_commit_{tag}_base"
+    trees = {}
+    for n, spec in enumerate(args.baseline):
+        name, _, tree = spec.rpartition("=")
+        name = name or f"base{n + 1}"
+        schemas[name] = f"bench_commit_{tag}_{n + 1}"
+        trees[name] = tree
     ledger = Ledger.open(Settings(database_url=url, schema=schemas["this"], pool_size=1))
     try:
-        if args.baseline:
-            install_baseline(url, schemas["baseline"], args.baseline)
+        calls = {"this": commit_call_sql(schemas["this"])}
+        builders = {"this": _arguments}
+        for name, tree in trees.items():
+            calls[name], builders[name] = install_baseline(url, schemas[name], tree)
         conns = {
             name: psycopg.connect(url, autocommit=True, row_factory=tuple_row) for name in schemas
         }
-        calls = {name: commit_call_sql(schema) for name, schema in schemas.items()}
         for size in (int(s) for s in args.sizes.split(",")):
             times: dict[str, list[float]] = {name: [] for name in schemas}
             held: dict[str, list[float]] = {name: [] for name in schemas}
             for i in range(args.warmup + args.calls):
                 for name in schemas:
-                    arguments = _arguments([command() for _ in range(size)], "5000ms")
+                    arguments = builders[name]([command() for _ in range(size)], "5000ms")
                     started = time.perf_counter()
                     rows: list[Any] = (
                         conns[name].execute(calls[name], arguments, prepare=True).fetchall()
@@ -130,7 +173,8 @@ def main() -> None:
                     f"{name:8s} group of {size:3d} commands ({2 * size:3d} events): median "
                     f"{statistics.median(t) * 1000:6.3f} ms, p90 "
                     f"{t[int(len(t) * 0.9)] * 1000:6.3f} ms over {args.calls} calls; "
-                    f"lock held (in the function) median {statistics.median(held[name]):6.3f} ms"
+                    f"lock held (in the function) median {statistics.median(held[name]):6.3f} ms,"
+                    f" min {min(held[name]):6.3f} ms"
                 )
         for conn in conns.values():
             conn.close()

@@ -555,8 +555,10 @@ def audit_chain() -> None:
 
     Every commit chains its own events in its own transaction; only a log written by an
     older version has events to chain. This chains them page by page, then the last ones
-    while holding writers off for a moment, and hands over to the commits. On a log that
-    is chained already it does nothing.
+    while holding writers off for a moment, and hands over to the commits. It also gives
+    metadata rows and command records written before commits stored their positions
+    theirs, which makes `audit verify` faster (it is correct without). On a log that is
+    chained already it chains nothing.
     """
     ledger = Ledger.open()
     keeper = ChainKeeper.for_ledger(ledger)

@@ -11,11 +11,15 @@ round trip and one implicit transaction, that function
 2. finds, per command, whether its request id is already recorded (a duplicate), whether one
    of its events clashes with a stored version, or whether an aggregate it read has moved on
    since (a conflict),
-3. inserts the command records, events and metadata of the others,
+3. draws the positions of the others' events, and inserts their command records, events
+   and metadata rows, the rows and records with their events' positions (what a
+   verification reads them by),
 4. extends the audit hash chain over the events it inserted (`ledger/audit`): each event's
-   hash covers its row, its metadata row and its command record, read back as stored, and
-   the chain links them in position order from the chain head, which it moves; so an event
-   is chained in the transaction that appends it, under the lock that orders the log,
+   hash covers its row, its metadata row and its command record (the writer thread encodes
+   the event's fields and metadata before the call; the function adds the position, the
+   payload and the command record as stored), and the chain links them in position order
+   from the chain head, which it moves; so an event is chained in the transaction that
+   appends it, under the lock that orders the log,
 5. and returns their notification ids.
 
 The lock is therefore held only while PostgreSQL itself works, never while Python does, and
@@ -42,7 +46,9 @@ from uuid import UUID
 import psycopg
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
-from psycopg.sql import SQL, Composable, Composed, Identifier
+from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
+
+from ledger.audit.chain import ABSENT, MetadataRow, event_fields, metadata_bytes
 
 log = structlog.get_logger(__name__)
 
@@ -177,6 +183,7 @@ def commit_function_sql(
 CREATE OR REPLACE FUNCTION {function}(
     lock_timeout text,
     ev_cmd int[], ev_id uuid[], ev_version bigint[], ev_topic text[], ev_state bytea[],
+    ev_fields bytea[], ev_records bytea[],
     md_merchant text[], md_app text[], md_key text[], md_location text[], md_device text[],
     md_request text[],
     rc_cmd int[], rc_merchant text[], rc_request text[], rc_command text[],
@@ -197,6 +204,12 @@ DECLARE
     new_version bigint[];
     new_hash bytea[];
     new_digest bytea[];
+    rc_encoded_cmd int[];
+    rc_encoded bytea[];
+    ev_position bigint[];
+    position_sequence regclass := pg_catalog.pg_get_serial_sequence(
+        pg_catalog.quote_ident({schema_name}) || '.' || pg_catalog.quote_ident({table_name}),
+        'notification_id');
     chain_live boolean := false;
     chain_digest bytea;
     i int;
@@ -228,16 +241,28 @@ BEGIN
                       WHERE s.originator_id = r.id AND s.originator_version > r.version)
     ) AS x;
 
+    -- Positions are drawn here, in the order the commands decided, so that the metadata
+    -- rows and the command records carry the position of their event (of the command's
+    -- first event): a verification reads them by range beside the events. A command lost
+    -- below leaves a gap, as a rolled-back insert would.
+    SELECT array_agg(CASE WHEN e.cmd <> ALL (known || clashed)
+                          THEN pg_catalog.nextval(position_sequence) END ORDER BY e.ord)
+    INTO ev_position
+    FROM unnest(ev_cmd) WITH ORDINALITY AS e(cmd, ord);
+
     -- ON CONFLICT also skips a twin's record committed since the check above.
     WITH recorded AS (
         INSERT INTO {commands} (merchant_id, request_id, command, fingerprint, aggregate_id,
-                                aggregate_version, result)
+                                aggregate_version, result, position)
         SELECT r.merchant_id, r.request_id, r.command, r.fingerprint, r.aggregate_id,
-               r.aggregate_version, r.result::jsonb
+               r.aggregate_version, r.result::jsonb, f.position
         FROM unnest(rc_cmd, rc_merchant, rc_request, rc_command, rc_fingerprint,
                     rc_aggregate, rc_version, rc_result)
             AS r(cmd, merchant_id, request_id, command, fingerprint, aggregate_id,
                  aggregate_version, result)
+        LEFT JOIN (SELECT x.cmd, min(x.position) AS position
+                   FROM unnest(ev_cmd, ev_position) AS x(cmd, position) GROUP BY x.cmd) AS f
+            ON f.cmd = r.cmd
         WHERE r.cmd <> ALL (known || clashed)
         ON CONFLICT DO NOTHING
         RETURNING {commands}.merchant_id, {commands}.request_id
@@ -251,13 +276,13 @@ BEGIN
     skipped := known || clashed || lost;
 
     INSERT INTO {metadata} (originator_id, originator_version, merchant_id, app_id, key_id,
-                            location_id, device_id, request_id, command_recorded)
+                            location_id, device_id, request_id, command_recorded, position)
     SELECT m.id, m.version, m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id,
-           m.request_id, m.cmd = ANY (rc_cmd)
+           m.request_id, m.cmd = ANY (rc_cmd), m.position
     FROM unnest(ev_cmd, ev_id, ev_version, md_merchant, md_app, md_key, md_location,
-                md_device, md_request)
+                md_device, md_request, ev_position)
         AS m(cmd, id, version, merchant_id, app_id, key_id, location_id, device_id,
-             request_id)
+             request_id, position)
     WHERE m.merchant_id IS NOT NULL AND m.cmd <> ALL (skipped)
     ON CONFLICT DO NOTHING;
 
@@ -267,25 +292,39 @@ BEGIN
         FROM unnest(clashed) AS k;
     RETURN QUERY SELECT 'lost', k, NULL::uuid, NULL::bigint, NULL::bigint
         FROM unnest(lost) AS k;
-    -- Positions are handed out in the order of the rows: the order the commands decided.
-    -- Each event's hash reads its metadata and command record back as stored, as a
-    -- verification will (both were inserted above, so this statement sees them).
-    WITH w AS (
-        INSERT INTO {events} AS s (originator_id, originator_version, topic, state)
-        SELECT e.id, e.version, e.topic, e.state
-        FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state) WITH ORDINALITY
-            AS e(cmd, id, version, topic, state, ord)
-        WHERE e.cmd <> ALL (skipped)
-        ORDER BY e.ord
-        RETURNING s.notification_id, s.originator_id, s.originator_version, s.topic,
-                  s.state
-    )
-    SELECT array_agg(w.notification_id ORDER BY w.notification_id),
-           array_agg(w.originator_id ORDER BY w.notification_id),
-           array_agg(w.originator_version ORDER BY w.notification_id),
-           array_agg(CASE WHEN chain_live THEN {event_hash} END ORDER BY w.notification_id)
+    INSERT INTO {events} (notification_id, originator_id, originator_version, topic, state)
+    SELECT e.position, e.id, e.version, e.topic, e.state
+    FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state, ev_position)
+        AS e(cmd, id, version, topic, state, position)
+    WHERE e.cmd <> ALL (skipped);
+
+    -- Each event's hash (version 2, `ledger.audit.chain`) covers what was just inserted:
+    -- the writer encoded the event's fields and its metadata row (`ev_fields`,
+    -- `ev_records`), and each command record is encoded here once, with its result as
+    -- the stored jsonb's text.
+    IF chain_live THEN
+        SELECT array_agg(c.cmd), array_agg({command_bytes})
+        INTO rc_encoded_cmd, rc_encoded
+        FROM (SELECT r.cmd, r.command, r.fingerprint, r.aggregate_id, r.aggregate_version,
+                     r.result::jsonb AS result
+              FROM unnest(rc_cmd, rc_command, rc_fingerprint, rc_aggregate, rc_version,
+                          rc_result)
+                  AS r(cmd, command, fingerprint, aggregate_id, aggregate_version, result)
+              WHERE r.cmd <> ALL (skipped)) AS c;
+    END IF;
+    SELECT array_agg(e.position ORDER BY e.position),
+           array_agg(e.id ORDER BY e.position),
+           array_agg(e.version ORDER BY e.position),
+           array_agg(CASE WHEN chain_live THEN pg_catalog.sha256(
+               {event_domain} || pg_catalog.int8send(e.position) || e.fields
+               || coalesce(e.state, ''::bytea) || e.records
+               || CASE WHEN e.records = {absent} THEN {absent}
+                       ELSE coalesce(r.encoded, {absent}) END) END ORDER BY e.position)
     INTO new_position, new_id, new_version, new_hash
-    FROM w{record_joins};
+    FROM unnest(ev_cmd, ev_id, ev_version, ev_state, ev_fields, ev_records, ev_position)
+        AS e(cmd, id, version, state, fields, records, position)
+    LEFT JOIN unnest(rc_encoded_cmd, rc_encoded) AS r(cmd, encoded) ON r.cmd = e.cmd
+    WHERE e.cmd <> ALL (skipped);
 
     -- The chain: one link per event, in position order, from the head's digest.
     IF chain_live AND new_position IS NOT NULL THEN
@@ -315,6 +354,8 @@ $body$
         commands=Identifier(schema, "processed_commands"),
         metadata=Identifier(schema, "event_metadata"),
         channel=Identifier(channel),
+        schema_name=Literal(schema),
+        table_name=Literal(events_table),
         **chain,
     )
 
@@ -323,7 +364,7 @@ def commit_call_sql(schema: str) -> Composed:
     # Parameters in binary (%b): psycopg dumps the arrays about 3x faster than as text.
     return SQL(
         "SELECT * FROM {function}(%b,"
-        " %b::int[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[],"
+        " %b::int[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[], %b::bytea[],"
         " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
         " %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::bigint[],"
         " %b::text[],"
@@ -333,18 +374,25 @@ def commit_call_sql(schema: str) -> Composed:
 
 def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, ...]:
     """The function's arguments: one array per column, each row tagged with its command."""
-    ev: list[list[Any]] = [[] for _ in range(11)]
+    ev: list[list[Any]] = [[] for _ in range(13)]
     rc: list[list[Any]] = [[] for _ in range(8)]
     rd: list[list[Any]] = [[] for _ in range(3)]
     for n, request in enumerate(group):
         m = request.metadata
+        recorded = request.command_record is not None
         for e in request.events:
+            originator_id = e.originator_id
+            if not isinstance(originator_id, UUID):
+                originator_id = UUID(str(originator_id))
             row: list[Any] = [n, e.originator_id, e.originator_version, e.topic, e.state]
+            row.append(event_fields(originator_id, e.originator_version, e.topic, e.state))
             if m is None:
-                row += [None] * 6
+                row += [ABSENT] + [None] * 6
             else:
-                location = m.locations.get(UUID(str(e.originator_id)), "")
-                row += [m.merchant_id, m.app_id, m.key_id, location, m.device_id, m.request_id]
+                location = m.locations.get(originator_id, "")
+                metadata = (m.merchant_id, m.app_id, m.key_id, location, m.device_id, m.request_id)
+                row.append(metadata_bytes(MetadataRow(*metadata, command_recorded=recorded)))
+                row += metadata
             for column, value in zip(ev, row, strict=True):
                 column.append(value)
         r = request.command_record

@@ -67,8 +67,8 @@ GENESIS: Final = bytes(DIGEST_SIZE)
 EVENT_DOMAIN: Final = b"posledger-event-v1\x00"
 EVENT_DOMAIN_V2: Final = b"posledger-event-v2\x00"
 LINK_DOMAIN: Final = b"posledger-chain-v1\x00"
-# position, aggregate id, version, topic length (-1: NULL)
-_EVENT_HEAD: Final = struct.Struct(">q16sqi")
+# aggregate id, version, topic length (-1: NULL): what follows the position
+_EVENT_FIELDS: Final = struct.Struct(">16sqi")
 _STATE_LENGTH: Final = struct.Struct(">q")  # payload length (-1: NULL)
 _TEXT_LENGTH: Final = struct.Struct(">i")  # text length (-1: NULL)
 _BIGINT: Final = struct.Struct(">q")
@@ -114,18 +114,28 @@ def _event_head(
     topic: str | None,
     state: bytes | None,
 ) -> Any:
-    topic_bytes = b"" if topic is None else topic.encode()
     h = hashlib.sha256(domain)
-    h.update(
-        _EVENT_HEAD.pack(
-            position, originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
-        )
-    )
-    h.update(topic_bytes)
-    h.update(_STATE_LENGTH.pack(-1 if state is None else len(state)))
+    h.update(_BIGINT.pack(position))
+    h.update(event_fields(originator_id, version, topic, state))
     if state is not None:
         h.update(state)
     return h
+
+
+def event_fields(
+    originator_id: UUID, version: int, topic: str | None, state: bytes | None
+) -> bytes:
+    """What both hashes cover of an event row between its position and its payload's bytes."""
+    topic_bytes = b"" if topic is None else topic.encode()
+    return b"".join(
+        (
+            _EVENT_FIELDS.pack(
+                originator_id.bytes, version, -1 if topic is None else len(topic_bytes)
+            ),
+            topic_bytes,
+            _STATE_LENGTH.pack(-1 if state is None else len(state)),
+        )
+    )
 
 
 def _text(value: str | None) -> bytes:
@@ -153,32 +163,43 @@ def event_hash_v2(
 ) -> bytes:
     """The version 2 hash of one event: its row, its metadata row, its command record."""
     h = _event_head(EVENT_DOMAIN_V2, position, originator_id, version, topic, state)
-    if metadata is None:
-        h.update(ABSENT)
-    else:
-        h.update(PRESENT)
-        for value in (
-            metadata.merchant_id,
-            metadata.app_id,
-            metadata.key_id,
-            metadata.location_id,
-            metadata.device_id,
-            metadata.request_id,
-        ):
-            h.update(_text(value))
-        h.update(PRESENT if metadata.command_recorded else ABSENT)
-    if command is None:
-        h.update(ABSENT)
-    else:
-        h.update(PRESENT)
-        h.update(_text(command.command))
-        h.update(_text(command.fingerprint))
-        h.update(bytes(16) if command.aggregate_id is None else command.aggregate_id.bytes)
-        h.update(
-            _BIGINT.pack(-1 if command.aggregate_version is None else command.aggregate_version)
-        )
-        h.update(_text(command.result))
+    h.update(metadata_bytes(metadata))
+    h.update(command_bytes(command))
     return bytes(h.digest())
+
+
+def metadata_bytes(metadata: MetadataRow | None) -> bytes:
+    """What the version 2 hash covers of an event's metadata row (after the event row)."""
+    if metadata is None:
+        return ABSENT
+    return b"".join(
+        (
+            PRESENT,
+            _text(metadata.merchant_id),
+            _text(metadata.app_id),
+            _text(metadata.key_id),
+            _text(metadata.location_id),
+            _text(metadata.device_id),
+            _text(metadata.request_id),
+            PRESENT if metadata.command_recorded else ABSENT,
+        )
+    )
+
+
+def command_bytes(command: CommandRow | None) -> bytes:
+    """What the version 2 hash covers of an event's command record (after its metadata)."""
+    if command is None:
+        return ABSENT
+    return b"".join(
+        (
+            PRESENT,
+            _text(command.command),
+            _text(command.fingerprint),
+            bytes(16) if command.aggregate_id is None else command.aggregate_id.bytes,
+            _BIGINT.pack(-1 if command.aggregate_version is None else command.aggregate_version),
+            _text(command.result),
+        )
+    )
 
 
 def link(previous: bytes, hashed_event: bytes) -> bytes:

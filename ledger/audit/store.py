@@ -20,6 +20,7 @@ read-only database role.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -38,9 +39,13 @@ from ledger.audit.chain import (
     PRESENT,
     Anchor,
     ChainWalker,
+    CommandRow,
     Finding,
+    MetadataRow,
     chain,
+    command_bytes,
     merge,
+    metadata_bytes,
 )
 
 CHAIN_TABLE = "event_chain"
@@ -56,7 +61,7 @@ Hashed = tuple[int, bytes]  # position, event hash (or stored digest)
 
 
 def create_statements(schema: str, events_table: str = EVENTS_TABLE) -> list[Composed]:
-    """The chain's tables, and what version 2 adds to an older schema; idempotent.
+    """The chain's tables, and what later versions add to an older schema; idempotent.
 
     Run after the metadata table's own statement. A head row made here starts `live` when
     the log is empty; an older head row (a chain of version 1) keeps its chain, which
@@ -90,6 +95,20 @@ def create_statements(schema: str, events_table: str = EVENTS_TABLE) -> list[Com
             "ALTER TABLE {} ADD COLUMN IF NOT EXISTS command_recorded boolean NOT NULL"
             " DEFAULT false"
         ).format(Identifier(schema, METADATA_TABLE)),
+        # The position of the row's event (of a command record: of its command's first
+        # event), written by the group commit, so that a verification reads them by range.
+        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position bigint").format(
+            Identifier(schema, METADATA_TABLE)
+        ),
+        SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (position)").format(
+            Identifier(f"{METADATA_TABLE}_position_idx"), Identifier(schema, METADATA_TABLE)
+        ),
+        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position bigint").format(
+            Identifier(schema, COMMANDS_TABLE)
+        ),
+        SQL("CREATE INDEX IF NOT EXISTS {} ON {} (position)").format(
+            Identifier(f"{COMMANDS_TABLE}_position_idx"), Identifier(schema, COMMANDS_TABLE)
+        ),
     ]
 
 
@@ -101,7 +120,8 @@ def _text(value: Composable) -> Composed:
     ).format(x=value)
 
 
-def _event_fields(e: str) -> Composed:
+def _event_head_fields(e: str) -> Composed:
+    """The event's fields before its payload's bytes (from its position to its length)."""
     return SQL(
         " || pg_catalog.int8send({e}.notification_id)"
         " || pg_catalog.uuid_send({e}.originator_id)"
@@ -111,8 +131,44 @@ def _event_fields(e: str) -> Composed:
         " || coalesce(convert_to({e}.topic, 'UTF8'), ''::bytea)"
         " || coalesce(pg_catalog.int8send(octet_length({e}.state)::bigint),"
         " pg_catalog.int8send(-1::bigint))"
-        " || coalesce({e}.state, ''::bytea)"
     ).format(e=Identifier(e))
+
+
+def _event_fields(e: str) -> Composed:
+    return _event_head_fields(e) + SQL(" || coalesce({e}.state, ''::bytea)").format(e=Identifier(e))
+
+
+def _col(alias: str, name: str) -> Composed:
+    return SQL("{}.{}").format(Identifier(alias), Identifier(name))
+
+
+def metadata_bytes_sql(m: str = "m") -> Composed:
+    """The version 2 encoding of a present metadata row (alias `m`), from PRESENT on."""
+    fields = SQL(" || ").join(
+        _text(_col(m, name))
+        for name in ("merchant_id", "app_id", "key_id", "location_id", "device_id", "request_id")
+    )
+    return SQL(
+        "{present} || {fields} || CASE WHEN {m}.command_recorded THEN {present} ELSE {absent} END"
+    ).format(present=Literal(PRESENT), absent=Literal(ABSENT), fields=fields, m=Identifier(m))
+
+
+def command_bytes_sql(c: str = "c") -> Composed:
+    """The version 2 encoding of a present command record (alias `c`), from PRESENT on."""
+    fields = SQL(" || ").join(
+        [
+            _text(_col(c, "command")),
+            _text(_col(c, "fingerprint")),
+            SQL("coalesce(pg_catalog.uuid_send({}), {})").format(
+                _col(c, "aggregate_id"), Literal(bytes(16))
+            ),
+            SQL("pg_catalog.int8send(coalesce({}, -1::bigint))").format(
+                _col(c, "aggregate_version")
+            ),
+            _text(SQL("{}::text").format(_col(c, "result"))),
+        ]
+    )
+    return SQL("{} || {}").format(Literal(PRESENT), fields)
 
 
 def event_hash_sql(version: int = 2, e: str = "e", m: str = "m", c: str = "c") -> Composed:
@@ -128,44 +184,18 @@ def event_hash_sql(version: int = 2, e: str = "e", m: str = "m", c: str = "c") -
         return SQL("pg_catalog.sha256({domain}{fields})").format(
             domain=Literal(EVENT_DOMAIN), fields=_event_fields(e)
         )
-    mi, ci = Identifier(m), Identifier(c)
-
-    def col(alias: Identifier, name: str) -> Composed:
-        return SQL("{}.{}").format(alias, Identifier(name))
-
-    metadata = SQL(" || ").join(
-        _text(col(mi, name))
-        for name in ("merchant_id", "app_id", "key_id", "location_id", "device_id", "request_id")
-    )
-    command = SQL(" || ").join(
-        [
-            _text(col(ci, "command")),
-            _text(col(ci, "fingerprint")),
-            SQL("coalesce(pg_catalog.uuid_send({}), {})").format(
-                col(ci, "aggregate_id"), Literal(bytes(16))
-            ),
-            SQL("pg_catalog.int8send(coalesce({}, -1::bigint))").format(
-                col(ci, "aggregate_version")
-            ),
-            _text(SQL("{}::text").format(col(ci, "result"))),
-        ]
-    )
     return SQL(
         "pg_catalog.sha256({domain}{fields}"
-        " || CASE WHEN {m}.originator_id IS NULL THEN {absent}"
-        " ELSE {present} || {metadata}"
-        " || CASE WHEN {m}.command_recorded THEN {present} ELSE {absent} END END"
-        " || CASE WHEN {c}.merchant_id IS NULL THEN {absent}"
-        " ELSE {present} || {command} END)"
+        " || CASE WHEN {m}.originator_id IS NULL THEN {absent} ELSE {metadata} END"
+        " || CASE WHEN {c}.merchant_id IS NULL THEN {absent} ELSE {command} END)"
     ).format(
         domain=Literal(EVENT_DOMAIN_V2),
         fields=_event_fields(e),
-        m=mi,
-        c=ci,
+        m=Identifier(m),
+        c=Identifier(c),
         absent=Literal(ABSENT),
-        present=Literal(PRESENT),
-        metadata=metadata,
-        command=command,
+        metadata=metadata_bytes_sql(m),
+        command=command_bytes_sql(c),
     )
 
 
@@ -191,8 +221,9 @@ def chain_sql(schema: str) -> dict[str, Composable]:
         "chain": Identifier(schema, CHAIN_TABLE),
         "chain_head": Identifier(schema, HEAD_TABLE),
         "link_domain": Literal(LINK_DOMAIN),
-        "event_hash": event_hash_sql(2, "w"),
-        "record_joins": record_joins(schema, "w"),
+        "event_domain": Literal(EVENT_DOMAIN_V2),
+        "absent": Literal(ABSENT),
+        "command_bytes": command_bytes_sql("c"),
     }
 
 
@@ -237,6 +268,46 @@ class VerifyReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+def _command_bytes(row: tuple[Any, ...]) -> bytes:
+    return command_bytes(CommandRow(*row[2:]))
+
+
+class CommandRecords:
+    """Command records' encodings by merchant and request id, for the pages of one walk.
+
+    A page loads the records whose first event it holds (by position); a command whose
+    events span two pages is found in the previous page's; anything else is looked up by
+    its key. A record that cannot be found encodes as absent (the chain then differs).
+    """
+
+    def __init__(self) -> None:
+        self._current: dict[tuple[str, str], bytes] = {}
+        self._previous: dict[tuple[str, str], bytes] = {}
+
+    def next_page(
+        self, curs: psycopg.Cursor[Any], query: Composed, bounds: tuple[int, int]
+    ) -> None:
+        self._previous = self._current
+        curs.execute(query, bounds, prepare=True)
+        self._current = {(row[0], row[1]): _command_bytes(row) for row in curs.fetchall()}
+
+    def look_up(
+        self, curs: psycopg.Cursor[Any], query: Composed, keys: set[tuple[str, str]]
+    ) -> None:
+        """Loads those of `keys` not at hand."""
+        missing = [k for k in keys if k not in self._current and k not in self._previous]
+        if not missing:
+            return
+        curs.execute(query, ([k[0] for k in missing], [k[1] for k in missing]), prepare=True)
+        self._current.update({(row[0], row[1]): _command_bytes(row) for row in curs.fetchall()})
+
+    def get(self, key: tuple[str, str]) -> bytes:
+        found = self._current.get(key)
+        if found is None:
+            found = self._previous.get(key, ABSENT)
+        return found
+
+
 class ChainKeeper:
     """The chain of one ledger schema: chain an old log once (`extend`), verify."""
 
@@ -276,6 +347,52 @@ class ChainKeeper:
         }
         self.select_events = select.format(extra=SQL(""), **parts)
         self.select_events_merchant = select.format(extra=SQL(", m.merchant_id"), **parts)
+        # Version 2 pages read the metadata rows and command records by position, beside
+        # the events (range scans), and Python encodes and hashes them (`chain`). A position
+        # is only a way in, never hashed: a row found by position counts only if it is the
+        # event's own (its id and version), and whatever is not found that way (rows
+        # written before positions were kept, or whose position was changed) is looked up
+        # by its key, as the commit that chained it did (`record_joins`).
+        metadata_table = Identifier(schema, METADATA_TABLE)
+        commands_table = Identifier(schema, COMMANDS_TABLE)
+        metadata_columns = SQL(
+            "m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id, m.request_id,"
+            " m.command_recorded"
+        )
+        self.select_records = SQL(
+            "SELECT e.notification_id, {domain}{head}, coalesce(e.state, ''::bytea),"
+            " m.position IS NOT NULL, {metadata}"
+            " FROM {events} e LEFT JOIN {metadata_table} m ON m.position = e.notification_id"
+            " AND m.originator_id = e.originator_id"
+            " AND m.originator_version = e.originator_version"
+            " AND m.position > %s AND m.position <= %s"
+            " WHERE e.notification_id > %s AND e.notification_id <= %s"
+            " ORDER BY e.notification_id LIMIT %s"
+        ).format(
+            domain=Literal(EVENT_DOMAIN_V2),
+            head=_event_head_fields("e"),
+            metadata=metadata_columns,
+            events=events,
+            metadata_table=metadata_table,
+        )
+        self.select_metadata_of = SQL(
+            "SELECT e.notification_id, {metadata} FROM {events} e"
+            " JOIN {metadata_table} m ON m.originator_id = e.originator_id"
+            " AND m.originator_version = e.originator_version"
+            " WHERE e.notification_id = ANY(%s)"
+        ).format(metadata=metadata_columns, events=events, metadata_table=metadata_table)
+        command_columns = SQL(
+            "c.merchant_id, c.request_id, c.command, c.fingerprint, c.aggregate_id,"
+            " c.aggregate_version, c.result::text"
+        )
+        self.select_commands_between = SQL(
+            "SELECT {columns} FROM {commands} c WHERE c.position > %s AND c.position <= %s"
+        ).format(columns=command_columns, commands=commands_table)
+        self.select_commands_of = SQL(
+            "SELECT {columns} FROM {commands} c"
+            " JOIN unnest(%s::text[], %s::text[]) AS x(merchant_id, request_id)"
+            " ON c.merchant_id = x.merchant_id AND c.request_id = x.request_id"
+        ).format(columns=command_columns, commands=commands_table)
         self.select_links = SQL(
             "SELECT position, digest FROM {}"
             " WHERE position > %s AND position <= %s ORDER BY position LIMIT %s"
@@ -300,10 +417,28 @@ class ChainKeeper:
             commands=Identifier(schema, COMMANDS_TABLE),
             events=events,
         )
+        # Rows written before the commits kept positions get theirs (`extend`).
+        self.fill_positions = [
+            SQL(
+                "UPDATE {metadata} m SET position = e.notification_id FROM {events} e"
+                " WHERE m.position IS NULL AND e.originator_id = m.originator_id"
+                " AND e.originator_version = m.originator_version"
+                " AND NOT EXISTS (SELECT FROM {metadata} o WHERE o.position = e.notification_id)"
+            ).format(metadata=metadata_table, events=events),
+            SQL(
+                "UPDATE {commands} c SET position = f.position FROM ("
+                " SELECT m.merchant_id, m.request_id, min(m.position) AS position"
+                " FROM {metadata} m JOIN {commands} o ON o.merchant_id = m.merchant_id"
+                " AND o.request_id = m.request_id"
+                " WHERE o.position IS NULL AND m.command_recorded GROUP BY 1, 2) f"
+                " WHERE c.merchant_id = f.merchant_id AND c.request_id = f.request_id"
+            ).format(metadata=metadata_table, commands=commands_table),
+        ]
         # Pages must come from the position indexes, never from sorting the rest of the
         # table: with stale statistics (a freshly loaded table) the planner can pick a
         # bitmap scan and a sort of everything after the page, once per page.
-        self.index_order = [SQL("SET LOCAL enable_sort = off")]
+        # Pages are short queries: compiling them (JIT) cost more than running them.
+        self.index_order = [SQL("SET LOCAL enable_sort = off"), SQL("SET LOCAL jit = off")]
 
     @classmethod
     def for_ledger(cls, ledger: Any) -> ChainKeeper:
@@ -366,6 +501,46 @@ class ChainKeeper:
             curs.execute(self.select_links, (after, stop, limit), prepare=True)
             return curs.fetchall()
 
+    def records(
+        self,
+        conn: psycopg.Connection[Any],
+        after: int,
+        stop: int,
+        limit: int,
+        commands: CommandRecords,
+    ) -> list[tuple[int, bytes, str | None]]:
+        """(position, version 2 event hash, merchant) of the events with
+        `after < position <= stop`, in order, hashed here from the rows as stored."""
+        with conn.cursor(binary=True) as curs:
+            curs.execute(self.select_records, (after, stop, after, stop, limit), prepare=True)
+            rows = curs.fetchall()
+            if not rows:
+                return []
+            by_key: dict[int, Any] = {}
+            if not all(row[3] for row in rows):
+                missing = [row[0] for row in rows if not row[3]]
+                curs.execute(self.select_metadata_of, (missing,), prepare=True)
+                by_key = {row[0]: row[1:] for row in curs.fetchall()}
+            # Each event's metadata fields (None: it has no metadata row); the events of one
+            # command share most of them, so each distinct row is encoded once.
+            keys = [row[4:] if row[3] else by_key.get(row[0]) for row in rows]
+            distinct = {key for key in keys if key is not None}
+            commands.next_page(curs, self.select_commands_between, (after, rows[-1][0]))
+            commands.look_up(
+                curs, self.select_commands_of, {(k[0], k[5]) for k in distinct if k[6]}
+            )
+        encoded: dict[Any, bytes] = {
+            key: metadata_bytes(MetadataRow(*key))
+            + (commands.get((key[0], key[5])) if key[6] else ABSENT)
+            for key in distinct
+        }
+        encoded[None] = ABSENT + ABSENT
+        sha256 = hashlib.sha256
+        return [
+            (row[0], sha256(row[1] + row[2] + encoded[key]).digest(), key and key[0])
+            for row, key in zip(rows, keys, strict=True)
+        ]
+
     def _page(
         self,
         conn: psycopg.Connection[Any],
@@ -375,10 +550,17 @@ class ChainKeeper:
         size: int,
         v1_through: int,
         merchants: bool,
+        commands: CommandRecords,
     ) -> tuple[list[Any], list[Hashed], int]:
         """Events and stored digests after `after`, both complete up to the position
-        returned (the rows beyond it are read again with the next page)."""
-        events = self.event_hashes(conn, after, stop, size, v1_through, merchants=merchants)
+        returned (the rows beyond it are read again with the next page). Events of
+        version 1 are hashed by the database, those of version 2 here."""
+        events: list[Any]
+        if after < v1_through:
+            stop = min(stop, v1_through)
+            events = self.event_hashes(conn, after, stop, size, v1_through, merchants=merchants)
+        else:
+            events = self.records(conn, after, stop, size, commands)
         links = self.stored_digests(conn, after, link_stop, size) if after < link_stop else []
         upto = stop
         if len(events) == size:
@@ -391,10 +573,15 @@ class ChainKeeper:
 
     def extend(self, page_size: int = PAGE_SIZE, progress: Progress | None = None) -> ExtendReport:
         """Chains every event committed before commits chained their own, once; then
-        turns on chaining by the commits. Does nothing on a live chain."""
+        turns on chaining by the commits. Gives metadata rows and command records written
+        before the commits kept positions theirs (which only speeds up `verify`). Chains
+        nothing on a live chain."""
         started = time.perf_counter()
         chained = 0
         with psycopg.connect(self.url) as conn:
+            with conn.transaction():
+                for statement in self.fill_positions:
+                    conn.execute(statement)
             head = self._head(conn)
             conn.rollback()
             if head.live:
@@ -478,7 +665,7 @@ class ChainKeeper:
             # server without holding the GIL); only one thread uses the connection at once.
             with ThreadPoolExecutor(1, thread_name_prefix="audit-read") as reader:
                 after = 0
-                arguments = (link_stop, page_size, head.v1_through, merchants)
+                arguments = (link_stop, page_size, head.v1_through, merchants, CommandRecords())
                 if stop > after:
                     page = reader.submit(self._page, conn, after, stop, *arguments)
                 while walker.finding is None and after < stop:

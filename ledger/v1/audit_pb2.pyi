@@ -252,10 +252,9 @@ class VerifyLogRequest(_message.Message):
     FROM_POSITION_FIELD_NUMBER: _builtins.int
     TO_POSITION_FIELD_NUMBER: _builtins.int
     from_position: _builtins.int
-    """The range to check, inclusive; 0 means from the start / to the head of the log. Each
-    digest covers everything before it, so the chain is always recomputed from the start
-    and a problem before `from_position` is reported too. The chain covers the whole log
-    (every merchant); the answer names positions only, never other merchants' events.
+    """Checked (not negative, `to_position` not before `from_position`) but they do not
+    narrow the walk: each digest covers everything before it, so the chain is always
+    recomputed from the start to the head of the log, and a problem anywhere is reported.
     """
     to_position: _builtins.int
     def __init__(
@@ -282,13 +281,22 @@ class VerifyLogResponse(_message.Message):
     PROBLEM_FIELD_NUMBER: _builtins.int
     CHAIN_HEAD_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
+    """True when every event of the log verified and every event is chained."""
     events_verified: _builtins.int
+    """How many of the caller's merchant's events verified (before the finding, if any)."""
     first_bad_position: _builtins.int
-    """The first position where the log differs from its hash chain (0 when ok)."""
+    """The first position where the log differs from its hash chain, when the finding is at
+    one of the caller's events or at an event of no known merchant (a deleted one); 0
+    when ok or when the finding is elsewhere.
+    """
     problem: _builtins.str
-    """What is wrong there: "changed", "deleted" or "inserted"."""
+    """What is wrong there: "changed" (the event, its metadata, its command record or its
+    stored digest), "deleted", "inserted", or "unchained" (an event after the chain's
+    head: written around the ledger, or a log that predates write-time chaining);
+    "elsewhere" when the finding is at another merchant's event; empty when ok.
+    """
     chain_head: _builtins.int
-    """The last position covered by the chain."""
+    """The position of the last of the caller's events that verified (0 if none)."""
     def __init__(
         self,
         *,

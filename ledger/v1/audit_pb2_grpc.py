@@ -88,7 +88,13 @@ class AuditServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyLog(self, request, context):
-        """Recomputes the hash chain over a range of the log and reports the first bad position.
+        """The tamper check for the caller's merchant: recomputes the hash chain from the
+        events, their metadata and their command records, and compares it with the stored
+        chain. The chain is one over every merchant's events, so the whole log is walked
+        (each digest covers everything before it), but only the caller's events are counted
+        and a finding at another merchant's event is reported without its position. Checking
+        every merchant, or against a signed checkpoint, is the operator's
+        `posledger audit verify`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -45,7 +45,14 @@ class AuditServiceStub:
     are recorded. Resume after a disconnect from the last position received plus one.
     """
     VerifyLog: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyLogRequest, _audit_pb2.VerifyLogResponse]
-    """Recomputes the hash chain over a range of the log and reports the first bad position."""
+    """The tamper check for the caller's merchant: recomputes the hash chain from the
+    events, their metadata and their command records, and compares it with the stored
+    chain. The chain is one over every merchant's events, so the whole log is walked
+    (each digest covers everything before it), but only the caller's events are counted
+    and a finding at another merchant's event is reported without its position. Checking
+    every merchant, or against a signed checkpoint, is the operator's
+    `posledger audit verify`.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -64,7 +71,14 @@ class AuditServiceAsyncStub(AuditServiceStub):
     are recorded. Resume after a disconnect from the last position received plus one.
     """
     VerifyLog: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyLogRequest, _audit_pb2.VerifyLogResponse]  # type: ignore[assignment]
-    """Recomputes the hash chain over a range of the log and reports the first bad position."""
+    """The tamper check for the caller's merchant: recomputes the hash chain from the
+    events, their metadata and their command records, and compares it with the stored
+    chain. The chain is one over every merchant's events, so the whole log is walked
+    (each digest covers everything before it), but only the caller's events are counted
+    and a finding at another merchant's event is reported without its position. Checking
+    every merchant, or against a signed checkpoint, is the operator's
+    `posledger audit verify`.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """For auditors: history, point-in-time state, a live event feed, and the tamper check.
@@ -104,6 +118,13 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _audit_pb2.VerifyLogRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyLogResponse, _abc.Awaitable[_audit_pb2.VerifyLogResponse]]:
-        """Recomputes the hash chain over a range of the log and reports the first bad position."""
+        """The tamper check for the caller's merchant: recomputes the hash chain from the
+        events, their metadata and their command records, and compares it with the stored
+        chain. The chain is one over every merchant's events, so the whole log is walked
+        (each digest covers everything before it), but only the caller's events are counted
+        and a finding at another merchant's event is reported without its position. Checking
+        every merchant, or against a signed checkpoint, is the operator's
+        `posledger audit verify`.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 from ledger.application import Ledger
 from ledger.audit import GENESIS, ChainKeeper, digest
 from ledger.audit.chain import CommandRow, MetadataRow, chain, event_hash, event_hash_v2
-from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE
+from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE, CommandRecords
 from ledger.cli import app
 from ledger.store import Settings
 from tests.integration.catalog_support import create_product, receive
@@ -328,6 +328,68 @@ def test_the_database_hashes_whole_records_exactly_as_version_2_defines(
     )
 
 
+def test_verification_hashes_whole_records_exactly_as_version_2_defines(
+    log: Log, keeper: ChainKeeper
+) -> None:
+    """The walk's own reading (records by position, else by key) hashes like the commits."""
+    ids = [uuid.uuid4() for _ in range(4)]
+    events = [
+        (1, ids[0], 1, "posledger.SaleCreated", b'{"a":1}'),
+        (2, ids[1], 2**40, None, None),
+        (5, ids[2], 3, "posledger.Café ✓", b"\x00\xff"),
+        (9, ids[3], 1, "t", b"x" * 50_000),
+    ]
+    # Event 1's row has its position, event 3's has none (an older row), event 9's has
+    # another event's position (found by its key all the same); event 2 has no row.
+    metadata = [
+        (ids[0], 1, "acme", "till", "k1", "", "dev", "req-1", True, 1),
+        (ids[2], 3, "acme", "app ✓", "", "loc-日本", "", "req-2", True, None),
+        (ids[3], 1, "acme", "", "", "", "", "req-2", True, 2),
+    ]
+    commands = [  # req-1 kept its position; req-2 has none
+        ("acme", "req-1", "CreateSale", "fp1", ids[0], 1, '{"ids": {"x": "é"}}', 1),
+        ("acme", "req-2", "RequestPayment", "fp2", ids[2], 3, '{"aggregates": [[1, 2]]}', None),
+    ]
+    for row in events:
+        log.execute(
+            SQL(
+                "INSERT INTO {} (notification_id, originator_id, originator_version, topic,"
+                " state) VALUES (%s, %s, %s, %s, %s)"
+            ).format(log.table(EVENTS_TABLE)),
+            row,
+        )
+    for metadata_row in metadata:
+        log.execute(
+            SQL(
+                "INSERT INTO {} (originator_id, originator_version, merchant_id, app_id,"
+                " key_id, location_id, device_id, request_id, command_recorded, position)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            ).format(log.table("event_metadata")),
+            metadata_row,
+        )
+    for command_row in commands:
+        log.execute(
+            SQL(
+                "INSERT INTO {} (merchant_id, request_id, command, fingerprint, aggregate_id,"
+                " aggregate_version, result, position) VALUES (%s, %s, %s, %s, %s, %s,"
+                " %s::jsonb, %s)"
+            ).format(log.table("processed_commands")),
+            command_row,
+        )
+    expected = log.records()
+    with psycopg.connect(log.url) as conn:
+        by_page = [
+            row[:2]
+            for after, stop in ((0, 2), (2, 2**62))  # req-2 spans the two pages
+            for row in keeper.records(conn, after, stop, 100, CommandRecords())
+        ]
+        assert by_page == expected
+        assert keeper.event_hashes(conn, 0, 2**62, 100) == expected
+
+
+# ---- chained by the commits ----------------------------------------------------------------
+
+
 # ---- chained by the commits ----------------------------------------------------------------
 
 
@@ -355,6 +417,79 @@ def test_concurrent_commits_chain_each_event_exactly_once(
     assert not [o for o in outcomes if isinstance(o, Exception)], outcomes
     assert log.stored_chain() == recompute_v2(log)
     assert keeper.head().events == len(log.positions())
+
+
+def test_commits_give_metadata_and_command_records_their_positions(
+    ledger: Ledger, log: Log
+) -> None:
+    """What a verification reads by range: each metadata row at its event's position, each
+    command record at its command's first event."""
+    build_log(ledger, log)
+    rows = log.execute(
+        SQL(
+            "SELECT e.notification_id, m.position, m.merchant_id, m.request_id,"
+            " m.command_recorded FROM {} e JOIN {} m USING (originator_id, originator_version)"
+            " ORDER BY e.notification_id"
+        ).format(log.table(EVENTS_TABLE), log.table("event_metadata"))
+    )
+    assert len(rows) == len(log.positions())
+    assert all(position == metadata_position for position, metadata_position, *_ in rows)
+    first: dict[tuple[str, str], int] = {}
+    for position, _, merchant, request, recorded in rows:
+        if recorded:
+            first.setdefault((merchant, request), position)
+    recorded_positions = {
+        (merchant, request): position
+        for merchant, request, position in log.execute(
+            SQL("SELECT merchant_id, request_id, position FROM {}").format(
+                log.table("processed_commands")
+            )
+        )
+    }
+    assert first
+    assert recorded_positions == first
+
+
+def test_positions_are_only_a_way_in_and_the_migration_fills_missing_ones(
+    settings: Settings, ledger: Ledger, log: Log
+) -> None:
+    """Rows without positions (older than them) or with changed ones verify the same, by
+    their keys, and what they hold is still covered; `audit chain` gives positions back."""
+    build_log(ledger, log)
+    events = log.events()
+    metadata, commands = log.table("event_metadata"), log.table("processed_commands")
+    by_key = SQL(" WHERE originator_id = %s AND originator_version = %s")
+    log.execute(SQL("UPDATE {} SET position = NULL WHERE position %% 3 = 0").format(metadata))
+    log.execute(SQL("UPDATE {} SET position = NULL WHERE position %% 2 = 0").format(commands))
+    log.execute(SQL("UPDATE {} SET position = position + 1000").format(commands))
+    log.execute(SQL("UPDATE {} SET position = NULL").format(metadata) + by_key, events[4][1:3])
+    log.execute(  # event 5's row now claims event 4's position
+        SQL("UPDATE {} SET position = %s").format(metadata) + by_key,
+        (events[4][0], *events[5][1:3]),
+    )
+    code, report, _ = verify(settings)
+    assert (code, report["clean"], report["events"]) == (0, True, len(events))
+
+    target = next(e for e in events[6:] if e[0] % 3 == 0)  # its row has no position
+    ((device,),) = log.execute(
+        SQL("SELECT device_id FROM {}").format(metadata) + by_key, target[1:3]
+    )
+    log.execute(SQL("UPDATE {} SET device_id = 'forged'").format(metadata) + by_key, target[1:3])
+    code, report, _ = verify(settings)
+    assert code == 1
+    assert report["finding"] == {"kind": "changed", "position": target[0], "after": None}
+    log.execute(
+        SQL("UPDATE {} SET device_id = %s").format(metadata) + by_key, (device, *target[1:3])
+    )
+    assert verify(settings)[0] == 0
+
+    result = audit(settings, "chain")
+    assert result.exit_code == 0, result.output
+    null_metadata = SQL("SELECT originator_id FROM {} WHERE position IS NULL").format(metadata)
+    assert log.execute(null_metadata) == [(events[4][1],)]  # its position is taken
+    null_commands = SQL("SELECT count(*) FROM {} WHERE position IS NULL").format(commands)
+    assert log.execute(null_commands) == [(0,)]
+    assert verify(settings)[0] == 0
 
 
 def test_an_old_log_is_chained_once_by_the_migration(
