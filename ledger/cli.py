@@ -443,7 +443,7 @@ def deliveries_secret(
     ledger = Ledger.open()
     deliveries = Deliveries(ledger)
     deliveries.ensure()
-    secret = deliveries.store.rotate_app_secret(merchant, app_id)
+    secret = deliveries.store.rotate_app_secret(merchant, app_id, str(uuid.uuid4()))
     ledger.close()
     typer.echo(secret)
     console.print("Shown once: give it to the app's receiver. It signs every callback to it.")

@@ -35,6 +35,9 @@ DDL = (
         secret text NOT NULL,
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (merchant_id, app_id))""",
+    # The request id of the latest rotation: its retry answers the same secret.
+    """ALTER TABLE {s}.delivery_secrets
+        ADD COLUMN IF NOT EXISTS rotation_request_id text NOT NULL DEFAULT ''""",
     """CREATE TABLE IF NOT EXISTS {s}.webhook_subscriptions (
         subscription_id uuid PRIMARY KEY,
         merchant_id text NOT NULL,
@@ -47,6 +50,8 @@ DDL = (
         disabled_reason text NOT NULL DEFAULT '',
         created_at timestamptz NOT NULL DEFAULT now(),
         updated_at timestamptz NOT NULL DEFAULT now())""",
+    """ALTER TABLE {s}.webhook_subscriptions
+        ADD COLUMN IF NOT EXISTS rotation_request_id text NOT NULL DEFAULT ''""",
     """CREATE UNIQUE INDEX IF NOT EXISTS webhook_subscriptions_request
         ON {s}.webhook_subscriptions (merchant_id, request_id)""",
     """CREATE TABLE IF NOT EXISTS {s}.deliveries (
@@ -134,19 +139,30 @@ class DeliveryStore:
 
     # ---- signing secrets ------------------------------------------------------------------
 
-    def rotate_app_secret(self, merchant_id: str, app_id: str) -> str:
-        """A new signing secret for the app's callbacks (the old one stops at once)."""
-        secret = new_secret()
+    def rotate_app_secret(self, merchant_id: str, app_id: str, request_id: str) -> str:
+        """A new signing secret for the app's callbacks (the old one stops at once).
+
+        A retry of the latest rotation (same `request_id`) answers the secret it made, so a
+        caller that lost the answer does not lock its own receiver out.
+        """
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 self.q(
-                    "INSERT INTO {s}.delivery_secrets (merchant_id, app_id, secret)"
-                    " VALUES (%s, %s, %s) ON CONFLICT (merchant_id, app_id)"
-                    " DO UPDATE SET secret = EXCLUDED.secret, created_at = now()"
+                    "INSERT INTO {s}.delivery_secrets AS d (merchant_id, app_id, secret,"
+                    " rotation_request_id) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (merchant_id, app_id) DO UPDATE SET"
+                    " secret = CASE WHEN d.rotation_request_id = EXCLUDED.rotation_request_id"
+                    " THEN d.secret ELSE EXCLUDED.secret END,"
+                    " created_at = CASE WHEN d.rotation_request_id = EXCLUDED.rotation_request_id"
+                    " THEN d.created_at ELSE now() END,"
+                    " rotation_request_id = EXCLUDED.rotation_request_id"
+                    " RETURNING d.secret"
                 ),
-                (merchant_id, app_id, secret),
+                (merchant_id, app_id, new_secret(), request_id),
             )
-        return secret
+            row = curs.fetchone()
+        assert row is not None
+        return str(row["secret"])
 
     def secret_for(self, delivery: Delivery) -> str | None:
         with self.datastore.transaction() as curs:

@@ -211,20 +211,35 @@ class Webhooks:
                 (merchant_id, the_id),
             )
 
-    def rotate_secret(self, merchant_id: str, subscription_id: str) -> str:
-        secret = new_secret()
+    def rotate_secret(self, merchant_id: str, subscription_id: str, request_id: str) -> str:
+        """A new signing secret; a retry of the latest rotation answers the same one."""
+        checks = Checks()
+        checks.text("request_id", request_id, max_len=128, required=True)
+        checks.raise_if_any()
         the_id = _id(subscription_id)
         with self.store.datastore.transaction(commit=True) as curs:
             curs.execute(
                 self.q(
-                    "UPDATE {s}.webhook_subscriptions SET secret = %s, updated_at = now()"
-                    " WHERE merchant_id = %s AND subscription_id = %s RETURNING subscription_id"
+                    "UPDATE {s}.webhook_subscriptions SET"
+                    " secret = CASE WHEN rotation_request_id = %(request)s"
+                    " THEN secret ELSE %(secret)s END,"
+                    " updated_at = CASE WHEN rotation_request_id = %(request)s"
+                    " THEN updated_at ELSE now() END,"
+                    " rotation_request_id = %(request)s"
+                    " WHERE merchant_id = %(merchant)s AND subscription_id = %(id)s"
+                    " RETURNING secret"
                 ),
-                (secret, merchant_id, the_id),
+                {
+                    "request": request_id,
+                    "secret": new_secret(),
+                    "merchant": merchant_id,
+                    "id": the_id,
+                },
             )
-            if curs.fetchone() is None:
+            row = curs.fetchone()
+            if row is None:
                 raise _not_found(subscription_id)
-        return secret
+        return str(row["secret"])
 
 
 def _id(subscription_id: str) -> uuid.UUID:

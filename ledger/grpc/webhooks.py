@@ -17,6 +17,7 @@ from ledger.deliveries.outbox import OutboxView, changes_at
 from ledger.deliveries.store import DeliveryStore
 from ledger.deliveries.webhooks import Subscription, Webhooks
 from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
+from ledger.domain.validation import Checks
 from ledger.grpc.context import timestamp
 from ledger.grpc.interceptors import current_principal
 from ledger.grpc.resources import Resources
@@ -141,14 +142,21 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
     def RotateWebhookSecret(
         self, request: pb.RotateWebhookSecretRequest, context: grpc.ServicerContext
     ) -> pb.RotateWebhookSecretResponse:
-        secret = self.webhooks.rotate_secret(current_principal().merchant_id, request.webhook_id)
+        secret = self.webhooks.rotate_secret(
+            current_principal().merchant_id, request.webhook_id, request.request_id
+        )
         return pb.RotateWebhookSecretResponse(signing_secret=secret)
 
     def RotateCallbackSecret(
         self, request: pb.RotateCallbackSecretRequest, context: grpc.ServicerContext
     ) -> pb.RotateCallbackSecretResponse:
         principal = current_principal()
-        secret = self.store.rotate_app_secret(principal.merchant_id, principal.app_id)
+        checks = Checks()
+        checks.text("request_id", request.request_id, max_len=128, required=True)
+        checks.raise_if_any()
+        secret = self.store.rotate_app_secret(
+            principal.merchant_id, principal.app_id, request.request_id
+        )
         return pb.RotateCallbackSecretResponse(app_id=principal.app_id, signing_secret=secret)
 
     def ListDeliveries(

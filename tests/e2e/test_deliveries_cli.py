@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -100,7 +101,7 @@ def test_deliveries_run_sends_and_status_shows_the_backlog_and_failures(
 ) -> None:
     deliveries = Deliveries(ledger)
     deliveries.ensure()
-    deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     with receiving(Receiver(default=Answer(500))) as receiver:
         stderr = (tmp_path / "run.stderr").open("w")
         worker = subprocess.Popen(

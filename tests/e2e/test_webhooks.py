@@ -149,11 +149,24 @@ def test_webhooks_are_created_listed_updated_rotated_and_deleted(
     assert list(updated.kinds) == [pb.CHANGE_KIND_PRODUCT_CHANGED, STOCK]
     assert updated.enabled is False
     assert updated.url == "https://shop.example/hooks"
-    rotated = webhooks.RotateWebhookSecret(
-        pb.RotateWebhookSecretRequest(request_id=api.new_request_id(), webhook_id=updated.id),
-        timeout=T,
-    )
+    rotation = pb.RotateWebhookSecretRequest(request_id=api.new_request_id(), webhook_id=updated.id)
+    rotated = webhooks.RotateWebhookSecret(rotation, timeout=T)
     assert rotated.signing_secret != created.signing_secret
+    # A retry of the rotation (its answer lost) answers the secret it made, not a third one.
+    assert (
+        webhooks.RotateWebhookSecret(rotation, timeout=T).signing_secret == rotated.signing_secret
+    )
+    again = pb.RotateWebhookSecretRequest(request_id=api.new_request_id(), webhook_id=updated.id)
+    assert webhooks.RotateWebhookSecret(again, timeout=T).signing_secret != rotated.signing_secret
+    no_id = api.expect_failure(
+        lambda: webhooks.RotateWebhookSecret(
+            pb.RotateWebhookSecretRequest(webhook_id=updated.id), timeout=T
+        )
+    )
+    assert (no_id.code, no_id.fields) == (grpc.StatusCode.INVALID_ARGUMENT, {"request_id"})
+    callback = pb.RotateCallbackSecretRequest(request_id=api.new_request_id())
+    first = webhooks.RotateCallbackSecret(callback, timeout=T).signing_secret
+    assert webhooks.RotateCallbackSecret(callback, timeout=T).signing_secret == first
     webhooks.DeleteWebhook(
         pb.DeleteWebhookRequest(request_id=api.new_request_id(), webhook_id=updated.id), timeout=T
     )

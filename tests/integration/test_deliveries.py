@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -105,7 +106,7 @@ def finished(ledger: Ledger, count: int) -> bool:
 def test_each_resolved_payment_is_one_signed_callback_that_verifies(
     ledger_fast: Ledger, deliveries: Deliveries
 ) -> None:
-    secret = deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    secret = deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     with receiving() as receiver, deliveries.running():
         approved = pay(ledger_fast, receiver.url, state="approve-me")
         ledger_fast.record_payment_result(ctx(), approved_by_card(approved))
@@ -144,7 +145,7 @@ def test_each_resolved_payment_is_one_signed_callback_that_verifies(
 def test_500s_and_timeouts_are_retried_under_one_delivery_id_until_delivered(
     ledger_fast: Ledger, deliveries: Deliveries
 ) -> None:
-    deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     script = [Answer(500), Answer(delay=1.5), Answer(502), Answer(200)]
     with receiving(Receiver(script=script)) as receiver, deliveries.running():
         p = pay(ledger_fast, receiver.url)
@@ -169,7 +170,7 @@ def test_500s_and_timeouts_are_retried_under_one_delivery_id_until_delivered(
 def test_retry_after_is_waited_out_and_410_ends_the_delivery(
     ledger_fast: Ledger, deliveries: Deliveries
 ) -> None:
-    deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     script = [Answer(503, (("Retry-After", "2"),)), Answer(200)]
     with (
         receiving(Receiver(script=script)) as receiver,
@@ -188,7 +189,7 @@ def test_retry_after_is_waited_out_and_410_ends_the_delivery(
 
 
 def test_a_refused_command_delivers_nothing(ledger_fast: Ledger, deliveries: Deliveries) -> None:
-    deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     with receiving() as receiver, deliveries.running():
         p = pay(ledger_fast, receiver.url)
         ledger_fast.record_payment_result(ctx(), approved_by_card(p))
@@ -206,7 +207,7 @@ def test_a_refused_command_delivers_nothing(ledger_fast: Ledger, deliveries: Del
 def test_a_sales_callbacks_arrive_in_order_each_waiting_for_the_one_before(
     ledger_fast: Ledger, deliveries: Deliveries
 ) -> None:
-    deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+    deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     script = [Answer(500), Answer(500), Answer(500)]  # the first callback fails three times
     with receiving(Receiver(script=script)) as receiver, deliveries.running():
         sale = open_sale(ledger_fast)
@@ -238,7 +239,7 @@ def test_loopback_is_refused_unless_allowed_and_nothing_is_sent(settings: Settin
     try:
         deliveries = Deliveries(ledger)
         deliveries.ensure()
-        deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+        deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
         with receiving() as receiver, deliveries.running():
             ledger.record_payment_result(ctx(), approved_by_card(pay(ledger, receiver.url)))
             wait_until(lambda: finished(ledger, 1))
@@ -257,7 +258,7 @@ def test_a_callback_waits_for_its_apps_signing_secret(
         ledger_fast.record_payment_result(ctx(), approved_by_card(pay(ledger_fast, receiver.url)))
         wait_until(lambda: rows(ledger_fast, "delivery_attempts"))
         assert receiver.received == []
-        secret = deliveries.store.rotate_app_secret(MERCHANT_A, APP)
+        secret = deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
         (got,) = receiver.wait_for(1)
     timestamp = int(got.headers[signing.TIMESTAMP_HEADER])
     assert signing.verify(
