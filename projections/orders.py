@@ -13,23 +13,29 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.application import Ledger
+from ledger.domain.customer import Customer, ExternalIdClaim
+from ledger.domain.inventory import StockItem
+from ledger.domain.product import Product
 from ledger.domain.sale import Sale
 from projections import source
 from projections.view import Event, View, copy_rows, q
 
-SALE_TOPICS = (
-    "posledger.SaleCreated",
-    "posledger.SaleLineItemAdded",
-    "posledger.SaleLineItemRemoved",
-    "posledger.SaleCustomerAttached",
-    "posledger.PaymentRequested",
-    "posledger.PaymentApproved",
-    "posledger.PaymentNotApproved",
-    "posledger.PaymentCanceled",
-    "posledger.PaymentRefunded",
-    "posledger.SaleImported",
-    "posledger.SaleCompleted",
-    "posledger.SaleCanceled",
+# Every event of a sale changes its row.
+SALE_EVENTS: tuple[type, ...] = (
+    Sale.Created,
+    Sale.LineItemAdded,
+    Sale.LineItemRemoved,
+    Sale.CustomerAttached,
+    Sale.PaymentRequested,
+    Sale.PaymentApproved,
+    Sale.PaymentApprovedAfterCancel,
+    Sale.PaymentNotApproved,
+    Sale.PaymentCanceled,
+    Sale.PaymentRefunded,
+    Sale.Imported,
+    Sale.Oversold,
+    Sale.Completed,
+    Sale.Canceled,
 )
 
 DDL = (
@@ -153,7 +159,8 @@ def line_rows(sale: Sale) -> list[dict[str, Any]]:
 
 class OrdersView(View):
     name = "orders"
-    topics = SALE_TOPICS
+    handles = SALE_EVENTS
+    ignores = (StockItem, Product, Customer, ExternalIdClaim)
     ddl = DDL
     tables = ("orders", "order_lines")
 

@@ -60,6 +60,7 @@ PAYMENT_STATUSES = {
     PaymentStatus.DECLINED: pb.PAYMENT_STATUS_DECLINED,
     PaymentStatus.CANCELED: pb.PAYMENT_STATUS_CANCELED,
     PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
+    PaymentStatus.APPROVED_AFTER_CANCEL: pb.PAYMENT_STATUS_APPROVED_AFTER_CANCEL,
 }
 CHANNELS_TO_WIRE = {v: k for k, v in CHANNELS.items()}
 TENDERS_TO_WIRE = {v.value: k for k, v in TENDERS.items()}
@@ -221,7 +222,7 @@ def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
 # ---- state → messages --------------------------------------------------------------------
 
 
-def line_item_message(item: LineItem) -> pb.LineItem:
+def line_item_message(item: LineItem, oversold: int = 0) -> pb.LineItem:
     return pb.LineItem(
         line_id=_id(item.line_id),
         sku=item.sku,
@@ -234,6 +235,7 @@ def line_item_message(item: LineItem) -> pb.LineItem:
         tax_amount=item.tax_amount,
         total_amount=item.total_amount,
         product_id=item.product_id,
+        oversold_quantity=oversold,
     )
 
 
@@ -272,6 +274,7 @@ def payment_message(p: Payment) -> pb.Payment:
         resolved_at=timestamp(p.resolved_at),
         refunded_amount=p.refunded_amount,
         cancel_reason=p.cancel_reason,
+        owed_amount=p.owed_amount,
     )
 
 
@@ -294,7 +297,9 @@ def sale_message(sale: Sale) -> pb.Sale:
         channel=CHANNELS_TO_WIRE[sale.channel],
         status=SALE_STATUSES[sale.status],
         currency_code=sale.currency_code,
-        line_items=[line_item_message(item) for item in sale.line_items],
+        line_items=[
+            line_item_message(item, sale.oversold.get(item.line_id, 0)) for item in sale.line_items
+        ],
         customer_id=sale.customer_id,
         external_order_id=sale.external_order_id,
         note=sale.note,
@@ -314,6 +319,8 @@ def sale_message(sale: Sale) -> pb.Sale:
         completed_at=timestamp(sale.completed_at),
         canceled_at=timestamp(sale.canceled_at),
         cancel_reason=sale.cancel_reason,
+        oversold=bool(sale.oversold),
+        owed_total=sale.owed_total,
     )
 
 

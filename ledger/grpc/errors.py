@@ -60,7 +60,7 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             )
         )
     )
-    if isinstance(error, InvalidRequest):
+    if isinstance(error, (InvalidRequest, RuleViolated)) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
