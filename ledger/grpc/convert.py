@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ledger.domain import commands as c
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.domain.validation import Checks
 from ledger.grpc.card_data import check_request
 from ledger.grpc.context import timestamp
 from ledger.v1 import sales_pb2 as pb
@@ -354,6 +355,28 @@ def sale_filters(req: pb.ListSalesRequest) -> SaleFilters:
             else None
         ),
     )
+
+
+def payment_id_filter(payment_id: str) -> str:
+    checks = Checks()
+    checks.uuid("payment_id", payment_id)
+    checks.raise_if_any()
+    return payment_id
+
+
+def payment_filters(req: pb.FindPaymentsRequest) -> dict[str, Any]:
+    """The filters of a payment search; at least one is required."""
+    checks = Checks()
+    checks.text("processor_reference", req.processor_reference, max_len=128)
+    checks.text("state", req.state, max_len=4096)
+    if not (req.processor_reference or req.state or req.owed_only):
+        checks.fail("processor_reference", "give processor_reference, state or owed_only")
+    checks.raise_if_any()
+    return {
+        "processor_reference": req.processor_reference or None,
+        "state": req.state or None,
+        "owed_only": req.owed_only,
+    }
 
 
 def sale_summary(row: dict[str, Any], lines: list[dict[str, Any]]) -> pb.SaleSummary:

@@ -1644,3 +1644,140 @@ class ListSalesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSalesResponse: _TypeAlias = ListSalesResponse  # noqa: Y015
+
+@_typing.final
+class GetPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    min_position: _builtins.int
+    """See ListSalesRequest.min_position."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentRequest: _TypeAlias = GetPaymentRequest  # noqa: Y015
+
+@_typing.final
+class GetPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    sale_id: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        sale_id: _builtins.str = ...,
+        payment: Global___Payment | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "position", b"position", "sale_id", b"sale_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentResponse: _TypeAlias = GetPaymentResponse  # noqa: Y015
+
+@_typing.final
+class FindPaymentsRequest(_message.Message):
+    """Give at least one of processor_reference, state and owed_only; all given must match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROCESSOR_REFERENCE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OWED_ONLY_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    processor_reference: _builtins.str
+    state: _builtins.str
+    """The opaque `state` of RequestPaymentRequest, matched exactly."""
+    owed_only: _builtins.bool
+    """Only payments approved after a cancel whose money is not refunded yet (for follow-up)."""
+    min_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        processor_reference: _builtins.str = ...,
+        state: _builtins.str = ...,
+        owed_only: _builtins.bool = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "owed_only", b"owed_only", "page_size", b"page_size", "page_token", b"page_token", "processor_reference", b"processor_reference", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPaymentsRequest: _TypeAlias = FindPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class FoundPayment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    sale_id: _builtins.str
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        sale_id: _builtins.str = ...,
+        payment: Global___Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale_id", b"sale_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FoundPayment: _TypeAlias = FoundPayment  # noqa: Y015
+
+@_typing.final
+class FindPaymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___FoundPayment]: ...
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[Global___FoundPayment] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPaymentsResponse: _TypeAlias = FindPaymentsResponse  # noqa: Y015

@@ -28,6 +28,8 @@ AUDIT = "/ledger.v1.AuditService/"
 READS = {
     SALES + "GetSale",
     SALES + "ListSales",
+    SALES + "GetPayment",
+    SALES + "FindPayments",
     CATALOG + "GetProduct",
     CATALOG + "ListProducts",
     CUSTOMERS + "GetCustomer",
