@@ -87,6 +87,8 @@ RPC_PERMISSIONS: dict[str, Permission] = {
     "/ledger.v1.SalesService/GetSale": P.SALES_READ,
     "/ledger.v1.SalesService/ImportSales": P.SALES_IMPORT,
     "/ledger.v1.SalesService/ListSales": P.SALES_READ,
+    "/ledger.v1.SalesService/GetPayment": P.SALES_READ,
+    "/ledger.v1.SalesService/FindPayments": P.SALES_READ,
     "/ledger.v1.CatalogService/CreateProduct": P.CATALOG_WRITE,
     "/ledger.v1.CatalogService/UpdateProduct": P.CATALOG_WRITE,
     "/ledger.v1.CatalogService/DiscontinueProduct": P.CATALOG_WRITE,

@@ -8,7 +8,10 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.application import Ledger
+from ledger.domain.customer import Customer, ExternalIdClaim
+from ledger.domain.inventory import StockItem
 from ledger.domain.product import Product
+from ledger.domain.sale import Sale
 from projections import source
 from projections.view import Event, View, q
 
@@ -45,11 +48,8 @@ UPSERT = """
 
 class CatalogView(View):
     name = "catalog"
-    topics = (
-        "posledger.ProductCreated",
-        "posledger.ProductUpdated",
-        "posledger.ProductDiscontinued",
-    )
+    handles = (Product.Created, Product.Updated, Product.Discontinued)
+    ignores = (Sale, StockItem, Customer, ExternalIdClaim)
     ddl = DDL
     tables = ("products",)
 

@@ -17,7 +17,9 @@ from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from ledger.application import Ledger
-from ledger.domain.customer import Customer
+from ledger.domain.customer import Customer, ExternalIdClaim
+from ledger.domain.inventory import StockItem
+from ledger.domain.product import Product
 from ledger.domain.sale import Sale
 from projections import source
 from projections.view import Event, View, q
@@ -115,6 +117,9 @@ class _SaleFacts:
     channel: str
     total: int
     placed_at: datetime | None  # imported orders: when placed in the other channel
+    # Payments approved after they were canceled: they never paid the sale, so giving
+    # their money back is no refund of the customer's spend.
+    late_payments: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, sale: Sale) -> _SaleFacts:
@@ -125,17 +130,36 @@ class _SaleFacts:
             sale.channel.value,
             sale.total,
             sale.placed_at,
+            frozenset(p.id for p in sale.payments.values() if p.is_late),
         )
 
 
 class CustomersView(View):
     name = "customers"
-    topics = (
-        "posledger.CustomerCreated",
-        "posledger.CustomerUpdated",
-        "posledger.CustomerMarketingConsentChanged",
-        "posledger.SaleCompleted",
-        "posledger.PaymentRefunded",
+    handles = (
+        Customer.Created,
+        Customer.Updated,
+        Customer.ConsentChanged,
+        Sale.Completed,
+        Sale.PaymentRefunded,
+    )
+    # Purchase figures move only when a sale completes or refunds.
+    ignores = (
+        Sale.Created,
+        Sale.LineItemAdded,
+        Sale.LineItemRemoved,
+        Sale.CustomerAttached,
+        Sale.PaymentRequested,
+        Sale.PaymentApproved,
+        Sale.PaymentApprovedAfterCancel,
+        Sale.PaymentNotApproved,
+        Sale.PaymentCanceled,
+        Sale.Imported,
+        Sale.Oversold,
+        Sale.Canceled,
+        ExternalIdClaim,
+        Product,
+        StockItem,
     )
     ddl = DDL
     tables = ("customers", "customer_stats", "customer_spend")
@@ -197,7 +221,10 @@ class CustomersView(View):
                 row["channels"] = sorted({*row["channels"], sale.channel})
                 money["orders"] += 1
                 money["spend"] += sale.total
-            elif isinstance(e.event, Sale.PaymentRefunded):
+            elif (
+                isinstance(e.event, Sale.PaymentRefunded)
+                and e.event.payment_id not in sale.late_payments
+            ):
                 money["refunds"] += e.event.amount
         curs.executemany(
             q(UPSERT_STATS, schema),

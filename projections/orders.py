@@ -13,23 +13,29 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 
 from ledger.application import Ledger
+from ledger.domain.customer import Customer, ExternalIdClaim
+from ledger.domain.inventory import StockItem
+from ledger.domain.product import Product
 from ledger.domain.sale import Sale
 from projections import source
 from projections.view import Event, View, copy_rows, q
 
-SALE_TOPICS = (
-    "posledger.SaleCreated",
-    "posledger.SaleLineItemAdded",
-    "posledger.SaleLineItemRemoved",
-    "posledger.SaleCustomerAttached",
-    "posledger.PaymentRequested",
-    "posledger.PaymentApproved",
-    "posledger.PaymentNotApproved",
-    "posledger.PaymentCanceled",
-    "posledger.PaymentRefunded",
-    "posledger.SaleImported",
-    "posledger.SaleCompleted",
-    "posledger.SaleCanceled",
+# Every event of a sale changes its row.
+SALE_EVENTS: tuple[type, ...] = (
+    Sale.Created,
+    Sale.LineItemAdded,
+    Sale.LineItemRemoved,
+    Sale.CustomerAttached,
+    Sale.PaymentRequested,
+    Sale.PaymentApproved,
+    Sale.PaymentApprovedAfterCancel,
+    Sale.PaymentNotApproved,
+    Sale.PaymentCanceled,
+    Sale.PaymentRefunded,
+    Sale.Imported,
+    Sale.Oversold,
+    Sale.Completed,
+    Sale.Canceled,
 )
 
 DDL = (
@@ -77,6 +83,28 @@ DDL = (
         tax_amount bigint NOT NULL,
         total_amount bigint NOT NULL,
         PRIMARY KEY (sale_id, line_no))""",
+    # Every payment of every sale, to find one by its id, its processor reference or the
+    # request's `state`, and those that owe money back (approved after a cancel).
+    """CREATE TABLE IF NOT EXISTS {schema}.payments (
+        payment_id text PRIMARY KEY,
+        sale_id uuid NOT NULL,
+        merchant_id text NOT NULL,
+        status text NOT NULL,
+        amount bigint NOT NULL,
+        approved_amount bigint NOT NULL,
+        refunded_amount bigint NOT NULL,
+        owed_amount bigint NOT NULL,
+        processor_reference text NOT NULL,
+        state text NOT NULL,
+        requested_at timestamptz NOT NULL)""",
+    """CREATE INDEX IF NOT EXISTS payments_by_reference
+        ON {schema}.payments (merchant_id, processor_reference)""",
+    # `state` may be long (4 KiB): its digest is indexed, and the query compares both.
+    """CREATE INDEX IF NOT EXISTS payments_by_state
+        ON {schema}.payments (merchant_id, md5(state))""",
+    """CREATE INDEX IF NOT EXISTS payments_owed
+        ON {schema}.payments (merchant_id, requested_at DESC, payment_id DESC)
+        WHERE owed_amount > 0""",
 )
 
 UPSERT_ORDER = """
@@ -97,6 +125,7 @@ UPSERT_ORDER = """
         updated_at = excluded.updated_at,
         completed_at = excluded.completed_at, canceled_at = excluded.canceled_at"""
 DELETE_LINES = "DELETE FROM {schema}.order_lines WHERE sale_id = ANY(%s)"
+DELETE_PAYMENTS = "DELETE FROM {schema}.payments WHERE sale_id = ANY(%s)"
 
 
 def order_row(sale: Sale, position: int) -> dict[str, Any]:
@@ -151,11 +180,31 @@ def line_rows(sale: Sale) -> list[dict[str, Any]]:
     ]
 
 
+def payment_rows(sale: Sale) -> list[dict[str, Any]]:
+    return [
+        {
+            "payment_id": p.id,
+            "sale_id": sale.id,
+            "merchant_id": sale.merchant_id,
+            "status": p.status.value,
+            "amount": p.amount,
+            "approved_amount": p.approved_amount,
+            "refunded_amount": p.refunded_amount,
+            "owed_amount": p.owed_amount,
+            "processor_reference": p.processor_reference,
+            "state": p.state,
+            "requested_at": p.requested_at,
+        }
+        for p in sale.payments.values()
+    ]
+
+
 class OrdersView(View):
     name = "orders"
-    topics = SALE_TOPICS
+    handles = SALE_EVENTS
+    ignores = (StockItem, Product, Customer, ExternalIdClaim)
     ddl = DDL
-    tables = ("orders", "order_lines")
+    tables = ("orders", "order_lines", "payments")
 
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
@@ -173,6 +222,9 @@ class OrdersView(View):
         curs.execute(q(DELETE_LINES, schema), (list(sales),))
         lines = [row for sale in sales.values() for row in line_rows(sale)]
         copy_rows(curs, schema, "order_lines", lines)
+        curs.execute(q(DELETE_PAYMENTS, schema), (list(sales),))
+        payments = [row for sale in sales.values() for row in payment_rows(sale)]
+        copy_rows(curs, schema, "payments", payments)
 
 
 # ---- queries ---------------------------------------------------------------------------------
@@ -189,5 +241,17 @@ LIST_SALES = """
       AND (%(after_created)s::timestamptz IS NULL
            OR (created_at, sale_id) < (%(after_created)s, %(after_id)s::uuid))
     ORDER BY created_at DESC, sale_id DESC
+    LIMIT %(limit)s"""
+FIND_PAYMENTS = """
+    SELECT * FROM {schema}.payments
+    WHERE merchant_id = %(merchant_id)s
+      AND (%(payment_id)s::text IS NULL OR payment_id = %(payment_id)s)
+      AND (%(processor_reference)s::text IS NULL
+           OR processor_reference = %(processor_reference)s)
+      AND (%(state)s::text IS NULL OR (md5(state) = md5(%(state)s) AND state = %(state)s))
+      AND (NOT %(owed_only)s OR owed_amount > 0)
+      AND (%(after_requested)s::timestamptz IS NULL
+           OR (requested_at, payment_id) < (%(after_requested)s, %(after_id)s))
+    ORDER BY requested_at DESC, payment_id DESC
     LIMIT %(limit)s"""
 LINES_OF = "SELECT * FROM {schema}.order_lines WHERE sale_id = ANY(%s) ORDER BY sale_id, line_no"

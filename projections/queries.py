@@ -179,6 +179,44 @@ class ReadModels:
                 lines.setdefault(line["sale_id"], []).append(dict(line))
         return Page(rows, token, position, lines)
 
+    @_switch_safe
+    def find_payments(
+        self,
+        merchant_id: str,
+        *,
+        payment_id: str | None = None,
+        processor_reference: str | None = None,
+        state: str | None = None,
+        owed_only: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+        min_position: int = 0,
+    ) -> Page:
+        """Payments of the merchant's sales (orders view), newest request first."""
+        limit = paging.page_size(page_size)
+        after = paging.decode("payments", page_token, 2, (paging.moment, paging.text)) or [
+            None,
+            None,
+        ]
+        with self._view(merchant_id, "orders", min_position) as (curs, schema, position):
+            curs.execute(
+                q(orders.FIND_PAYMENTS, schema),
+                {
+                    "merchant_id": merchant_id,
+                    "payment_id": payment_id,
+                    "processor_reference": processor_reference,
+                    "state": state,
+                    "owed_only": owed_only,
+                    "after_requested": after[0],
+                    "after_id": after[1],
+                    "limit": limit + 1,
+                },
+            )
+            rows, token, position = self._page(
+                "payments", curs.fetchall(), limit, ["requested_at", "payment_id"], position
+            )
+        return Page(rows, token, position)
+
     # ---- catalog --------------------------------------------------------------------------
 
     @_switch_safe

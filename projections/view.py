@@ -31,12 +31,20 @@ class View:
     """A read model. Subclasses name their tables' DDL and apply pages of events."""
 
     name: str = ""
-    # Stored event topics the view reads; other events only advance its position.
-    topics: tuple[str, ...] = ()
+    # The event classes the view reads, and those it leaves alone on purpose: every event
+    # class of the domain is one or the other (a test holds each view to it), so a new event
+    # cannot be forgotten. Other events only advance the view's position.
+    handles: tuple[type, ...] = ()
+    ignores: tuple[type, ...] = ()
     # CREATE statements; `{schema}` is the generation's schema.
     ddl: tuple[str, ...] = ()
     # Tables compared by `rebuild --verify`, with the columns that identify a row.
     tables: tuple[str, ...] = ()
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The stored topics of the events the view reads."""
+        return tuple(cls.TOPIC for cls in self.handles)  # type: ignore[attr-defined]
 
     def create(self, curs: Cursor[DictRow], schema: str) -> None:
         for statement in self.ddl:

@@ -10,7 +10,7 @@ from uuid import UUID
 from ledger.application.base import Context, Decision, LedgerBase, Outcome
 from ledger.domain import commands as c
 from ledger.domain.customer import Customer
-from ledger.domain.errors import NotFound, RuleViolated
+from ledger.domain.errors import FieldViolation, NotFound, RuleViolated
 from ledger.domain.inventory import StockItem, stock_item_id
 from ledger.domain.product import Product, product_id
 from ledger.domain.sale import Sale
@@ -160,8 +160,9 @@ class SalesCommands(LedgerBase):
         def decide() -> Decision:
             sale = self._load(Sale, ctx.merchant_id, sale_id, "SALE_NOT_FOUND")
             self._check_version(ctx, sale)
+            held = sale.reservation()
             ids = act(sale) or {}
-            return [sale, *self._stock_effects(sale, {})], ids
+            return [sale, *self._stock_effects(sale, {}, held)], ids
 
         return SaleResult.of(self._execute(ctx, cmd, decide))
 
@@ -221,11 +222,17 @@ class SalesCommands(LedgerBase):
             )
         return tuple(priced)
 
-    def _stock_effects(self, sale: Sale, stock: dict[UUID, StockItem]) -> list[StockItem]:
-        """Stock items moved by the sale's new events: sold on completion, returned on refund.
+    def _stock_effects(
+        self, sale: Sale, stock: dict[UUID, StockItem], held: Counter[str] | None = None
+    ) -> list[StockItem]:
+        """Stock items moved by the sale's new events: reserved while it holds stock (see
+        `Sale.holds_stock`), released when it stops, sold on completion, returned on refund.
 
-        `stock` caches stock items across sales saved together (an import batch).
+        `held` is what the sale held before these events; `stock` caches stock items across
+        sales saved together (an import batch). Stock items are only read when something
+        moves, so a busy item is not in the read set of commands that leave it alone.
         """
+        held = held or Counter()
         moved: list[UUID] = []
 
         def item(product: str) -> StockItem:
@@ -237,17 +244,70 @@ class SalesCommands(LedgerBase):
                 moved.append(key)
             return stock[key]
 
-        for event in sale.pending_events:
-            if isinstance(event, Sale.Completed):
-                sold = Counter[str]()
-                for line in sale.line_items:
-                    if line.product_id:
-                        sold[line.product_id] += line.quantity
-                for product, quantity in sold.items():
-                    item(product).record_sale(str(sale.id), quantity)
-            elif isinstance(event, Sale.PaymentRefunded):
+        events = list(sale.pending_events)
+        completed = any(isinstance(e, Sale.Completed) for e in events)
+        if completed:
+            sold = Counter[str]()
+            for line in sale.line_items:
+                if line.product_id:
+                    sold[line.product_id] += line.quantity
+            for product, quantity in sold.items():
+                item(product).record_sale(str(sale.id), quantity)
+            for product in held.keys() - sold.keys():  # a removed line's units
+                item(product).release(str(sale.id), held[product], "line_removed")
+        else:
+            self._reconcile_reservation(sale, held, item)
+        for event in events:
+            if isinstance(event, Sale.PaymentRefunded):
                 for restocked in event.restock_items:
                     item(restocked["product_id"]).record_return(
                         str(sale.id), event.refund_id, restocked["quantity"]
                     )
         return [stock[key] for key in moved]
+
+    def _reconcile_reservation(
+        self, sale: Sale, held: Counter[str], item: Callable[[str], StockItem]
+    ) -> None:
+        """Reserves or releases the difference between what the sale wants and what its
+        stock items hold for it. Short lines refuse the command unless it may oversell."""
+        wanted = sale.reservation()
+        if wanted == held:
+            return
+        sale_id = str(sale.id)
+        violations: list[FieldViolation] = []
+        for product in sorted(wanted.keys() | held.keys()):
+            stock = item(product)
+            change = wanted[product] - stock.reserved_for(sale_id)
+            if change < 0:
+                stock.release(sale_id, -change, release_reason(sale))
+            elif change > 0 and not sale.may_oversell and stock.shortfall(change):
+                violations.extend(
+                    FieldViolation(
+                        f"line_items[{n}]",
+                        f"product {product} has {max(stock.available, 0)} units available at "
+                        f"{sale.location_id}; the sale needs {change} more",
+                        "INSUFFICIENT_STOCK",
+                    )
+                    for n, line in enumerate(sale.line_items)
+                    if line.product_id == product
+                )
+            elif change > 0:
+                short = stock.reserve(sale_id, change, may_oversell=sale.may_oversell)
+                if short:
+                    sale.record_oversold(product, short)
+        if violations:
+            raise RuleViolated(
+                f"not enough stock at {sale.location_id} for a {sale.channel.value} sale",
+                reason="INSUFFICIENT_STOCK",
+                violations=violations,
+            )
+
+
+def release_reason(sale: Sale) -> str:
+    """Why a sale stops holding (some of) its stock, from its latest event."""
+    latest = sale.pending_events[-1] if sale.pending_events else None
+    if isinstance(latest, Sale.Canceled):
+        return "sale_canceled"
+    if isinstance(latest, Sale.LineItemRemoved):
+        return "line_removed"
+    return "payments_ended"

@@ -59,6 +59,19 @@ class RuleViolated(DomainError):
 
     reason = "FAILED_PRECONDITION"
 
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+        violations: list[FieldViolation] | None = None,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        # The parts of the request or of the state that the rule refuses (e.g. the lines
+        # that are short of stock), as field violations the client can point at.
+        self.violations = list(violations or [])
+
 
 class AlreadyExists(DomainError):
     """Something unique is taken, e.g. a sku or an external id (ALREADY_EXISTS)."""

@@ -12,6 +12,7 @@ its fields change.
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -50,6 +51,8 @@ class PaymentStatus(StrEnum):
     DECLINED = "declined"
     CANCELED = "canceled"
     FAILED = "failed"
+    # Approved after it was canceled: the money was taken, and is owed back until refunded.
+    APPROVED_AFTER_CANCEL = "approved_after_cancel"
 
 
 @dataclass(frozen=True)
@@ -128,8 +131,19 @@ class Payment:
     cancel_reason: str = ""
 
     @property
+    def is_late(self) -> bool:
+        return self.status is PaymentStatus.APPROVED_AFTER_CANCEL
+
+    @property
     def refundable(self) -> int:
+        if self.is_late:  # everything taken goes back, the tip included
+            return self.approved_amount + self.tip_amount - self.refunded_amount
         return self.approved_amount - self.refunded_amount
+
+    @property
+    def owed_amount(self) -> int:
+        """What a late approval took that is not refunded yet: owed to the customer."""
+        return self.refundable if self.is_late else 0
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Payment:
         # Commands copy cached sales; every field is immutable but these two containers.
@@ -213,6 +227,22 @@ class Sale(CheapCopy, Aggregate):
         change_given: int
         occurred_at: datetime | None
 
+    class PaymentApprovedAfterCancel(Event):
+        """An approval reported after the payment was canceled: recorded, never refused,
+        since the money was taken; it does not pay the sale and is owed back."""
+
+        TOPIC = "posledger.PaymentApprovedAfterCancel"
+        payment_id: str
+        approved_amount: int
+        tip_amount: int
+        tender: str
+        card: dict[str, str] | None
+        auth_code: str
+        processor_reference: str
+        cash_tendered: int
+        change_given: int
+        occurred_at: datetime | None
+
     class PaymentNotApproved(Event):
         """A declined, failed or canceled outcome reported by the payment app."""
 
@@ -252,6 +282,13 @@ class Sale(CheapCopy, Aggregate):
         # [{"payment_id", "tender", "amount", "card", "auth_code", "processor_reference"}]
         payments: list[dict[str, Any]]
 
+    class Oversold(Event):
+        """An in-store sale took units its location did not have available (flagged)."""
+
+        TOPIC = "posledger.SaleOversold"
+        # [{"line_id", "product_id", "quantity"}]: units short, per line.
+        lines: list[dict[str, Any]]
+
     class Completed(Event):
         TOPIC = "posledger.SaleCompleted"
 
@@ -290,6 +327,7 @@ class Sale(CheapCopy, Aggregate):
         self.import_channel = ""
         self.import_fingerprint = ""
         self.placed_at: datetime | None = None
+        self.oversold: dict[str, int] = {}  # units short per line id (in-store only)
 
     # Totals are derived from line items and payments, never stored separately.
     @property
@@ -310,15 +348,24 @@ class Sale(CheapCopy, Aggregate):
 
     @property
     def paid_total(self) -> int:
-        return sum(p.approved_amount for p in self.payments.values())
+        return sum(p.approved_amount for p in self._approved())
 
     @property
     def tip_total(self) -> int:
-        return sum(p.tip_amount for p in self.payments.values())
+        return sum(p.tip_amount for p in self._approved())
 
     @property
     def refunded_total(self) -> int:
-        return sum(r.amount for r in self.refunds)
+        """Refunds of the payments that paid the sale (not of late approvals)."""
+        return sum(r.amount for r in self.refunds if not self.payments[r.payment_id].is_late)
+
+    @property
+    def owed_total(self) -> int:
+        """Taken by approvals that came after their payment was canceled, not yet refunded."""
+        return sum(p.owed_amount for p in self.payments.values())
+
+    def _approved(self) -> list[Payment]:
+        return [p for p in self.payments.values() if p.status is PaymentStatus.APPROVED]
 
     @property
     def pending_total(self) -> int:
@@ -344,6 +391,44 @@ class Sale(CheapCopy, Aggregate):
                 return SaleStatus.REFUNDED
             return SaleStatus.COMPLETED
         return SaleStatus.OPEN
+
+    @property
+    def may_oversell(self) -> bool:
+        """In store the goods are in the customer's hand: the sale goes ahead, flagged."""
+        return self.channel is Channel.IN_STORE
+
+    @property
+    def holds_stock(self) -> bool:
+        """Whether the sale's products are reserved at its location: while it is open and a
+        payment is pending or money is kept."""
+        return self.status is SaleStatus.OPEN and (
+            self.pending_total > 0 or self.paid_total - self.refunded_total > 0
+        )
+
+    def reservation(self) -> Counter[str]:
+        """Units of each catalog product the sale holds at its location."""
+        units = Counter[str]()
+        if self.holds_stock:
+            for line in self.line_items:
+                if line.product_id:
+                    units[line.product_id] += line.quantity
+        return units
+
+    def record_oversold(self, product_id: str, short: int) -> None:
+        """Flags the product's lines with the units that were short, the last line first."""
+        lines = []
+        for line in reversed(self.line_items):
+            if short <= 0:
+                break
+            if line.product_id == product_id:
+                units = min(short, line.quantity - self.oversold.get(line.line_id, 0))
+                if units > 0:
+                    lines.append(
+                        {"line_id": line.line_id, "product_id": product_id, "quantity": units}
+                    )
+                    short -= units
+        if lines:
+            self.trigger_event(self.Oversold, lines=lines)
 
     def payment(self, payment_id: str) -> Payment:
         try:
@@ -503,6 +588,9 @@ class Sale(CheapCopy, Aggregate):
     def record_payment_result(self, result: RecordPaymentResult) -> None:
         """Records a payment's one result. Repeating the same result records nothing."""
         payment = self.payment(result.payment_id)
+        if payment.status is PaymentStatus.CANCELED and result.outcome is Outcome.APPROVED:
+            self._record_late_approval(payment, result)
+            return
         if payment.status is not PaymentStatus.PENDING:
             if self._same_result(payment, result):
                 return
@@ -541,6 +629,25 @@ class Sale(CheapCopy, Aggregate):
                 error_code=result.error_code,
                 occurred_at=result.occurred_at,
             )
+
+    def _record_late_approval(self, payment: Payment, result: RecordPaymentResult) -> None:
+        """Money taken after the merchant or the app gave up on the payment: recorded as
+        it is (the ledger never loses money taken), owed back to the customer."""
+        assert result.tender is not None
+        self._check_approval(payment, result)
+        self.trigger_event(
+            self.PaymentApprovedAfterCancel,
+            payment_id=payment.id,
+            approved_amount=self._approved_amount(payment, result),
+            tip_amount=result.tip_amount,
+            tender=result.tender.value,
+            card=_card_to_event(result.card),
+            auth_code=result.auth_code,
+            processor_reference=result.processor_reference,
+            cash_tendered=result.cash_tendered,
+            change_given=result.change_given,
+            occurred_at=result.occurred_at,
+        )
 
     def cancel_payment(self, payment_id: str, reason: str) -> None:
         payment = self.payment(payment_id)
@@ -602,10 +709,16 @@ class Sale(CheapCopy, Aggregate):
         restock: tuple[RestockItem, ...] = (),
     ) -> str:
         payment = self.payment(payment_id)
-        if payment.status is not PaymentStatus.APPROVED:
+        if payment.status not in (PaymentStatus.APPROVED, PaymentStatus.APPROVED_AFTER_CANCEL):
             raise RuleViolated(
                 f"payment {payment.id} is {payment.status.value}; only approved payments refund",
                 reason="PAYMENT_NOT_APPROVED",
+            )
+        if payment.is_late and restock:
+            raise RuleViolated(
+                f"payment {payment.id} was approved after it was canceled; it sold nothing, "
+                "so nothing returns to stock",
+                reason="LINE_NOT_SOLD",
             )
         if amount > payment.refundable:
             raise RuleViolated(
@@ -677,10 +790,11 @@ class Sale(CheapCopy, Aggregate):
     @staticmethod
     def _same_result(payment: Payment, result: RecordPaymentResult) -> bool:
         outcome = result.outcome.value if result.outcome else ""
-        if outcome != payment.status.value:
+        recorded = Outcome.APPROVED.value if payment.is_late else payment.status.value
+        if outcome != recorded:
             return False
-        if payment.cancel_reason:  # canceled by the merchant; the app agrees it was canceled
-            return True
+        if payment.cancel_reason and not payment.is_late:
+            return True  # canceled by the merchant; the app agrees it was canceled
         same_details = (
             (result.tender.value if result.tender else "") == payment.tender
             and _card_to_event(result.card) == payment.card
@@ -750,6 +864,22 @@ class Sale(CheapCopy, Aggregate):
         payment.occurred_at = event.occurred_at
         payment.resolved_at = event.timestamp
 
+    @when.register(PaymentApprovedAfterCancel)
+    def _payment_approved_after_cancel(self, event: PaymentApprovedAfterCancel) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus.APPROVED_AFTER_CANCEL
+        payment.error_code = ""  # of the canceled outcome, if the app reported one
+        payment.approved_amount = event.approved_amount
+        payment.tip_amount = event.tip_amount
+        payment.tender = event.tender
+        payment.card = event.card
+        payment.auth_code = event.auth_code
+        payment.processor_reference = event.processor_reference
+        payment.cash_tendered = event.cash_tendered
+        payment.change_given = event.change_given
+        payment.occurred_at = event.occurred_at
+        payment.resolved_at = event.timestamp
+
     @when.register(PaymentNotApproved)
     def _payment_not_approved(self, event: PaymentNotApproved) -> None:
         payment = self.payments[event.payment_id]
@@ -808,6 +938,13 @@ class Sale(CheapCopy, Aggregate):
                 processor_reference=p["processor_reference"],
                 occurred_at=event.placed_at,
                 resolved_at=event.timestamp,
+            )
+
+    @when.register(Oversold)
+    def _oversold(self, event: Oversold) -> None:
+        for line in event.lines:
+            self.oversold[line["line_id"]] = (
+                self.oversold.get(line["line_id"], 0) + line["quantity"]
             )
 
     @when.register(Completed)

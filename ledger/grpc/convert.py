@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from ledger.domain import commands as c
 from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.domain.validation import Checks
 from ledger.grpc.card_data import check_request
 from ledger.grpc.context import timestamp
 from ledger.v1 import sales_pb2 as pb
@@ -60,6 +61,7 @@ PAYMENT_STATUSES = {
     PaymentStatus.DECLINED: pb.PAYMENT_STATUS_DECLINED,
     PaymentStatus.CANCELED: pb.PAYMENT_STATUS_CANCELED,
     PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
+    PaymentStatus.APPROVED_AFTER_CANCEL: pb.PAYMENT_STATUS_APPROVED_AFTER_CANCEL,
 }
 CHANNELS_TO_WIRE = {v: k for k, v in CHANNELS.items()}
 TENDERS_TO_WIRE = {v.value: k for k, v in TENDERS.items()}
@@ -221,7 +223,7 @@ def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
 # ---- state → messages --------------------------------------------------------------------
 
 
-def line_item_message(item: LineItem) -> pb.LineItem:
+def line_item_message(item: LineItem, oversold: int = 0) -> pb.LineItem:
     return pb.LineItem(
         line_id=_id(item.line_id),
         sku=item.sku,
@@ -234,6 +236,7 @@ def line_item_message(item: LineItem) -> pb.LineItem:
         tax_amount=item.tax_amount,
         total_amount=item.total_amount,
         product_id=item.product_id,
+        oversold_quantity=oversold,
     )
 
 
@@ -272,6 +275,7 @@ def payment_message(p: Payment) -> pb.Payment:
         resolved_at=timestamp(p.resolved_at),
         refunded_amount=p.refunded_amount,
         cancel_reason=p.cancel_reason,
+        owed_amount=p.owed_amount,
     )
 
 
@@ -294,7 +298,9 @@ def sale_message(sale: Sale) -> pb.Sale:
         channel=CHANNELS_TO_WIRE[sale.channel],
         status=SALE_STATUSES[sale.status],
         currency_code=sale.currency_code,
-        line_items=[line_item_message(item) for item in sale.line_items],
+        line_items=[
+            line_item_message(item, sale.oversold.get(item.line_id, 0)) for item in sale.line_items
+        ],
         customer_id=sale.customer_id,
         external_order_id=sale.external_order_id,
         note=sale.note,
@@ -314,6 +320,8 @@ def sale_message(sale: Sale) -> pb.Sale:
         completed_at=timestamp(sale.completed_at),
         canceled_at=timestamp(sale.canceled_at),
         cancel_reason=sale.cancel_reason,
+        oversold=bool(sale.oversold),
+        owed_total=sale.owed_total,
     )
 
 
@@ -347,6 +355,28 @@ def sale_filters(req: pb.ListSalesRequest) -> SaleFilters:
             else None
         ),
     )
+
+
+def payment_id_filter(payment_id: str) -> str:
+    checks = Checks()
+    checks.uuid("payment_id", payment_id)
+    checks.raise_if_any()
+    return payment_id
+
+
+def payment_filters(req: pb.FindPaymentsRequest) -> dict[str, Any]:
+    """The filters of a payment search; at least one is required."""
+    checks = Checks()
+    checks.text("processor_reference", req.processor_reference, max_len=128)
+    checks.text("state", req.state, max_len=4096)
+    if not (req.processor_reference or req.state or req.owed_only):
+        checks.fail("processor_reference", "give processor_reference, state or owed_only")
+    checks.raise_if_any()
+    return {
+        "processor_reference": req.processor_reference or None,
+        "state": req.state or None,
+        "owed_only": req.owed_only,
+    }
 
 
 def sale_summary(row: dict[str, Any], lines: list[dict[str, Any]]) -> pb.SaleSummary:

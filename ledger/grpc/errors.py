@@ -75,7 +75,7 @@ def domain_status(error: DomainError) -> status_pb2.Status:
             error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
         )
     )
-    if isinstance(error, InvalidRequest):
+    if isinstance(error, (InvalidRequest, RuleViolated)) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(

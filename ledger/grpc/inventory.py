@@ -33,6 +33,8 @@ def stock_item_message(item: StockItem) -> pb.StockItem:
         location_id=item.location_id,
         version=item.version,
         on_hand=item.on_hand,
+        reserved=item.reserved,
+        available=item.available,
         received=item.received,
         sold=item.sold,
         returned=item.returned,
@@ -56,6 +58,8 @@ MOVEMENT_KINDS = {
     "transferred_in": pb.MOVEMENT_KIND_TRANSFERRED_IN,
     "sold": pb.MOVEMENT_KIND_SOLD,
     "returned": pb.MOVEMENT_KIND_RETURNED,
+    "reserved": pb.MOVEMENT_KIND_RESERVED,
+    "reservation_released": pb.MOVEMENT_KIND_RESERVATION_RELEASED,
 }
 
 
@@ -67,6 +71,7 @@ def level_message(row: dict[str, Any]) -> pb.StockLevel:
         version=row["version"],
         last_counted_at=timestamp(row["last_counted_at"]),
         updated_at=timestamp(row["last_movement_at"]),
+        available=row["on_hand"] - row["reserved"],
         **{name: row[name] for name in COUNTERS},
     )
     return pb.StockLevel(stock_item=item, last_movement_at=timestamp(row["last_movement_at"]))
@@ -78,6 +83,8 @@ def movement_message(row: dict[str, Any]) -> pb.StockMovement:
         kind=MOVEMENT_KINDS[row["kind"]],
         quantity=row["quantity"],
         on_hand_after=row["on_hand_after"],
+        reserved=row["reserved"],
+        reserved_after=row["reserved_after"],
         reason=REASONS_BY_NAME.get(row["reason"], pb.ADJUSTMENT_REASON_UNSPECIFIED),
         reference=row["reference"],
         note=row["note"],

@@ -12,7 +12,7 @@ import grpc
 
 from ledger.application import Context, ImportStatus, Ledger
 from ledger.domain.commands import ImportOrder
-from ledger.domain.errors import FieldViolation, InvalidRequest
+from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
 from ledger.grpc import convert
 from ledger.grpc.context import command_context
 from ledger.grpc.interceptors import current_device_id, current_principal
@@ -206,6 +206,46 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
             next_page_token=page.next_page_token,
             position=page.position,
         )
+
+    def GetPayment(
+        self, request: pb.GetPaymentRequest, context: grpc.ServicerContext
+    ) -> pb.GetPaymentResponse:
+        merchant_id = current_principal().merchant_id
+        page = self.reads.find_payments(
+            merchant_id,
+            payment_id=convert.payment_id_filter(request.payment_id),
+            page_size=1,
+            min_position=request.min_position,
+        )
+        if not page.rows:
+            raise NotFound(f"payment {request.payment_id} not found", reason="PAYMENT_NOT_FOUND")
+        found = self._found(merchant_id, page.rows[0])
+        return pb.GetPaymentResponse(
+            sale_id=found.sale_id, payment=found.payment, position=page.position
+        )
+
+    def FindPayments(
+        self, request: pb.FindPaymentsRequest, context: grpc.ServicerContext
+    ) -> pb.FindPaymentsResponse:
+        merchant_id = current_principal().merchant_id
+        page = self.reads.find_payments(
+            merchant_id,
+            **convert.payment_filters(request),
+            page_size=request.page_size,
+            page_token=request.page_token,
+            min_position=request.min_position,
+        )
+        return pb.FindPaymentsResponse(
+            payments=[self._found(merchant_id, row) for row in page.rows],
+            next_page_token=page.next_page_token,
+            position=page.position,
+        )
+
+    def _found(self, merchant_id: str, row: dict[str, object]) -> pb.FoundPayment:
+        """The payment a view row names, as its sale now has it."""
+        sale = self.ledger.get_sale(merchant_id, str(row["sale_id"]))
+        payment = sale.payment(str(row["payment_id"]))
+        return pb.FoundPayment(sale_id=str(sale.id), payment=convert.payment_message(payment))
 
 
 MAX_IMPORT_BATCH = 1000

@@ -59,6 +59,10 @@ class _MovementKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Movement
     MOVEMENT_KIND_TRANSFERRED_IN: _MovementKind.ValueType  # 5
     MOVEMENT_KIND_SOLD: _MovementKind.ValueType  # 6
     MOVEMENT_KIND_RETURNED: _MovementKind.ValueType  # 7
+    MOVEMENT_KIND_RESERVED: _MovementKind.ValueType  # 8
+    """Units reserved for a sale (on-hand unchanged)."""
+    MOVEMENT_KIND_RESERVATION_RELEASED: _MovementKind.ValueType  # 9
+    """A sale's reservation given back: canceled, its payments ended, a line removed."""
 
 class MovementKind(_MovementKind, metaclass=_MovementKindEnumTypeWrapper): ...
 
@@ -70,6 +74,10 @@ MOVEMENT_KIND_TRANSFERRED_OUT: MovementKind.ValueType  # 4
 MOVEMENT_KIND_TRANSFERRED_IN: MovementKind.ValueType  # 5
 MOVEMENT_KIND_SOLD: MovementKind.ValueType  # 6
 MOVEMENT_KIND_RETURNED: MovementKind.ValueType  # 7
+MOVEMENT_KIND_RESERVED: MovementKind.ValueType  # 8
+"""Units reserved for a sale (on-hand unchanged)."""
+MOVEMENT_KIND_RESERVATION_RELEASED: MovementKind.ValueType  # 9
+"""A sale's reservation given back: canceled, its payments ended, a line removed."""
 Global___MovementKind: _TypeAlias = MovementKind  # noqa: Y015
 
 @_typing.final
@@ -91,6 +99,8 @@ class StockItem(_message.Message):
     LAST_COUNT_VARIANCE_FIELD_NUMBER: _builtins.int
     LAST_COUNTED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    AVAILABLE_FIELD_NUMBER: _builtins.int
     product_id: _builtins.str
     location_id: _builtins.str
     version: _builtins.int
@@ -107,6 +117,10 @@ class StockItem(_message.Message):
     last_count: _builtins.int
     """The last physical count, and its variance against the expected on-hand."""
     last_count_variance: _builtins.int
+    reserved: _builtins.int
+    """Units promised to open sales (a payment pending or money kept), not yet sold."""
+    available: _builtins.int
+    """on_hand - reserved: what a new sale may still reserve."""
     @_builtins.property
     def last_counted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -129,10 +143,12 @@ class StockItem(_message.Message):
         last_count_variance: _builtins.int = ...,
         last_counted_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        reserved: _builtins.int = ...,
+        available: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["last_counted_at", b"last_counted_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted", b"adjusted", "count_variance", b"count_variance", "last_count", b"last_count", "last_count_variance", b"last_count_variance", "last_counted_at", b"last_counted_at", "location_id", b"location_id", "on_hand", b"on_hand", "product_id", b"product_id", "received", b"received", "returned", b"returned", "sold", b"sold", "transferred_in", b"transferred_in", "transferred_out", b"transferred_out", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adjusted", b"adjusted", "available", b"available", "count_variance", b"count_variance", "last_count", b"last_count", "last_count_variance", b"last_count_variance", "last_counted_at", b"last_counted_at", "location_id", b"location_id", "on_hand", b"on_hand", "product_id", b"product_id", "received", b"received", "reserved", b"reserved", "returned", b"returned", "sold", b"sold", "transferred_in", b"transferred_in", "transferred_out", b"transferred_out", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -592,6 +608,8 @@ class StockMovement(_message.Message):
     SALE_ID_FIELD_NUMBER: _builtins.int
     OTHER_LOCATION_ID_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    RESERVED_FIELD_NUMBER: _builtins.int
+    RESERVED_AFTER_FIELD_NUMBER: _builtins.int
     position: _builtins.int
     """The log position of the event."""
     kind: Global___MovementKind.ValueType
@@ -604,6 +622,9 @@ class StockMovement(_message.Message):
     sale_id: _builtins.str
     other_location_id: _builtins.str
     """The other end of a transfer."""
+    reserved: _builtins.int
+    """Effect on reserved (signed): a sale sold from its reservation ends it."""
+    reserved_after: _builtins.int
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -619,10 +640,12 @@ class StockMovement(_message.Message):
         sale_id: _builtins.str = ...,
         other_location_id: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        reserved: _builtins.int = ...,
+        reserved_after: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "note", b"note", "occurred_at", b"occurred_at", "on_hand_after", b"on_hand_after", "other_location_id", b"other_location_id", "position", b"position", "quantity", b"quantity", "reason", b"reason", "reference", b"reference", "sale_id", b"sale_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "note", b"note", "occurred_at", b"occurred_at", "on_hand_after", b"on_hand_after", "other_location_id", b"other_location_id", "position", b"position", "quantity", b"quantity", "reason", b"reason", "reference", b"reference", "reserved", b"reserved", "reserved_after", b"reserved_after", "sale_id", b"sale_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

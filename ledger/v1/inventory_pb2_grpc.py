@@ -27,8 +27,10 @@ if _version_not_supported:
 
 class InventoryServiceStub:
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     def __init__(self, channel):
@@ -81,8 +83,10 @@ class InventoryServiceStub:
 
 class InventoryServiceServicer:
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     def ReceiveStock(self, request, context):
@@ -194,8 +198,10 @@ def add_InventoryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class InventoryService:
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     @staticmethod

@@ -28,8 +28,10 @@ GRPC_VERSION: str
 
 class InventoryServiceStub:
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     @_typing.overload
@@ -56,8 +58,10 @@ class InventoryServiceStub:
 @_typing.type_check_only
 class InventoryServiceAsyncStub(InventoryServiceStub):
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -80,8 +84,10 @@ class InventoryServiceAsyncStub(InventoryServiceStub):
 
 class InventoryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Stock of one product at one location (a stock item). Quantities are whole units.
-    Sales never wait for stock: a till sells what is on the counter, and on-hand may go
-    negative, which shows that something needs investigating.
+    A sale reserves its units when its first payment is requested and sells them when it
+    completes. Only in-store sales may take more than is available (a till sells what is on
+    the counter; the sale is flagged), so on-hand or available below zero shows that
+    something needs investigating. Other channels are refused with INSUFFICIENT_STOCK.
     """
 
     @_abc_1.abstractmethod

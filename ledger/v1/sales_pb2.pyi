@@ -128,6 +128,11 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     PAYMENT_STATUS_DECLINED: _PaymentStatus.ValueType  # 3
     PAYMENT_STATUS_CANCELED: _PaymentStatus.ValueType  # 4
     PAYMENT_STATUS_FAILED: _PaymentStatus.ValueType  # 5
+    PAYMENT_STATUS_APPROVED_AFTER_CANCEL: _PaymentStatus.ValueType  # 6
+    """An approval reported after the payment was canceled. The money was taken: it is
+    recorded, does not pay the sale, and is owed back to the customer (Payment.owed_amount)
+    until a RefundPayment returns it.
+    """
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper): ...
 
@@ -137,6 +142,11 @@ PAYMENT_STATUS_APPROVED: PaymentStatus.ValueType  # 2
 PAYMENT_STATUS_DECLINED: PaymentStatus.ValueType  # 3
 PAYMENT_STATUS_CANCELED: PaymentStatus.ValueType  # 4
 PAYMENT_STATUS_FAILED: PaymentStatus.ValueType  # 5
+PAYMENT_STATUS_APPROVED_AFTER_CANCEL: PaymentStatus.ValueType  # 6
+"""An approval reported after the payment was canceled. The money was taken: it is
+recorded, does not pay the sale, and is owed back to the customer (Payment.owed_amount)
+until a RefundPayment returns it.
+"""
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
 class _CardEntryMethod:
@@ -261,6 +271,7 @@ class LineItem(_message.Message):
     TAX_AMOUNT_FIELD_NUMBER: _builtins.int
     TOTAL_AMOUNT_FIELD_NUMBER: _builtins.int
     PRODUCT_ID_FIELD_NUMBER: _builtins.int
+    OVERSOLD_QUANTITY_FIELD_NUMBER: _builtins.int
     line_id: _builtins.str
     sku: _builtins.str
     name: _builtins.str
@@ -276,6 +287,10 @@ class LineItem(_message.Message):
     """gross_amount - discount + tax_amount."""
     product_id: _builtins.str
     """The catalog product the sku named when the line was added; empty for open items."""
+    oversold_quantity: _builtins.int
+    """Units of this line that were not available at the location when they were reserved:
+    only an in-store sale may go ahead like that (see InventoryService).
+    """
     def __init__(
         self,
         *,
@@ -290,10 +305,11 @@ class LineItem(_message.Message):
         tax_amount: _builtins.int = ...,
         total_amount: _builtins.int = ...,
         product_id: _builtins.str = ...,
+        oversold_quantity: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross_amount", b"gross_amount", "line_id", b"line_id", "name", b"name", "product_id", b"product_id", "quantity", b"quantity", "sku", b"sku", "tax_amount", b"tax_amount", "tax_rate_ppm", b"tax_rate_ppm", "total_amount", b"total_amount", "unit_price", b"unit_price"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discount", b"discount", "gross_amount", b"gross_amount", "line_id", b"line_id", "name", b"name", "oversold_quantity", b"oversold_quantity", "product_id", b"product_id", "quantity", b"quantity", "sku", b"sku", "tax_amount", b"tax_amount", "tax_rate_ppm", b"tax_rate_ppm", "total_amount", b"total_amount", "unit_price", b"unit_price"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -356,6 +372,7 @@ class Payment(_message.Message):
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
     REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
+    OWED_AMOUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___PaymentStatus.ValueType
     amount: _builtins.int
@@ -379,6 +396,8 @@ class Payment(_message.Message):
     error_code: _builtins.str
     refunded_amount: _builtins.int
     cancel_reason: _builtins.str
+    owed_amount: _builtins.int
+    """For PAYMENT_STATUS_APPROVED_AFTER_CANCEL: approved amount + tip - refunded_amount."""
     @_builtins.property
     def tender_types(self) -> _containers.RepeatedScalarFieldContainer[Global___TenderType.ValueType]: ...
     @_builtins.property
@@ -416,10 +435,11 @@ class Payment(_message.Message):
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
         refunded_amount: _builtins.int = ...,
         cancel_reason: _builtins.str = ...,
+        owed_amount: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "occurred_at", b"occurred_at", "requested_at", b"requested_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "approved_amount", b"approved_amount", "auth_code", b"auth_code", "callback_url", b"callback_url", "cancel_reason", b"cancel_reason", "card", b"card", "cash_tendered", b"cash_tendered", "change_given", b"change_given", "currency_code", b"currency_code", "error_code", b"error_code", "id", b"id", "note", b"note", "occurred_at", b"occurred_at", "processor_reference", b"processor_reference", "refunded_amount", b"refunded_amount", "requested_at", b"requested_at", "resolved_at", b"resolved_at", "state", b"state", "status", b"status", "tender", b"tender", "tender_types", b"tender_types", "tip_amount", b"tip_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "approved_amount", b"approved_amount", "auth_code", b"auth_code", "callback_url", b"callback_url", "cancel_reason", b"cancel_reason", "card", b"card", "cash_tendered", b"cash_tendered", "change_given", b"change_given", "currency_code", b"currency_code", "error_code", b"error_code", "id", b"id", "note", b"note", "occurred_at", b"occurred_at", "owed_amount", b"owed_amount", "processor_reference", b"processor_reference", "refunded_amount", b"refunded_amount", "requested_at", b"requested_at", "resolved_at", b"resolved_at", "state", b"state", "status", b"status", "tender", b"tender", "tender_types", b"tender_types", "tip_amount", b"tip_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,6 +510,8 @@ class Sale(_message.Message):
     CANCELED_AT_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     TIP_TOTAL_FIELD_NUMBER: _builtins.int
+    OVERSOLD_FIELD_NUMBER: _builtins.int
+    OWED_TOTAL_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     version: _builtins.int
     """Number of events recorded for this sale; pass it as expected_version."""
@@ -518,6 +540,12 @@ class Sale(_message.Message):
     cancel_reason: _builtins.str
     tip_total: _builtins.int
     """Total of tips on approved payments; not part of total or paid_total."""
+    oversold: _builtins.bool
+    """Some line was oversold (see LineItem.oversold_quantity)."""
+    owed_total: _builtins.int
+    """Money taken by approvals that came after their payment was canceled, not yet
+    refunded: owed back to the customer. Not part of paid_total.
+    """
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItem]: ...
     @_builtins.property
@@ -561,10 +589,12 @@ class Sale(_message.Message):
         canceled_at: _timestamp_pb2.Timestamp | None = ...,
         cancel_reason: _builtins.str = ...,
         tip_total: _builtins.int = ...,
+        oversold: _builtins.bool = ...,
+        owed_total: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["canceled_at", b"canceled_at", "completed_at", b"completed_at", "created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "cancel_reason", b"cancel_reason", "canceled_at", b"canceled_at", "channel", b"channel", "completed_at", b"completed_at", "created_at", b"created_at", "currency_code", b"currency_code", "customer_id", b"customer_id", "discount_total", b"discount_total", "external_order_id", b"external_order_id", "id", b"id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "paid_total", b"paid_total", "payments", b"payments", "pending_total", b"pending_total", "refunded_total", b"refunded_total", "refunds", b"refunds", "status", b"status", "subtotal", b"subtotal", "tax_total", b"tax_total", "tip_total", b"tip_total", "total", b"total", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_due", b"amount_due", "cancel_reason", b"cancel_reason", "canceled_at", b"canceled_at", "channel", b"channel", "completed_at", b"completed_at", "created_at", b"created_at", "currency_code", b"currency_code", "customer_id", b"customer_id", "discount_total", b"discount_total", "external_order_id", b"external_order_id", "id", b"id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "oversold", b"oversold", "owed_total", b"owed_total", "paid_total", b"paid_total", "payments", b"payments", "pending_total", b"pending_total", "refunded_total", b"refunded_total", "refunds", b"refunds", "status", b"status", "subtotal", b"subtotal", "tax_total", b"tax_total", "tip_total", b"tip_total", "total", b"total", "updated_at", b"updated_at", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1614,3 +1644,140 @@ class ListSalesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSalesResponse: _TypeAlias = ListSalesResponse  # noqa: Y015
+
+@_typing.final
+class GetPaymentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    payment_id: _builtins.str
+    min_position: _builtins.int
+    """See ListSalesRequest.min_position."""
+    def __init__(
+        self,
+        *,
+        payment_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentRequest: _TypeAlias = GetPaymentRequest  # noqa: Y015
+
+@_typing.final
+class GetPaymentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    sale_id: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        sale_id: _builtins.str = ...,
+        payment: Global___Payment | None = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "position", b"position", "sale_id", b"sale_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPaymentResponse: _TypeAlias = GetPaymentResponse  # noqa: Y015
+
+@_typing.final
+class FindPaymentsRequest(_message.Message):
+    """Give at least one of processor_reference, state and owed_only; all given must match."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PROCESSOR_REFERENCE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    OWED_ONLY_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    processor_reference: _builtins.str
+    state: _builtins.str
+    """The opaque `state` of RequestPaymentRequest, matched exactly."""
+    owed_only: _builtins.bool
+    """Only payments approved after a cancel whose money is not refunded yet (for follow-up)."""
+    min_position: _builtins.int
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        processor_reference: _builtins.str = ...,
+        state: _builtins.str = ...,
+        owed_only: _builtins.bool = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "owed_only", b"owed_only", "page_size", b"page_size", "page_token", b"page_token", "processor_reference", b"processor_reference", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPaymentsRequest: _TypeAlias = FindPaymentsRequest  # noqa: Y015
+
+@_typing.final
+class FoundPayment(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SALE_ID_FIELD_NUMBER: _builtins.int
+    PAYMENT_FIELD_NUMBER: _builtins.int
+    sale_id: _builtins.str
+    @_builtins.property
+    def payment(self) -> Global___Payment: ...
+    def __init__(
+        self,
+        *,
+        sale_id: _builtins.str = ...,
+        payment: Global___Payment | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment", "sale_id", b"sale_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FoundPayment: _TypeAlias = FoundPayment  # noqa: Y015
+
+@_typing.final
+class FindPaymentsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAYMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    position: _builtins.int
+    @_builtins.property
+    def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___FoundPayment]: ...
+    def __init__(
+        self,
+        *,
+        payments: _abc.Iterable[Global___FoundPayment] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "payments", b"payments", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindPaymentsResponse: _TypeAlias = FindPaymentsResponse  # noqa: Y015

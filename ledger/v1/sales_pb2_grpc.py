@@ -101,6 +101,16 @@ class SalesServiceStub:
                 request_serializer=ledger_dot_v1_dot_sales__pb2.ListSalesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_sales__pb2.ListSalesResponse.FromString,
                 _registered_method=True)
+        self.GetPayment = channel.unary_unary(
+                '/ledger.v1.SalesService/GetPayment',
+                request_serializer=ledger_dot_v1_dot_sales__pb2.GetPaymentRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_sales__pb2.GetPaymentResponse.FromString,
+                _registered_method=True)
+        self.FindPayments = channel.unary_unary(
+                '/ledger.v1.SalesService/FindPayments',
+                request_serializer=ledger_dot_v1_dot_sales__pb2.FindPaymentsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_sales__pb2.FindPaymentsResponse.FromString,
+                _registered_method=True)
 
 
 class SalesServiceServicer:
@@ -200,6 +210,22 @@ class SalesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPayment(self, request, context):
+        """One payment by its id, with its sale's id: found in the orders view, answered from
+        the sale itself.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindPayments(self, request, context):
+        """Payments by processor reference, by the `state` their request carried, or every one
+        that owes money back (approved after a cancel, not yet refunded), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SalesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -262,6 +288,16 @@ def add_SalesServiceServicer_to_server(servicer, server):
                     servicer.ListSales,
                     request_deserializer=ledger_dot_v1_dot_sales__pb2.ListSalesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_sales__pb2.ListSalesResponse.SerializeToString,
+            ),
+            'GetPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPayment,
+                    request_deserializer=ledger_dot_v1_dot_sales__pb2.GetPaymentRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_sales__pb2.GetPaymentResponse.SerializeToString,
+            ),
+            'FindPayments': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindPayments,
+                    request_deserializer=ledger_dot_v1_dot_sales__pb2.FindPaymentsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_sales__pb2.FindPaymentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -595,6 +631,60 @@ class SalesService:
             '/ledger.v1.SalesService/ListSales',
             ledger_dot_v1_dot_sales__pb2.ListSalesRequest.SerializeToString,
             ledger_dot_v1_dot_sales__pb2.ListSalesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.SalesService/GetPayment',
+            ledger_dot_v1_dot_sales__pb2.GetPaymentRequest.SerializeToString,
+            ledger_dot_v1_dot_sales__pb2.GetPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindPayments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.SalesService/FindPayments',
+            ledger_dot_v1_dot_sales__pb2.FindPaymentsRequest.SerializeToString,
+            ledger_dot_v1_dot_sales__pb2.FindPaymentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,14 @@ class SalesServiceStub:
     """
     ListSales: _grpc.UnaryUnaryMultiCallable[_sales_pb2.ListSalesRequest, _sales_pb2.ListSalesResponse]
     """Sales from the orders view, newest first, filtered and paginated."""
+    GetPayment: _grpc.UnaryUnaryMultiCallable[_sales_pb2.GetPaymentRequest, _sales_pb2.GetPaymentResponse]
+    """One payment by its id, with its sale's id: found in the orders view, answered from
+    the sale itself.
+    """
+    FindPayments: _grpc.UnaryUnaryMultiCallable[_sales_pb2.FindPaymentsRequest, _sales_pb2.FindPaymentsResponse]
+    """Payments by processor reference, by the `state` their request carried, or every one
+    that owes money back (approved after a cancel, not yet refunded), newest first.
+    """
 
 @_typing.type_check_only
 class SalesServiceAsyncStub(SalesServiceStub):
@@ -109,6 +117,14 @@ class SalesServiceAsyncStub(SalesServiceStub):
     """
     ListSales: _aio.UnaryUnaryMultiCallable[_sales_pb2.ListSalesRequest, _sales_pb2.ListSalesResponse]  # type: ignore[assignment]
     """Sales from the orders view, newest first, filtered and paginated."""
+    GetPayment: _aio.UnaryUnaryMultiCallable[_sales_pb2.GetPaymentRequest, _sales_pb2.GetPaymentResponse]  # type: ignore[assignment]
+    """One payment by its id, with its sale's id: found in the orders view, answered from
+    the sale itself.
+    """
+    FindPayments: _aio.UnaryUnaryMultiCallable[_sales_pb2.FindPaymentsRequest, _sales_pb2.FindPaymentsResponse]  # type: ignore[assignment]
+    """Payments by processor reference, by the `state` their request carried, or every one
+    that owes money back (approved after a cancel, not yet refunded), newest first.
+    """
 
 class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
     """Sales and their payments. Every mutating request carries a `request_id`
@@ -219,5 +235,25 @@ class SalesServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sales_pb2.ListSalesResponse, _abc.Awaitable[_sales_pb2.ListSalesResponse]]:
         """Sales from the orders view, newest first, filtered and paginated."""
+
+    @_abc_1.abstractmethod
+    def GetPayment(
+        self,
+        request: _sales_pb2.GetPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sales_pb2.GetPaymentResponse, _abc.Awaitable[_sales_pb2.GetPaymentResponse]]:
+        """One payment by its id, with its sale's id: found in the orders view, answered from
+        the sale itself.
+        """
+
+    @_abc_1.abstractmethod
+    def FindPayments(
+        self,
+        request: _sales_pb2.FindPaymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sales_pb2.FindPaymentsResponse, _abc.Awaitable[_sales_pb2.FindPaymentsResponse]]:
+        """Payments by processor reference, by the `state` their request carried, or every one
+        that owes money back (approved after a cancel, not yet refunded), newest first.
+        """
 
 def add_SalesServiceServicer_to_server(servicer: SalesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

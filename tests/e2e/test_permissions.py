@@ -29,6 +29,8 @@ WEBHOOK = "/ledger.v1.WebhookService/"
 READS = {
     SALES + "GetSale",
     SALES + "ListSales",
+    SALES + "GetPayment",
+    SALES + "FindPayments",
     CATALOG + "GetProduct",
     CATALOG + "ListProducts",
     CUSTOMERS + "GetCustomer",

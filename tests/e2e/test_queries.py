@@ -841,7 +841,8 @@ def test_every_query_sees_only_the_callers_merchant(
     for product_id in (a_beans.id, str(uuid.uuid4())):
         failure = api.expect_failure(functools.partial(stock_level, q, product_id, md=b))
         assert failure.code == grpc.StatusCode.NOT_FOUND, failure
-    assert [m.quantity for m in movements(q, a_beans.id, md=a).movements] == [10, -2]
+    # Newest first: received, sold, and the sale's reservation (no effect on on-hand).
+    assert [m.quantity for m in movements(q, a_beans.id, md=a).movements] == [10, -2, 0]
     assert list(movements(q, a_beans.id, md=b).movements) == []
     negative = inventory_pb.ListStockLevelsRequest(negative_only=True)
     assert list(q.inventory.ListStockLevels(negative, timeout=T, metadata=b).stock_levels) == []
@@ -1000,9 +1001,12 @@ def test_stock_movements_newest_first_with_on_hand_after(q: Stubs) -> None:
         (inventory_pb.MOVEMENT_KIND_COUNTED, -2, 4),
         (inventory_pb.MOVEMENT_KIND_RETURNED, 1, 6),
         (inventory_pb.MOVEMENT_KIND_SOLD, -3, 5),
+        (inventory_pb.MOVEMENT_KIND_RESERVED, 0, 8),
         (inventory_pb.MOVEMENT_KIND_ADJUSTED, -2, 8),
         (inventory_pb.MOVEMENT_KIND_RECEIVED, 10, 10),
     ]
+    reserved = [(m.reserved, m.reserved_after) for m in page.movements]
+    assert reserved == [(0, 0), (0, 0), (0, 0), (-3, 0), (3, 3), (0, 0), (0, 0)]
     positions = [m.position for m in page.movements]
     assert positions == sorted(positions, reverse=True)
     # The transfer's last event is the receiving end's.
@@ -1042,6 +1046,8 @@ def test_stock_movements_newest_first_with_on_hand_after(q: Stubs) -> None:
         "last_count",
         "last_count_variance",
         "last_counted_at",
+        "reserved",
+        "available",
     ):
         assert getattr(level.stock_item, name) == getattr(item, name), name
     assert level.last_movement_at == page.movements[0].occurred_at
@@ -1055,7 +1061,7 @@ def test_stock_movements_newest_first_with_on_hand_after(q: Stubs) -> None:
         token = chunk.next_page_token
         if not token:
             break
-    assert pages == [4, 2]
+    assert pages == [4, 3]
 
 
 def test_negative_only_shows_oversold_items(q: Stubs) -> None:

@@ -201,14 +201,34 @@ def test_cancel_payment_releases_the_pending_amount(stub: SalesServiceStub) -> N
     assert canceled.sale.amount_due == TOTAL
     assert api.get_sale(stub, sale.id) == canceled.sale
 
-    # The app may still report the payment as canceled; an approval is too late.
+    # The app may still report the payment as canceled.
     agrees = api.record_result(
         stub, sale.id, payment.id, outcome=pb.PAYMENT_OUTCOME_CANCELED, card=None, auth_code=""
     )
     assert agrees.payment.status == pb.PAYMENT_STATUS_CANCELED
-    late = api.expect_failure(lambda: api.record_result(stub, sale.id, payment.id))
-    assert late.code == grpc.StatusCode.FAILED_PRECONDITION
-    assert late.reason == "PAYMENT_ALREADY_RESOLVED"
+    # An approval after that is recorded, not refused: the money is owed back.
+    late = api.record_result(stub, sale.id, payment.id, tip_amount=100)
+    assert late.payment.status == pb.PAYMENT_STATUS_APPROVED_AFTER_CANCEL
+    assert (late.payment.approved_amount, late.payment.owed_amount) == (1200, 1300)
+    assert (late.sale.paid_total, late.sale.amount_due, late.sale.owed_total) == (0, TOTAL, 1300)
+    assert late.sale.status == pb.SALE_STATUS_OPEN
+    # Reported again, it is the same result; a decline now is one result too many.
+    again = api.record_result(stub, sale.id, payment.id, tip_amount=100)
+    assert again.sale == late.sale
+    other = api.expect_failure(
+        lambda: api.record_result(
+            stub, sale.id, payment.id, outcome=pb.PAYMENT_OUTCOME_DECLINED, auth_code=""
+        )
+    )
+    assert (other.code, other.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PAYMENT_ALREADY_RESOLVED",
+    )
+    # A refund gives it back and closes it; the sale itself was never paid or refunded.
+    returned = api.refund(stub, sale.id, payment.id, 1300)
+    (refunded,) = [p for p in returned.sale.payments if p.id == payment.id]
+    assert (refunded.owed_amount, refunded.refunded_amount) == (0, 1300)
+    assert (returned.sale.owed_total, returned.sale.refunded_total) == (0, 0)
 
 
 def test_cancel_sale_voids_it_and_closes_it(stub: SalesServiceStub) -> None:

@@ -94,10 +94,11 @@ def new_sale(
     location_id: str = "loc-1",
     merchant_id: str = MERCHANT_A,
     currency_code: str = "USD",
+    channel: c.Channel = c.Channel.IN_STORE,
 ) -> SaleResult:
     cmd = c.CreateSale(
         location_id=location_id,
-        channel=c.Channel.IN_STORE,
+        channel=channel,
         currency_code=currency_code,
         line_items=lines,
     )

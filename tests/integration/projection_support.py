@@ -165,6 +165,7 @@ def assert_orders_match_domain(
 STOCK_COUNTERS = (
     "on_hand", "received", "sold", "returned", "adjusted", "transferred_in", "transferred_out",
     "count_variance", "last_count", "last_count_variance", "last_counted_at", "version",
+    "reserved",
 )  # fmt: skip
 
 

@@ -326,7 +326,9 @@ def test_completion_sells_stock_at_the_sale_location_in_the_same_transaction(
     ).sale
     sale_id = str(sale.id)
     payment_id = request_full_payment(ledger, sale_id)
-    assert stock(ledger, mug).on_hand == 10  # nothing moves before the sale completes
+    # Requesting the payment reserves the units; on-hand moves when the sale completes.
+    assert (stock(ledger, mug).on_hand, stock(ledger, mug).reserved) == (10, 3)
+    assert (stock(ledger, bowl).on_hand, stock(ledger, bowl).reserved) == (0, 1)
     context = ctx()
 
     done = ledger.record_payment_result(context, approve(sale_id, payment_id)).sale
@@ -336,8 +338,15 @@ def test_completion_sells_stock_at_the_sale_location_in_the_same_transaction(
     assert (mugs.on_hand, mugs.sold) == (7, 3)  # both mug lines, as one movement
     assert (bowls.on_hand, bowls.sold) == (-1, 1)  # never received: on hand goes negative
     assert stock(ledger, mug, "loc-2").on_hand == 10
-    (sold,) = [r for r in db.events(mugs.id) if r.topic == "posledger.StockSold"]
-    assert (sold.state["sale_id"], sold.state["quantity"]) == (sale_id, 3)
+    assert (mugs.reserved, bowls.reserved) == (0, 0)
+    (sold,) = [r for r in db.events(mugs.id) if r.topic == "posledger.StockSoldFromReservation"]
+    assert (sold.state["sale_id"], sold.state["quantity"], sold.state["released"]) == (
+        sale_id,
+        3,
+        3,
+    )
+    # In store, the bowl nobody had received was sold anyway, and the line says so.
+    assert done.oversold == {done.line_items[1].line_id: 1}
     completed = db.events(sale_id)[-1]
     assert completed.topic == "posledger.SaleCompleted"
     tx = transaction_of_events(db)
@@ -345,12 +354,12 @@ def test_completion_sells_stock_at_the_sale_location_in_the_same_transaction(
     assert tx[(mugs.id, mugs.version)] == sale_tx
     assert tx[(bowls.id, bowls.version)] == sale_tx
     assert transaction_of_command(db, MERCHANT_A, context.request_id) == sale_tx
-    assert topic_count(db, "posledger.StockSold") == 2
+    assert topic_count(db, "posledger.StockSoldFromReservation") == 2
     # A retry of the completing request moves nothing again.
     again = ledger.record_payment_result(context, approve(sale_id, payment_id))
     assert again.replayed
     assert stock(ledger, mug).on_hand == 7
-    assert topic_count(db, "posledger.StockSold") == 2
+    assert topic_count(db, "posledger.StockSoldFromReservation") == 2
 
 
 def test_sale_at_another_location_moves_that_locations_stock(ledger: Ledger) -> None:
@@ -434,7 +443,9 @@ def test_restock_from_a_sale_not_completed_is_refused(ledger: Ledger) -> None:
             ),
         )
     assert error.value.reason == "SALE_NOT_COMPLETED"
-    assert ledger.get_stock_item(MERCHANT_A, str(mug.id), "loc-1") is None
+    # The part paid holds the sale's units; nothing was sold or returned.
+    item = stock(ledger, mug)
+    assert (item.on_hand, item.reserved, item.sold, item.returned) == (0, 2, 0, 0)
 
 
 def test_concurrent_sales_of_one_product_all_land(ledger: Ledger, db: Db) -> None:
@@ -461,10 +472,12 @@ def test_concurrent_sales_of_one_product_all_land(ledger: Ledger, db: Db) -> Non
     assert item.sold == 2 * sum(quantities)
     assert item.on_hand == 1000 - 2 * sum(quantities)
     rows = db.events(item.id)
-    assert [r.originator_version for r in rows] == list(range(1, 2 * len(quantities) + 3))
-    sold = [r for r in rows if r.topic == "posledger.StockSold"]
+    # Created, received, then each sale's reservation and its sale.
+    assert [r.originator_version for r in rows] == list(range(1, 4 * len(quantities) + 3))
+    sold = [r for r in rows if r.topic == "posledger.StockSoldFromReservation"]
     assert sorted(r.state["sale_id"] for r in sold) == sorted(all_sales)
     assert sorted(r.state["quantity"] for r in sold) == sorted(quantities * 2)
+    assert (item.reserved, item.reservations) == (0, {})
 
 
 def test_concurrent_sales_with_expected_versions_are_not_blocked_by_stock(
@@ -494,7 +507,7 @@ def test_concurrent_sales_with_expected_versions_are_not_blocked_by_stock(
     assert failures(outcomes) == []
     assert [r.sale.version for r in successes(outcomes)] == [v + 2 for _, _, v in pending]
     assert stock(ledger, mug).sold == 8
-    assert topic_count(db, "posledger.StockSold") == 8
+    assert topic_count(db, "posledger.StockSoldFromReservation") == 8
     # The sale's own version still counts: a stale one is refused, moving nothing.
     sale_id = str(new_sale(ledger, catalog_line("MUG-1", 1)).sale.id)
     payment_id = request_full_payment(ledger, sale_id)

@@ -117,6 +117,7 @@ class NewSale:
     customer: int | None
     location: int
     currency: str
+    channel: c.Channel = c.Channel.IN_STORE
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ Op = (
 
 SALE_ACTIONS = (
     "add_line remove_line attach pay pay_approve pay_approve approve decline cancel_payment"
-    " refund refund cancel"
+    " late_approve refund refund cancel"
 ).split()
 index = st.integers(0, 2) | st.integers(0, 50)  # mostly one of the newest few
 sale_actions = st.builds(
@@ -166,6 +167,7 @@ new_sales = st.builds(
     st.none() | index,
     st.integers(0, 1),
     st.sampled_from(["USD", "USD", "EUR"]),
+    st.sampled_from([c.Channel.IN_STORE, c.Channel.ONLINE, c.Channel.MARKETPLACE, c.Channel.PHONE]),
 )
 new_products = st.builds(NewProduct, st.integers(0, 5000), st.sampled_from([0, 80_000, 200_000]))
 stock_moves = st.builds(
@@ -209,6 +211,8 @@ class World:
         self.customers: list[str] = []
         self.sales: list[str] = []
         self.imports = 0
+        # Every approval the ledger accepted: payment id -> (sale id, approved amount, tip).
+        self.approvals: dict[str, tuple[str, int, int]] = {}
 
     def pick(self, items: list[str], i: int | None) -> str | None:
         """The i-th newest item: small indexes (the likeliest) keep working on one sale."""
@@ -247,7 +251,7 @@ class World:
             case NewSale():
                 sale_cmd = c.CreateSale(
                     location_id=LOCATIONS[op.location],
-                    channel=c.Channel.IN_STORE,
+                    channel=op.channel,
                     currency_code=op.currency,
                     line_items=tuple(self._line(p, q) for p, q in op.lines),
                     customer_id=self.pick(self.customers, op.customer) or "",
@@ -293,6 +297,7 @@ class World:
         led = self.ledger
         sale: Sale = led.get_sale(MERCHANT_A, sale_id)
         pending = [p for p in sale.payments.values() if p.status is PaymentStatus.PENDING]
+        canceled = [p for p in sale.payments.values() if p.status is PaymentStatus.CANCELED]
         approved = [p for p in sale.payments.values() if p.refundable > 0]
         match op.kind:
             case "add_line":
@@ -309,7 +314,7 @@ class World:
                 cmd = request_payment_cmd(sale_id, amount)
                 payment_id = led.request_payment(ctx(), cmd).ids["payment_id"]
                 if op.kind == "pay_approve":
-                    led.record_payment_result(ctx(), _approval(sale_id, payment_id))
+                    self._approve(_approval(sale_id, payment_id))
             case "approve" if pending:
                 result = c.RecordPaymentResult(
                     sale_id=sale_id,
@@ -320,7 +325,9 @@ class World:
                     auth_code="OK",
                     tip_amount=op.arg if op.restock else 0,
                 )
-                led.record_payment_result(ctx(), result)
+                self._approve(result)
+            case "late_approve" if canceled:
+                self._approve(_approval(sale_id, canceled[0].id))
             case "decline" if pending:
                 result = c.RecordPaymentResult(
                     sale_id=sale_id,
@@ -343,6 +350,11 @@ class World:
                 led.cancel_sale(ctx(), c.CancelSale(sale_id, "walked out"))
             case _:
                 pass
+
+    def _approve(self, result: c.RecordPaymentResult) -> None:
+        outcome = self.ledger.record_payment_result(ctx(), result)
+        payment = outcome.sale.payment(result.payment_id)
+        self.approvals[payment.id] = (result.sale_id, payment.approved_amount, payment.tip_amount)
 
     def _import(self, op: Import) -> None:
         lines = []
@@ -405,6 +417,44 @@ def test_views_equal_a_rebuild_and_the_domain(
         assert_catalog_matches_domain(ledger, projections, MERCHANT_A, world.products)
         assert_customers_match_domain(ledger, projections, MERCHANT_A, world.customers, sales)
         assert_rebuild_matches(projections)
+        assert_reservations_hold(ledger, world)
+        # Every approval ever reported is in the ledger, paying the sale or owed back.
+        for payment_id, (sale_id, approved, tip) in world.approvals.items():
+            payment = ledger.get_sale(MERCHANT_A, sale_id).payment(payment_id)
+            assert payment.status in (PaymentStatus.APPROVED, PaymentStatus.APPROVED_AFTER_CANCEL)
+            assert (payment.approved_amount, payment.tip_amount) == (approved, tip)
+
+
+def assert_reservations_hold(ledger: Ledger, world: World) -> None:
+    """Reserved is what open sales hold; no sale of a channel that must not oversell ever
+    reserved more than was available; on-hand is the sum of the item's movements."""
+    sales = {sid: ledger.get_sale(MERCHANT_A, sid) for sid in world.sales}
+    for product_id in world.products:
+        for location in LOCATIONS:
+            item = ledger.get_stock_item(MERCHANT_A, product_id, location)
+            if item is None:
+                continue
+            held = {
+                sid: sale.reservation()[product_id]
+                for sid, sale in sales.items()
+                if sale.location_id == location and sale.reservation()[product_id]
+            }
+            assert item.reservations == held, f"{product_id} at {location}"
+            assert item.reserved == sum(held.values())
+            level = inv.StockLevel()
+            for event in ledger.events.get(item.id):
+                if isinstance(event, StockItem.Reserved):
+                    sale = sales.get(event.sale_id)
+                    if sale is not None and not sale.may_oversell:
+                        assert event.short == 0
+                        assert level.available >= event.quantity
+                if not isinstance(event, StockItem.Created):
+                    level.move(event)
+            assert level.values() == inv.StockLevel.of(vars(item)).values()
+            assert item.on_hand == (
+                item.received + item.returned + item.adjusted + item.transferred_in
+                - item.sold - item.transferred_out + item.count_variance
+            )  # fmt: skip
 
 
 def test_a_refund_counts_for_the_customer_the_sale_named_then(

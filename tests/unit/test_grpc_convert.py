@@ -566,6 +566,23 @@ def test_a_status_quoting_a_huge_input_stays_small_enough_to_send() -> None:
     assert missing.message.startswith("webhook xxx")
 
 
+def test_a_refusal_naming_lines_is_failed_precondition_with_field_violations() -> None:
+    error = RuleViolated(
+        "not enough stock",
+        reason="INSUFFICIENT_STOCK",
+        violations=[FieldViolation("line_items[1]", "2 available", "INSUFFICIENT_STOCK")],
+    )
+    status = domain_status(error)
+    assert status.code == code_pb2.FAILED_PRECONDITION
+    info, rest = _details(status)
+    assert info.reason == "INSUFFICIENT_STOCK"
+    (bad_request,) = rest
+    assert isinstance(bad_request, error_details_pb2.BadRequest)
+    assert [(v.field, v.reason) for v in bad_request.field_violations] == [
+        ("line_items[1]", "INSUFFICIENT_STOCK")
+    ]
+
+
 def test_validation_error_status_end_to_end() -> None:
     request = pb.RequestPaymentRequest(
         sale_id=SALE_ID,

@@ -21,6 +21,7 @@ from ledger.domain.commands import (
     LineItemInput,
     Outcome,
     RecordPaymentResult,
+    RestockItem,
     Tender,
 )
 from ledger.domain.errors import DomainError, NotFound, RuleViolated
@@ -657,14 +658,90 @@ def test_app_agreeing_that_a_merchant_canceled_payment_was_canceled_records_noth
     assert recorded(sale) == []
 
 
-def test_approval_after_the_merchant_canceled_is_refused() -> None:
-    sale = given_sale(MUG)
-    payment_id = given_payment(sale, 980)
-    sale.cancel_payment(payment_id, "gave up")
+def given_canceled_payment(sale: Sale, amount: int, by_app: bool = False) -> str:
+    payment_id = given_payment(sale, amount)
+    if by_app:
+        sale.record_payment_result(result(sale, payment_id, Outcome.CANCELED, tender=None))
+    else:
+        sale.cancel_payment(payment_id, "gave up")
     sale.collect_events()
+    return payment_id
+
+
+@pytest.mark.parametrize("by_app", [False, True], ids=["merchant", "app"])
+def test_an_approval_after_a_cancel_is_recorded_and_owed_back(by_app: bool) -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980, by_app)
+
+    sale.record_payment_result(result(sale, payment_id, tip_amount=20))
+
+    assert recorded(sale) == ["PaymentApprovedAfterCancel"]
+    payment = sale.payment(payment_id)
+    assert payment.status is PaymentStatus.APPROVED_AFTER_CANCEL
+    assert (payment.approved_amount, payment.tip_amount, payment.owed_amount) == (980, 20, 1000)
+    # It does not pay the sale: the sale is still due in full, and owes the money back.
+    assert (sale.paid_total, sale.tip_total, sale.amount_due, sale.owed_total) == (0, 0, 980, 1000)
+    assert status(sale) is SaleStatus.OPEN
+
+
+def test_a_late_approval_reported_again_records_nothing_and_another_is_refused() -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980)
+    sale.record_payment_result(result(sale, payment_id))
+    sale.collect_events()
+
+    sale.record_payment_result(result(sale, payment_id))
+    assert recorded(sale) == []
     with pytest.raises(DomainError) as error:
-        sale.record_payment_result(result(sale, payment_id))
+        sale.record_payment_result(result(sale, payment_id, auth_code="OTHER"))
     refused(error, RuleViolated, "PAYMENT_ALREADY_RESOLVED")
+    with pytest.raises(DomainError) as declined:
+        sale.record_payment_result(result(sale, payment_id, Outcome.DECLINED))
+    refused(declined, RuleViolated, "PAYMENT_ALREADY_RESOLVED")
+
+
+def test_a_late_approval_is_checked_like_any_approval() -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980)
+    with pytest.raises(DomainError) as error:
+        sale.record_payment_result(result(sale, payment_id, approved_amount=981))
+    refused(error, RuleViolated, "APPROVED_AMOUNT_EXCEEDS_REQUESTED")
+
+
+def test_a_refund_closes_what_a_late_approval_owes() -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980)
+    sale.record_payment_result(result(sale, payment_id, tip_amount=20))
+    given_approved(sale, 980)  # the customer paid again, and the sale completed
+    assert status(sale) is SaleStatus.COMPLETED
+
+    with pytest.raises(DomainError) as too_much:
+        sale.refund_payment(payment_id, 1001, "double charge", "rf-1")
+    refused(too_much, RuleViolated, "REFUND_EXCEEDS_REFUNDABLE")
+    sale.refund_payment(payment_id, 600, "double charge", "rf-1")
+    assert sale.owed_total == 400
+    sale.refund_payment(payment_id, 400, "double charge", "rf-2")
+
+    assert sale.owed_total == 0
+    # Giving back a late approval is no refund of the sale: it stays completed, fully paid.
+    assert (status(sale), sale.paid_total, sale.refunded_total) == (SaleStatus.COMPLETED, 980, 0)
+
+
+def test_a_late_approval_returns_nothing_to_stock() -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980)
+    sale.record_payment_result(result(sale, payment_id))
+    with pytest.raises(DomainError) as error:
+        sale.refund_payment(payment_id, 980, "", "", (RestockItem(sale.line_items[0].line_id, 1),))
+    refused(error, RuleViolated, "LINE_NOT_SOLD")
+
+
+def test_a_late_approval_on_a_canceled_sale_is_recorded() -> None:
+    sale = given_sale(MUG)
+    payment_id = given_canceled_payment(sale, 980)
+    sale.cancel("customer left")
+    sale.record_payment_result(result(sale, payment_id))
+    assert (status(sale), sale.owed_total) == (SaleStatus.CANCELED, 980)
 
 
 # ---- refunds ---------------------------------------------------------------------------------

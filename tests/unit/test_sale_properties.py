@@ -284,12 +284,26 @@ def check_invariants(sale: Sale, step_events: list[str], all_events: list[str]) 
     for line in sale.line_items:
         assert 0 <= line.discount <= line.gross_amount
         assert line.total_amount == line.gross_amount - line.discount + line.tax_amount
+    late = [p for p in sale.payments.values() if p.is_late]
     for payment in sale.payments.values():
+        if payment.is_late:  # approved after a cancel: all it took goes back
+            assert 0 <= payment.refunded_amount <= payment.approved_amount + payment.tip_amount
+            assert payment.approved_amount <= payment.amount
+            continue
         assert 0 <= payment.refunded_amount <= payment.approved_amount <= payment.amount
         if payment.status is not PaymentStatus.APPROVED:
             assert payment.approved_amount == payment.refunded_amount == 0
-    assert sale.refunded_total == sum(p.refunded_amount for p in sale.payments.values())
-    assert sum(r.amount for r in sale.refunds) == sale.refunded_total
+    assert sale.refunded_total == sum(
+        p.refunded_amount for p in sale.payments.values() if not p.is_late
+    )
+    assert sum(r.amount for r in sale.refunds) == sale.refunded_total + sum(
+        p.refunded_amount for p in late
+    )
+    # Money taken is never missing: what paid the sale, or what is owed back or was returned.
+    assert sale.owed_total == sum(
+        p.approved_amount + p.tip_amount - p.refunded_amount for p in late
+    )
+    assert sale.owed_total >= 0
 
     if sale.status is SaleStatus.OPEN:
         assert net_paid(sale) + sale.pending_total + sale.amount_due == sale.total
@@ -311,12 +325,14 @@ def check_invariants(sale: Sale, step_events: list[str], all_events: list[str]) 
         assert net_paid(sale) == 0
         assert not sale.is_completed
 
-    # Once settled, a sale only ever records refunds.
+    # Once settled, a sale only ever records refunds, and approvals that come after their
+    # payment was canceled (money taken is always recorded).
+    settled = {"PaymentRefunded", "PaymentApprovedAfterCancel"}
     if "Completed" in all_events:
         after = all_events[all_events.index("Completed") + 1 :]
-        assert set(after) <= {"PaymentRefunded"}
+        assert set(after) <= settled
     if "Canceled" in all_events:
-        assert all_events[-1] == "Canceled"
+        assert set(all_events[all_events.index("Canceled") + 1 :]) <= settled
 
 
 DERIVED = (
@@ -334,6 +350,7 @@ DERIVED = (
     "pending_total",
     "committed_total",
     "amount_due",
+    "owed_total",
 )
 
 
