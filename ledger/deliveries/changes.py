@@ -106,7 +106,14 @@ def _change(
 
 def _sale_changes(position: int, event: Any, sale: Sale) -> list[Change]:
     match event:
-        case Sale.PaymentApproved() | Sale.PaymentNotApproved() | Sale.PaymentCanceled():
+        case (
+            Sale.PaymentApproved()
+            | Sale.PaymentNotApproved()
+            | Sale.PaymentCanceled()
+            | Sale.PaymentApprovedAfterCancel()
+        ):
+            # An approval after a cancel says so (`approved_after_cancel`, with what is
+            # owed back): the app must refund or otherwise settle it.
             payment = sale.payments[event.payment_id]
             return [_payment_change(position, event, sale, payment, payment.status.value, {})]
         case Sale.PaymentRefunded():
@@ -146,6 +153,7 @@ def _payment_change(
         "approved_amount": payment.approved_amount,
         "tip_amount": payment.tip_amount,
         "refunded_amount": payment.refunded_amount,
+        "owed_amount": payment.owed_amount,
         "currency_code": payment.currency_code,
         "tender": payment.tender,
         "card": payment.card,  # brand, last 4 and entry method only
@@ -217,7 +225,12 @@ _STOCK_REASONS: dict[type, str] = {
     StockItem.TransferredIn: "transferred_in",
     StockItem.Sold: "sold",
     StockItem.Returned: "returned",
+    StockItem.Reserved: "reserved",
+    StockItem.ReservationReleased: "reservation_released",
+    StockItem.SoldFromReservation: "sold",
 }
+# The events of each kind of change: the outbox reads their topics (ledger/deliveries/outbox.py).
+STOCK_EVENTS: tuple[type, ...] = tuple(_STOCK_REASONS)
 
 
 def _stock_changes(position: int, event: Any, item: StockItem, sku_of: SkuOf) -> list[Change]:
@@ -230,8 +243,8 @@ def _stock_changes(position: int, event: Any, item: StockItem, sku_of: SkuOf) ->
         "location_id": item.location_id,
         "reason": reason,
         "on_hand": item.on_hand,
-        # What can still be sold. Equal to on-hand until reservations hold units back.
-        "available": item.on_hand,
+        "reserved": item.reserved,  # promised to open sales
+        "available": item.available,  # what can still be sold: on-hand less reserved
     }
     return [_change(Kind.STOCK_CHANGED, position, event, item, data)]
 

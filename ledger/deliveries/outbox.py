@@ -22,45 +22,39 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.deliveries.changes import Change, Kind, changes_of
+from ledger.deliveries.changes import STOCK_EVENTS, Change, Kind, changes_of
 from ledger.deliveries.store import DeliveryStore
+from ledger.domain.customer import Customer
 from ledger.domain.product import Product
+from ledger.domain.sale import Sale
 from projections.view import Event, View
 
 DELIVERY_NAMESPACE = uuid.UUID("3f5b9a4e-8c1d-4f2a-b6e7-0d9c8b7a6f51")
 
-PAYMENT_TOPICS = (
-    "posledger.PaymentApproved",
-    "posledger.PaymentNotApproved",
-    "posledger.PaymentCanceled",
-    "posledger.PaymentRefunded",
+PAYMENT_EVENTS: tuple[type, ...] = (
+    Sale.PaymentApproved,
+    Sale.PaymentApprovedAfterCancel,
+    Sale.PaymentNotApproved,
+    Sale.PaymentCanceled,
 )
+
+
+def _topics(events: tuple[type, ...], *kinds: Kind) -> dict[str, frozenset[Kind]]:
+    return {event.TOPIC: frozenset(kinds) for event in events}  # type: ignore[attr-defined]
+
+
 # Each topic, and the kinds of change it can make (a topic none subscribes to is skipped).
+# Topics come from the event classes, so a renamed or new event cannot be missed silently.
 TOPIC_KINDS: dict[str, frozenset[Kind]] = {
-    **{t: frozenset({Kind.PAYMENT_RESOLVED}) for t in PAYMENT_TOPICS},
-    "posledger.PaymentRefunded": frozenset({Kind.PAYMENT_RESOLVED, Kind.ORDER_REFUNDED}),
-    "posledger.SaleCompleted": frozenset({Kind.ORDER_COMPLETED}),
-    "posledger.SaleCanceled": frozenset({Kind.ORDER_CANCELED}),
-    **{
-        f"posledger.Stock{name}": frozenset({Kind.STOCK_CHANGED})
-        for name in (
-            "Received",
-            "Adjusted",
-            "Counted",
-            "TransferredOut",
-            "TransferredIn",
-            "Sold",
-            "Returned",
-        )
-    },
-    **{
-        t: frozenset({Kind.PRODUCT_CHANGED})
-        for t in ("posledger.ProductCreated", "posledger.ProductUpdated")
-    },
-    "posledger.ProductDiscontinued": frozenset({Kind.PRODUCT_CHANGED}),
-    "posledger.CustomerCreated": frozenset({Kind.CUSTOMER_CREATED}),
-    "posledger.CustomerUpdated": frozenset({Kind.CUSTOMER_CHANGED}),
-    "posledger.CustomerMarketingConsentChanged": frozenset({Kind.CUSTOMER_CONSENT_CHANGED}),
+    **_topics(PAYMENT_EVENTS, Kind.PAYMENT_RESOLVED),
+    **_topics((Sale.PaymentRefunded,), Kind.PAYMENT_RESOLVED, Kind.ORDER_REFUNDED),
+    **_topics((Sale.Completed,), Kind.ORDER_COMPLETED),
+    **_topics((Sale.Canceled,), Kind.ORDER_CANCELED),
+    **_topics(STOCK_EVENTS, Kind.STOCK_CHANGED),
+    **_topics((Product.Created, Product.Updated, Product.Discontinued), Kind.PRODUCT_CHANGED),
+    **_topics((Customer.Created,), Kind.CUSTOMER_CREATED),
+    **_topics((Customer.Updated,), Kind.CUSTOMER_CHANGED),
+    **_topics((Customer.ConsentChanged,), Kind.CUSTOMER_CONSENT_CHANGED),
 }
 
 

@@ -13,6 +13,7 @@ from uuid import UUID
 
 from eventsourcing.domain import CanMutateAggregate
 from eventsourcing.persistence import DatetimeAsISO, DecimalAsStr, JSONTranscoder, Mapper, UUIDAsHex
+from eventsourcing.utils import get_topic
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -127,6 +128,7 @@ def test_approved_payment_gives_its_result_owed_to_the_callback_then_the_order_c
         "approved_amount": 1000,
         "tip_amount": 0,
         "refunded_amount": 0,
+        "owed_amount": 0,
         "currency_code": "EUR",
         "tender": "card",
         "card": {"brand": "visa", "last4": "4242", "entry_method": "dipped"},
@@ -172,6 +174,18 @@ def test_merchant_cancel_of_a_pending_payment_resolves_it_as_canceled_with_the_r
     (got,) = changes(sale.collect_events())
     assert got.data["outcome"] == "canceled"
     assert got.data["cancel_reason"] == "customer left"
+
+
+def test_an_approval_after_a_cancel_is_delivered_as_owed_back() -> None:
+    sale = new_sale()
+    payment_id = request(sale)
+    sale.cancel_payment(payment_id, "terminal timed out")
+    approve(sale, payment_id)  # the terminal took the money after all
+    canceled, late = changes(sale.collect_events())
+    assert canceled.data["outcome"] == "canceled"
+    assert late.kind is Kind.PAYMENT_RESOLVED
+    assert late.callback_url == "https://pos.example.com/cb"
+    assert (late.data["outcome"], late.data["owed_amount"]) == ("approved_after_cancel", 1000)
 
 
 def test_refund_resolves_the_payment_as_refunded_and_refunds_the_order() -> None:
@@ -229,6 +243,44 @@ def test_stock_changes_carry_sku_location_and_resulting_levels() -> None:
         (PRODUCT, "MUG-01", "store-1")
     }
     assert {c.merchant_id for c in got} == {MERCHANT}
+
+
+def test_stock_changes_report_what_is_reserved_and_still_available() -> None:
+    item = StockItem.open(MERCHANT, PRODUCT, "store-1")
+    item.receive(10, "po-1", "")
+    item.reserve("sale-1", 4, may_oversell=False)
+    item.reserve("sale-2", 1, may_oversell=False)
+    item.release("sale-2", 1, "payment declined")
+    item.record_sale("sale-1", 4)
+    got = changes(item.collect_events())
+    assert [
+        (c.data["reason"], c.data["on_hand"], c.data["reserved"], c.data["available"]) for c in got
+    ] == [
+        ("received", 10, 0, 10),
+        ("reserved", 10, 4, 6),
+        ("reserved", 10, 5, 5),
+        ("reservation_released", 10, 4, 6),
+        ("sold", 6, 0, 6),
+    ]
+
+
+def test_the_outbox_reads_every_event_a_change_is_made_of() -> None:
+    # Topics come from the event classes: each is a real event's, and every event that
+    # makes a change is read (a sample of a history of each aggregate kind).
+    from ledger.deliveries.outbox import TOPIC_KINDS
+
+    sale = new_sale()
+    payment_id = request(sale)
+    sale.cancel_payment(payment_id, "")
+    approve(sale, payment_id)
+    item = StockItem.open(MERCHANT, PRODUCT, "store-1")
+    item.receive(5, "", "")
+    item.reserve("s", 1, may_oversell=False)
+    item.release("s", 1, "")
+    for history in (sale.collect_events(), item.collect_events()):
+        made = {get_topic(type(history[c.position - 1])) for c in changes(history)}
+        assert made, "the sample makes changes"
+        assert made <= set(TOPIC_KINDS)
 
 
 def test_product_changes_carry_the_whole_product() -> None:
