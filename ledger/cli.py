@@ -192,12 +192,14 @@ def serve(
     views = projections_for(ledger) if projections else None
     if views is not None:
         server.watch_views(views.state)
+    outbound = Deliveries(ledger) if deliveries else None
     endpoint = None
     if metrics_port is not None:
-        collector = LedgerCollector(ledger, views, views.state if views is not None else None)
+        collector = LedgerCollector(
+            ledger, views, views.state if views is not None else None, Deliveries(ledger)
+        )
         index = int(os.environ.get("POSLEDGER_PROCESS_INDEX", "0"))
         endpoint = MetricsEndpoint.start(collector, metrics_host, metrics_port + index)
-    outbound = Deliveries(ledger) if deliveries else None
     with (
         views.running() if views is not None else nullcontext(),
         outbound.running() if outbound is not None else nullcontext(),

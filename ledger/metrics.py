@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from ledger.application import Ledger
+    from ledger.deliveries.worker import Deliveries
     from projections.runner import Projections, RunnerState
 
 log = structlog.get_logger("posledger.metrics")
@@ -97,10 +98,12 @@ class LedgerCollector(Collector):
         ledger: Ledger,
         projections: Projections | None = None,
         runner: RunnerState | None = None,
+        deliveries: Deliveries | None = None,
     ) -> None:
         self.ledger = ledger
         self.projections = projections
         self.runner = runner
+        self.deliveries = deliveries
 
     def collect(self) -> Iterator[Metric]:
         yield from self._writer()
@@ -112,6 +115,8 @@ class LedgerCollector(Collector):
             yield from self._views()
         with contextlib.suppress(psycopg.Error):
             yield from self._chain()
+        with contextlib.suppress(psycopg.Error):
+            yield from self._deliveries()
 
     def _store_up(self) -> float:
         gate = getattr(self.ledger, "store_gate", None)
@@ -222,6 +227,43 @@ class LedgerCollector(Collector):
             "posledger_chain_head_position",
             "The last log position the audit hash chain covers.",
             head.position,
+        )
+
+    def _deliveries(self) -> Iterator[Metric]:
+        if self.deliveries is None:
+            return
+        status = self.deliveries.status()
+        by_status = GaugeMetricFamily(
+            "posledger_deliveries",
+            "Deliveries (callbacks and webhooks) by status: pending, delivered, failed, gone, "
+            "refused.",
+            labels=["status"],
+        )
+        for name in ("pending", "delivered", "failed", "gone", "refused"):
+            by_status.add_metric([name], status["counts"].get(name, 0))
+        yield by_status
+        backlog = status["backlog"]
+        yield _gauge(
+            "posledger_deliveries_due", "Pending deliveries due now.", backlog.get("due") or 0
+        )
+        yield _gauge(
+            "posledger_deliveries_retrying",
+            "Pending deliveries that failed at least once.",
+            backlog.get("retrying") or 0,
+        )
+        yield _gauge(
+            "posledger_deliveries_oldest_pending_seconds",
+            "Age of the oldest pending delivery (0 when none).",
+            backlog.get("oldest_seconds") or 0.0,
+        )
+        outbox = status["outbox"]
+        yield _gauge(
+            "posledger_outbox_position", "Last log position the outbox read.", outbox["position"]
+        )
+        yield _gauge(
+            "posledger_outbox_lag_events",
+            "Events after the outbox's position that may owe a delivery.",
+            outbox["lag_events"],
         )
 
 

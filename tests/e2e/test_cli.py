@@ -422,6 +422,9 @@ def test_serve_exports_metrics_for_rpcs_the_writer_the_views_and_the_chain(
         assert scraped[("posledger_views_runner_state", (("state", "running"),))] == 1
         assert scraped[("posledger_view_position", (("view", "orders"),))] >= sale.position
         assert scraped[("posledger_chain_head_position", ())] >= sale.position
+        assert scraped[("posledger_deliveries", (("status", "pending"),))] == 0  # nothing owed
+        assert scraped[("posledger_deliveries_due", ())] == 0
+        assert ("posledger_outbox_lag_events", ()) in scraped
         assert serve.terminate() == 0
     finally:
         serve.kill()
