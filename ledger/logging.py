@@ -30,7 +30,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     """JSON lines for our loggers and the libraries' (psycopg, grpc, eventsourcing) alike.
 
     Whatever is bound to the call's context (method, merchant, request id; see
-    ledger/grpc/interceptors.py) is merged into every line logged while it is served.
+    ledger/grpc/interceptors/call_log.py) is merged into every line logged while it is served.
     """
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,

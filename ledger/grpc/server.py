@@ -19,7 +19,7 @@ from ledger.deliveries.worker import Deliveries
 from ledger.grpc.audit import AuditServicer
 from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
-from ledger.grpc.interceptors import LedgerInterceptor
+from ledger.grpc.interceptors import ledger_interceptors
 from ledger.grpc.inventory import InventoryServicer
 from ledger.grpc.resources import Resources
 from ledger.grpc.sales import SalesServicer
@@ -210,7 +210,7 @@ def create_server(
         futures.ThreadPoolExecutor(
             max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
         ),
-        interceptors=[LedgerInterceptor(authenticator, ledger.store_gate)],
+        interceptors=ledger_interceptors(authenticator, ledger.store_gate),
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     if reads is None:
