@@ -92,6 +92,7 @@ RPC_PERMISSIONS: dict[str, Permission] = {
     "/ledger.v1.CatalogService/CreateProduct": P.CATALOG_WRITE,
     "/ledger.v1.CatalogService/UpdateProduct": P.CATALOG_WRITE,
     "/ledger.v1.CatalogService/DiscontinueProduct": P.CATALOG_WRITE,
+    "/ledger.v1.CatalogService/ReactivateProduct": P.CATALOG_WRITE,
     "/ledger.v1.CatalogService/GetProduct": P.CATALOG_READ,
     "/ledger.v1.CatalogService/ListProducts": P.CATALOG_READ,
     "/ledger.v1.CustomerService/CreateCustomer": P.CUSTOMERS_WRITE,

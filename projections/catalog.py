@@ -48,7 +48,7 @@ UPSERT = """
 
 class CatalogView(View):
     name = "catalog"
-    handles = (Product.Created, Product.Updated, Product.Discontinued)
+    handles = (Product.Created, Product.Updated, Product.Discontinued, Product.Reactivated)
     ignores = (Sale, StockItem, Customer, ExternalIdClaim)
     ddl = DDL
     tables = ("products",)

@@ -46,6 +46,17 @@ class CatalogCommands(LedgerBase):
 
         return self._execute(ctx, cmd, decide)
 
+    def reactivate_product(self, ctx: Context, cmd: d.ReactivateProduct) -> Outcome:
+        d.validate_product_command(cmd)
+
+        def decide() -> Decision:
+            product = self._load(Product, ctx.merchant_id, cmd.product_id, "PRODUCT_NOT_FOUND")
+            self._check_version(ctx, product)
+            product.reactivate(cmd.reason)
+            return [product], {}
+
+        return self._execute(ctx, cmd, decide)
+
     def get_product(self, merchant_id: str, product_id: str) -> Product:
         checks = Checks()
         checks.uuid("product_id", product_id)

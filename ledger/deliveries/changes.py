@@ -252,6 +252,7 @@ def _stock_changes(position: int, event: Any, item: StockItem, sku_of: SkuOf) ->
 _PRODUCT_CHANGES: dict[type, str] = {
     Product.Created: "created",
     Product.Discontinued: "discontinued",
+    Product.Reactivated: "reactivated",
 }
 _CUSTOMER_KINDS: dict[type, Kind] = {
     Customer.Created: Kind.CUSTOMER_CREATED,

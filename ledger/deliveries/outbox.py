@@ -51,7 +51,10 @@ TOPIC_KINDS: dict[str, frozenset[Kind]] = {
     **_topics((Sale.Completed,), Kind.ORDER_COMPLETED),
     **_topics((Sale.Canceled,), Kind.ORDER_CANCELED),
     **_topics(STOCK_EVENTS, Kind.STOCK_CHANGED),
-    **_topics((Product.Created, Product.Updated, Product.Discontinued), Kind.PRODUCT_CHANGED),
+    **_topics(
+        (Product.Created, Product.Updated, Product.Discontinued, Product.Reactivated),
+        Kind.PRODUCT_CHANGED,
+    ),
     **_topics((Customer.Created,), Kind.CUSTOMER_CREATED),
     **_topics((Customer.Updated,), Kind.CUSTOMER_CHANGED),
     **_topics((Customer.ConsentChanged,), Kind.CUSTOMER_CONSENT_CHANGED),

@@ -51,6 +51,12 @@ class DiscontinueProduct:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class ReactivateProduct:
+    product_id: str
+    reason: str = ""
+
+
 def _check_fields(checks: Checks, fields: dict[str, Any], prefix: str = "") -> None:
     if "name" in fields:
         checks.text(f"{prefix}name", fields["name"], max_len=200, required=True)
@@ -68,7 +74,9 @@ def _check_fields(checks: Checks, fields: dict[str, Any], prefix: str = "") -> N
         checks.text(f"{prefix}category", fields["category"], max_len=100)
 
 
-def validate_product_command(command: CreateProduct | UpdateProduct | DiscontinueProduct) -> None:
+def validate_product_command(
+    command: CreateProduct | UpdateProduct | DiscontinueProduct | ReactivateProduct,
+) -> None:
     checks = Checks()
     match command:
         case CreateProduct():
@@ -78,7 +86,7 @@ def validate_product_command(command: CreateProduct | UpdateProduct | Discontinu
             checks.uuid("product_id", command.product_id)
             checks.update_mask([name for name, _ in command.changes], UPDATABLE_FIELDS)
             _check_fields(checks, dict(command.changes), prefix="product.")
-        case DiscontinueProduct():
+        case DiscontinueProduct() | ReactivateProduct():
             checks.uuid("product_id", command.product_id)
             checks.text("reason", command.reason, max_len=500)
     checks.raise_if_any()
@@ -109,6 +117,10 @@ class Product(CheapCopy, Aggregate):
 
     class Discontinued(Event):
         TOPIC = "posledger.ProductDiscontinued"
+        reason: str
+
+    class Reactivated(Event):
+        TOPIC = "posledger.ProductReactivated"
         reason: str
 
     def __init__(
@@ -158,6 +170,11 @@ class Product(CheapCopy, Aggregate):
         if not self.is_discontinued:
             self.trigger_event(self.Discontinued, reason=reason)
 
+    def reactivate(self, reason: str) -> None:
+        """Sold again, with the price and fields it had (an active product stays as it is)."""
+        if self.is_discontinued:
+            self.trigger_event(self.Reactivated, reason=reason)
+
     def check_active(self) -> None:
         if self.is_discontinued:
             raise RuleViolated(
@@ -181,3 +198,8 @@ class Product(CheapCopy, Aggregate):
     def _discontinued(self, event: Discontinued) -> None:
         self.is_discontinued = True
         self.discontinue_reason = event.reason
+
+    @when.register(Reactivated)
+    def _reactivated(self, event: Reactivated) -> None:
+        self.is_discontinued = False
+        self.discontinue_reason = ""

@@ -113,6 +113,15 @@ class CatalogServicer(catalog_pb2_grpc.CatalogServiceServicer):
             product=product_message(outcome.aggregate), position=outcome.position
         )
 
+    def ReactivateProduct(
+        self, request: pb.ReactivateProductRequest, context: grpc.ServicerContext
+    ) -> pb.ReactivateProductResponse:
+        cmd = d.ReactivateProduct(product_id=request.product_id, reason=request.reason)
+        outcome = self.ledger.reactivate_product(command_context(request), cmd)
+        return pb.ReactivateProductResponse(
+            product=product_message(outcome.aggregate), position=outcome.position
+        )
+
     def GetProduct(
         self, request: pb.GetProductRequest, context: grpc.ServicerContext
     ) -> pb.GetProductResponse:

@@ -51,6 +51,11 @@ class CatalogServiceStub:
                 request_serializer=ledger_dot_v1_dot_catalog__pb2.DiscontinueProductRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_catalog__pb2.DiscontinueProductResponse.FromString,
                 _registered_method=True)
+        self.ReactivateProduct = channel.unary_unary(
+                '/ledger.v1.CatalogService/ReactivateProduct',
+                request_serializer=ledger_dot_v1_dot_catalog__pb2.ReactivateProductRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_catalog__pb2.ReactivateProductResponse.FromString,
+                _registered_method=True)
         self.GetProduct = channel.unary_unary(
                 '/ledger.v1.CatalogService/GetProduct',
                 request_serializer=ledger_dot_v1_dot_catalog__pb2.GetProductRequest.SerializeToString,
@@ -89,6 +94,14 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReactivateProduct(self, request, context):
+        """Sells a discontinued product again, as it was (reactivating an active one changes
+        nothing and answers it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetProduct(self, request, context):
         """One product, by id or by sku.
         """
@@ -120,6 +133,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.DiscontinueProduct,
                     request_deserializer=ledger_dot_v1_dot_catalog__pb2.DiscontinueProductRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_catalog__pb2.DiscontinueProductResponse.SerializeToString,
+            ),
+            'ReactivateProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReactivateProduct,
+                    request_deserializer=ledger_dot_v1_dot_catalog__pb2.ReactivateProductRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_catalog__pb2.ReactivateProductResponse.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
@@ -215,6 +233,33 @@ class CatalogService:
             '/ledger.v1.CatalogService/DiscontinueProduct',
             ledger_dot_v1_dot_catalog__pb2.DiscontinueProductRequest.SerializeToString,
             ledger_dot_v1_dot_catalog__pb2.DiscontinueProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReactivateProduct(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CatalogService/ReactivateProduct',
+            ledger_dot_v1_dot_catalog__pb2.ReactivateProductRequest.SerializeToString,
+            ledger_dot_v1_dot_catalog__pb2.ReactivateProductResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,10 @@ class CatalogServiceStub:
     """Changes the fields named in `update_mask`."""
     DiscontinueProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.DiscontinueProductRequest, _catalog_pb2.DiscontinueProductResponse]
     """Stops selling a product: sales can no longer name its sku."""
+    ReactivateProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ReactivateProductRequest, _catalog_pb2.ReactivateProductResponse]
+    """Sells a discontinued product again, as it was (reactivating an active one changes
+    nothing and answers it).
+    """
     GetProduct: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.GetProductResponse]
     """One product, by id or by sku."""
     ListProducts: _grpc.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]
@@ -59,6 +63,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Changes the fields named in `update_mask`."""
     DiscontinueProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.DiscontinueProductRequest, _catalog_pb2.DiscontinueProductResponse]  # type: ignore[assignment]
     """Stops selling a product: sales can no longer name its sku."""
+    ReactivateProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ReactivateProductRequest, _catalog_pb2.ReactivateProductResponse]  # type: ignore[assignment]
+    """Sells a discontinued product again, as it was (reactivating an active one changes
+    nothing and answers it).
+    """
     GetProduct: _aio.UnaryUnaryMultiCallable[_catalog_pb2.GetProductRequest, _catalog_pb2.GetProductResponse]  # type: ignore[assignment]
     """One product, by id or by sku."""
     ListProducts: _aio.UnaryUnaryMultiCallable[_catalog_pb2.ListProductsRequest, _catalog_pb2.ListProductsResponse]  # type: ignore[assignment]
@@ -92,6 +100,16 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_pb2.DiscontinueProductResponse, _abc.Awaitable[_catalog_pb2.DiscontinueProductResponse]]:
         """Stops selling a product: sales can no longer name its sku."""
+
+    @_abc_1.abstractmethod
+    def ReactivateProduct(
+        self,
+        request: _catalog_pb2.ReactivateProductRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_pb2.ReactivateProductResponse, _abc.Awaitable[_catalog_pb2.ReactivateProductResponse]]:
+        """Sells a discontinued product again, as it was (reactivating an active one changes
+        nothing and answers it).
+        """
 
     @_abc_1.abstractmethod
     def GetProduct(

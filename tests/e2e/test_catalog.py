@@ -455,6 +455,43 @@ def test_discontinued_product_cannot_be_sold(stubs: Stubs) -> None:
     assert api.get_sale(stubs.sales, sale.id).line_items[0].product_id == product.id
 
 
+def test_a_reactivated_product_sells_again_once_per_request(stubs: Stubs) -> None:
+    product = api.create_product(stubs.catalog)
+    api.discontinue_product(stubs.catalog, product.id)
+    request = cpb.ReactivateProductRequest(
+        request_id=api.new_request_id(), product_id=product.id, reason="back in stock"
+    )
+    reactivated = stubs.catalog.ReactivateProduct(request, timeout=api.TIMEOUT)
+    assert reactivated.product.status == cpb.PRODUCT_STATUS_ACTIVE
+    assert reactivated.product.price == product.price  # as it was
+    retried = stubs.catalog.ReactivateProduct(request, timeout=api.TIMEOUT)
+    assert (retried.product.version, retried.position) == (
+        reactivated.product.version,
+        reactivated.position,
+    )
+    sale = api.create_sale(stubs.sales, line_items=[_catalog_line()])
+    assert sale.line_items[0].product_id == product.id
+
+    missing = _fails(
+        lambda: stubs.catalog.ReactivateProduct(
+            cpb.ReactivateProductRequest(
+                request_id=api.new_request_id(), product_id=str(uuid.uuid4())
+            ),
+            timeout=api.TIMEOUT,
+        ),
+        grpc.StatusCode.NOT_FOUND,
+        "PRODUCT_NOT_FOUND",
+    )
+    assert missing.message
+    bad = _invalid(
+        lambda: stubs.catalog.ReactivateProduct(
+            cpb.ReactivateProductRequest(request_id=api.new_request_id(), product_id="nope"),
+            timeout=api.TIMEOUT,
+        )
+    )
+    assert bad.fields == {"product_id"}
+
+
 def test_catalog_price_in_another_currency_is_refused(stubs: Stubs) -> None:
     api.create_product(stubs.catalog, currency_code="EUR")
 

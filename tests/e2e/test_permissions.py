@@ -55,6 +55,7 @@ CATALOG_WRITES = {
     CATALOG + "CreateProduct",
     CATALOG + "UpdateProduct",
     CATALOG + "DiscontinueProduct",
+    CATALOG + "ReactivateProduct",
 }
 STOCK_WRITES = {
     STOCK + "ReceiveStock",

@@ -194,6 +194,27 @@ def test_discontinued_product_records_once_and_refuses_updates() -> None:
     assert error.value.reason == "PRODUCT_DISCONTINUED"
 
 
+def test_a_reactivated_product_is_sold_again_as_it_was_and_only_once() -> None:
+    product = given_product()
+    product.reactivate("still active")  # nothing to do
+    assert product.collect_events() == []
+
+    product.discontinue("out of season")
+    product.reactivate("back in season")
+    _, reactivated = product.collect_events()
+    assert isinstance(reactivated, Product.Reactivated)
+    assert reactivated.reason == "back in season"
+    assert not product.is_discontinued
+    assert product.discontinue_reason == ""
+    product.check_active()
+    product.update({"price": 1500})  # updates are allowed again
+    assert product.price == 1500
+
+    product.reactivate("twice")
+    (updated,) = product.collect_events()
+    assert isinstance(updated, Product.Updated)
+
+
 def test_product_replayed_from_stored_events_equals_live_state() -> None:
     product = Product.create(MERCHANT, MUG)
     product.update({"price": 999, "category": "sale"})
