@@ -102,6 +102,7 @@ def test_subscriptions_receive_stock_and_customer_changes_they_asked_for(
         "location_id": "store-1",
         "reason": "received",
         "on_hand": 10,
+        "reserved": 0,
         "available": 10,
     }
     changes = bodies(crm, crm_hook.signing_secret)
