@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import singledispatchmethod
 from typing import Any
@@ -53,6 +53,8 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     # Approved after it was canceled: the money was taken, and is owed back until refunded.
     APPROVED_AFTER_CANCEL = "approved_after_cancel"
+    # Still pending at its deadline: the ledger ended it (an approval after is late).
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,15 @@ class Payment:
     resolved_at: datetime | None = None
     refunded_amount: int = 0
     cancel_reason: str = ""
+    expires_at: datetime | None = None  # None: requested before payments had deadlines
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether the payment is pending past its deadline."""
+        return (
+            self.status is PaymentStatus.PENDING
+            and self.expires_at is not None
+            and now >= self.expires_at
+        )
 
     @property
     def is_late(self) -> bool:
@@ -213,6 +224,19 @@ class Sale(CheapCopy, Aggregate):
         api_version: str
         note: str
         state: str
+        expires_at: datetime | None  # from version 2; None for payments requested before
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["expires_at"] = None  # requested before payments had deadlines
+
+    class PaymentExpired(Event):
+        """A pending payment reached its deadline with no outcome: the ledger ended it."""
+
+        TOPIC = "posledger.PaymentExpired"
+        payment_id: str
 
     class PaymentApproved(Event):
         TOPIC = "posledger.PaymentApproved"
@@ -559,7 +583,10 @@ class Sale(CheapCopy, Aggregate):
         api_version: str,
         note: str = "",
         state: str = "",
+        expires_after: timedelta | None = None,
     ) -> str:
+        """Requests a payment; with `expires_after`, the ledger ends it if still pending
+        that long after (see `expire_payment`)."""
         self._check_open()
         if currency_code != self.currency_code:
             raise RuleViolated(
@@ -582,15 +609,19 @@ class Sale(CheapCopy, Aggregate):
             api_version=api_version,
             note=note,
             state=state,
+            expires_at=None if expires_after is None else datetime.now(UTC) + expires_after,
         )
         return payment_id
 
     def record_payment_result(self, result: RecordPaymentResult) -> None:
         """Records a payment's one result. Repeating the same result records nothing."""
         payment = self.payment(result.payment_id)
-        if payment.status is PaymentStatus.CANCELED and result.outcome is Outcome.APPROVED:
+        ended = payment.status in (PaymentStatus.CANCELED, PaymentStatus.EXPIRED)
+        if ended and result.outcome is Outcome.APPROVED:
             self._record_late_approval(payment, result)
             return
+        if payment.status is PaymentStatus.EXPIRED:
+            return  # no money taken, as the expiry assumed: nothing more to record
         if payment.status is not PaymentStatus.PENDING:
             if self._same_result(payment, result):
                 return
@@ -659,6 +690,21 @@ class Sale(CheapCopy, Aggregate):
                 reason="PAYMENT_NOT_PENDING",
             )
         self.trigger_event(self.PaymentCanceled, payment_id=payment_id, reason=reason)
+
+    def expire_payment(self, payment_id: str, now: datetime) -> None:
+        """Ends a payment still pending at its deadline. Expiring it again records nothing."""
+        payment = self.payment(payment_id)
+        if payment.status is PaymentStatus.EXPIRED:
+            return
+        if payment.status is not PaymentStatus.PENDING:
+            raise RuleViolated(
+                f"payment {payment.id} is {payment.status.value}, not pending",
+                reason="PAYMENT_NOT_PENDING",
+            )
+        if not payment.is_due(now):
+            deadline = "has no deadline" if payment.expires_at is None else "is not due yet"
+            raise RuleViolated(f"payment {payment.id} {deadline}", reason="PAYMENT_NOT_DUE")
+        self.trigger_event(self.PaymentExpired, payment_id=payment_id)
 
     def restocked(self, line_id: str) -> int:
         return sum(
@@ -847,7 +893,14 @@ class Sale(CheapCopy, Aggregate):
             note=event.note,
             state=event.state,
             requested_at=event.timestamp,
+            expires_at=event.expires_at,
         )
+
+    @when.register(PaymentExpired)
+    def _payment_expired(self, event: PaymentExpired) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus.EXPIRED
+        payment.resolved_at = event.timestamp
 
     @when.register(PaymentApproved)
     def _payment_approved(self, event: PaymentApproved) -> None:
