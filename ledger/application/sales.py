@@ -133,14 +133,17 @@ class SalesCommands(LedgerBase):
 
         return self._on_sale(ctx, cmd, act)
 
-    def expire_payment(self, ctx: Context, cmd: c.ExpirePayment) -> SaleResult:
-        """Ends a payment pending past its deadline, releasing what its sale held for it.
+    def expire_payment(
+        self, ctx: Context, cmd: c.ExpirePayment, now: datetime | None = None
+    ) -> SaleResult:
+        """Ends a payment pending past its deadline (judged at `now`, the current time
+        unless given), releasing what its sale held for it.
 
         Run by the expiry worker with the request id `expire_request_id(payment_id)`, so
         workers that race, or a retry, record one expiry."""
 
         def act(sale: Sale) -> dict[str, str]:
-            sale.expire_payment(cmd.payment_id, datetime.now(UTC))
+            sale.expire_payment(cmd.payment_id, now or datetime.now(UTC))
             return {"payment_id": cmd.payment_id}
 
         return self._on_sale(ctx, cmd, act)
