@@ -415,6 +415,7 @@ def expiry_run(
     configure_logging()
     ledger = Ledger.open()
     worker = Expiry(ledger)
+    worker.projections.ensure()  # the orders view it reads, if no server made it yet
     if once:
         expired = 0
         while count := worker.expire_due():
