@@ -327,9 +327,14 @@ class SalesCommands(LedgerBase):
             )
 
 
+# Request ids the ledger gives its own expiries; a client's request may not use them, or it
+# could take the id of an expiry that has yet to run.
+EXPIRE_PREFIX = "expire:"
+
+
 def expire_request_id(payment_id: str) -> str:
     """The request id of a payment's expiry: one per payment, whoever runs it."""
-    return f"expire:{payment_id}"
+    return f"{EXPIRE_PREFIX}{payment_id}"
 
 
 def release_reason(sale: Sale) -> str:

@@ -113,3 +113,14 @@ def test_the_ledger_expires_a_pending_payment_and_records_an_approval_after_it(
     assert late.owed_amount == pending.amount
     after = api.get_sale(stub, sale.id)
     assert (after.status, after.paid_total) == (pb.SALE_STATUS_OPEN, 0)
+
+
+def test_request_ids_of_the_ledgers_own_expiries_are_not_for_clients(
+    stub: SalesServiceStub,
+) -> None:
+    sale = api.create_sale(stub)
+    failure = api.expect_failure(
+        lambda: api.request_payment(stub, sale.id, 100, request_id="expire:anything")
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert failure.fields == {"request_id"}
