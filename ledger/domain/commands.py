@@ -399,7 +399,7 @@ class ImportedPayment:
 
 @dataclass(frozen=True)
 class ImportOrder:
-    """A finished, fully paid order from another channel."""
+    """An order from another channel: finished and fully paid, or (`open`) still to pay."""
 
     channel: str
     external_order_id: str
@@ -411,6 +411,7 @@ class ImportOrder:
     customer_id: str = ""
     placed_at: datetime | None = None
     note: str = ""
+    open: bool = field(default=False, metadata=ADDED_LATER)
 
 
 def validate_import(order: ImportOrder) -> None:
@@ -427,7 +428,9 @@ def validate_import(order: ImportOrder) -> None:
         checks.fail("line_items", f"must have at most {MAX_LINE_ITEMS} items")
     for i, item in enumerate(order.line_items):
         _check_line_item(checks, f"line_items[{i}]", item)
-    if not order.payments:
+    if order.open and order.payments:
+        checks.fail("payments", "an open order has none; request them with RequestPayment")
+    if not order.open and not order.payments:
         checks.fail("payments", "must have at least one settled payment")
     for i, payment in enumerate(order.payments):
         checks.enum(f"payments[{i}].tender", payment.tender)

@@ -305,6 +305,13 @@ class Sale(CheapCopy, Aggregate):
         placed_at: datetime | None
         # [{"payment_id", "tender", "amount", "card", "auth_code", "processor_reference"}]
         payments: list[dict[str, Any]]
+        open: bool  # from version 2: an order still to pay, which holds its stock
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["open"] = False  # imported before open orders existed: a finished order
 
     class Oversold(Event):
         """An in-store sale took units its location did not have available (flagged)."""
@@ -352,6 +359,7 @@ class Sale(CheapCopy, Aggregate):
         self.import_fingerprint = ""
         self.placed_at: datetime | None = None
         self.oversold: dict[str, int] = {}  # units short per line id (in-store only)
+        self.import_open = False  # an open order from another channel
 
     # Totals are derived from line items and payments, never stored separately.
     @property
@@ -419,14 +427,14 @@ class Sale(CheapCopy, Aggregate):
     @property
     def may_oversell(self) -> bool:
         """In store the goods are in the customer's hand: the sale goes ahead, flagged."""
-        return self.channel is Channel.IN_STORE
+        return self.channel is Channel.IN_STORE and not self.import_open
 
     @property
     def holds_stock(self) -> bool:
         """Whether the sale's products are reserved at its location: while it is open and a
         payment is pending or money is kept."""
         return self.status is SaleStatus.OPEN and (
-            self.pending_total > 0 or self.paid_total - self.refunded_total > 0
+            self.import_open or self.pending_total > 0 or self.paid_total - self.refunded_total > 0
         )
 
     def reservation(self) -> Counter[str]:
@@ -496,13 +504,14 @@ class Sale(CheapCopy, Aggregate):
     def import_order(
         cls, sale_id: uuid.UUID, merchant_id: str, order: ImportOrder, fingerprint: str
     ) -> Sale:
-        """A completed sale from another channel's finished order (lines already priced)."""
+        """A sale from another channel's order (lines already priced): completed for a
+        finished order, open (holding its stock) for an open one."""
         assert order.sales_channel is not None
         items = [LineItem.new(item) for item in order.line_items]
         total = sum(item.total_amount for item in items)
         _check_total(total)
         paid = sum(p.amount for p in order.payments)
-        if paid != total:
+        if not order.open and paid != total:
             raise RuleViolated(
                 f"payments add up to {paid} but the order's total is {total}",
                 reason="PAYMENTS_DO_NOT_MATCH_TOTAL",
@@ -535,8 +544,10 @@ class Sale(CheapCopy, Aggregate):
                 }
                 for p in order.payments
             ],
+            open=order.open,
         )
-        sale.trigger_event(cls.Completed)
+        if not order.open:
+            sale.trigger_event(cls.Completed)
         return sale
 
     def add_line_item(self, item: LineItemInput) -> str:
@@ -971,6 +982,7 @@ class Sale(CheapCopy, Aggregate):
         self.import_channel = event.channel
         self.import_fingerprint = event.fingerprint
         self.placed_at = event.placed_at
+        self.import_open = event.open
         for p in event.payments:
             self.payments[p["payment_id"]] = Payment(
                 id=p["payment_id"],

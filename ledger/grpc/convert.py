@@ -215,6 +215,7 @@ def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
         if order.HasField("placed_at")
         else None,
         note=order.note,
+        open=order.open,
     )
 
 

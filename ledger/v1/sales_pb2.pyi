@@ -1365,6 +1365,7 @@ class ImportedOrder(_message.Message):
     PAYMENTS_FIELD_NUMBER: _builtins.int
     PLACED_AT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
     channel: _builtins.str
     """The system the order comes from, lower case: letters, digits, '-', '_' (e.g. "webshop")."""
     external_order_id: _builtins.str
@@ -1374,6 +1375,12 @@ class ImportedOrder(_message.Message):
     currency_code: _builtins.str
     customer_id: _builtins.str
     note: _builtins.str
+    open: _builtins.bool
+    """An open order: not paid or fulfilled yet. It carries no payments, reserves its lines
+    at location_id like an online sale (short stock rejects this order only, reason
+    INSUFFICIENT_STOCK in its outcome's message), and is paid, completed or canceled later
+    by the same RPCs as any sale.
+    """
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItemInput]: ...
     @_builtins.property
@@ -1397,10 +1404,11 @@ class ImportedOrder(_message.Message):
         payments: _abc.Iterable[Global___ImportedPayment] | None = ...,
         placed_at: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
+        open: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "currency_code", b"currency_code", "customer_id", b"customer_id", "external_order_id", b"external_order_id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "payments", b"payments", "placed_at", b"placed_at", "sales_channel", b"sales_channel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "currency_code", b"currency_code", "customer_id", b"customer_id", "external_order_id", b"external_order_id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "open", b"open", "payments", b"payments", "placed_at", b"placed_at", "sales_channel", b"sales_channel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
