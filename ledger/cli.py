@@ -39,6 +39,7 @@ from ledger.audit.operations import (
 from ledger.deliveries.worker import Deliveries
 from ledger.domain.errors import NotFound
 from ledger.domain.sale import Sale
+from ledger.expiry import Expiry
 from ledger.grpc.server import TlsConfig, create_server, is_loopback
 from ledger.keys import Authenticator, Role
 from ledger.logging import configure_logging
@@ -55,6 +56,8 @@ projections_app = typer.Typer(help="Run, inspect and rebuild the read views.")
 app.add_typer(projections_app, name="projections")
 deliveries_app = typer.Typer(help="Callbacks and webhooks: run the sender, see the backlog.")
 app.add_typer(deliveries_app, name="deliveries")
+expiry_app = typer.Typer(help="Payment deadlines: expire payments still pending past them.")
+app.add_typer(expiry_app, name="expiry")
 audit_app = typer.Typer(help="Tamper evidence: the hash chain over the log, signed checkpoints.")
 app.add_typer(audit_app, name="audit")
 
@@ -100,6 +103,12 @@ def serve(
         "--deliveries/--no-deliveries",
         help="Send callbacks and webhooks from this process (several servers share the "
         "work); --no-deliveries where dedicated `posledger deliveries run` workers do.",
+    ),
+    expiry: bool = typer.Option(
+        True,
+        "--expiry/--no-expiry",
+        help="Expire payments pending past their deadline from this process (several servers "
+        "may: each payment expires once); --no-expiry where `posledger expiry run` does.",
     ),
     tls_cert: Path | None = typer.Option(
         None, envvar="POSLEDGER_TLS_CERT", help="Server certificate chain (PEM): serve TLS."
@@ -174,6 +183,7 @@ def serve(
             ),
         ]
         tls_args.append("--deliveries" if deliveries else "--no-deliveries")
+        tls_args.append("--expiry" if expiry else "--no-expiry")
         _serve_processes(
             ledger.database_url, host, port, workers, processes, grace, projections, tls_args
         )
@@ -193,6 +203,7 @@ def serve(
     if views is not None:
         server.watch_views(views.state)
     outbound = Deliveries(ledger) if deliveries else None
+    deadlines = Expiry(ledger) if expiry else None
     endpoint = None
     if metrics_port is not None:
         collector = LedgerCollector(
@@ -203,6 +214,7 @@ def serve(
     with (
         views.running() if views is not None else nullcontext(),
         outbound.running() if outbound is not None else nullcontext(),
+        deadlines.running() if deadlines is not None else nullcontext(),
     ):
         server.start()
         log.info(
@@ -211,6 +223,7 @@ def serve(
             port=server.port,
             projections=projections,
             deliveries=deliveries,
+            expiry=expiry,
             tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
         )
         stopping.wait()
@@ -390,6 +403,31 @@ def deliveries_run() -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("deliveries_running")
     Deliveries(ledger).run(stopping)
+    ledger.close()
+
+
+@expiry_app.command("run")
+def expiry_run(
+    once: bool = typer.Option(False, "--once", help="Expire what is due now, then exit."),
+) -> None:
+    """Expire payments pending past their deadline until SIGTERM or SIGINT (any number of
+    workers may run: each payment expires once)."""
+    configure_logging()
+    ledger = Ledger.open()
+    worker = Expiry(ledger)
+    worker.projections.ensure()  # the orders view it reads, if no server made it yet
+    if once:
+        expired = 0
+        while count := worker.expire_due():
+            expired += count
+        typer.echo(f"expired {expired} payments")
+        ledger.close()
+        return
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    log.info("expiry_running")
+    worker.run(stopping)
     ledger.close()
 
 

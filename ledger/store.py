@@ -107,6 +107,13 @@ _NUMBERS = {
         "POSLEDGER_DELIVERY_BACKOFF_MAX", 0.01, 86400, unit=" s"
     ),
     "delivery_concurrency": _Number("POSLEDGER_DELIVERY_CONCURRENCY", 1, 256, whole=True),
+    # Payment deadlines (RequestPayment.expires_after).
+    "payment_expires_after_seconds": _Number(
+        "POSLEDGER_PAYMENT_EXPIRES_AFTER", 1, 30 * 86400, unit=" s"
+    ),
+    "payment_max_expires_after_seconds": _Number(
+        "POSLEDGER_PAYMENT_MAX_EXPIRES_AFTER", 1, 30 * 86400, unit=" s"
+    ),
 }
 # Field of `Limits` → its variable. Each capped call holds a thread: the server's pool is
 # the sum of the server-wide caps plus its unary workers, so the caps bound its threads.
@@ -147,6 +154,9 @@ class Settings:
     delivery_backoff_first_seconds: float = 5.0
     delivery_backoff_max_seconds: float = 3600.0
     delivery_concurrency: int = 8
+    # A payment's deadline when its request gives none, and the longest a request may give.
+    payment_expires_after_seconds: float = 15 * 60.0
+    payment_max_expires_after_seconds: float = 24 * 3600.0
     # Networks deliveries may reach although private, loopback or link-local (none by default:
     # a callback URL must not become a way into the operator's own network).
     delivery_allowed_networks: tuple[IPNetwork, ...] = ()
@@ -199,6 +209,15 @@ class Settings:
         if first > most:
             problems.append(
                 "POSLEDGER_DELIVERY_BACKOFF_FIRST must not exceed POSLEDGER_DELIVERY_BACKOFF_MAX"
+            )
+        default = values.get("payment_expires_after_seconds") or cls.payment_expires_after_seconds
+        longest = (
+            values.get("payment_max_expires_after_seconds") or cls.payment_max_expires_after_seconds
+        )
+        if default > longest:
+            problems.append(
+                "POSLEDGER_PAYMENT_EXPIRES_AFTER must not exceed "
+                "POSLEDGER_PAYMENT_MAX_EXPIRES_AFTER"
             )
         limits: dict[str, Any] = {}
         for name, number in _LIMITS.items():

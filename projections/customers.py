@@ -154,6 +154,7 @@ class CustomersView(View):
         Sale.PaymentApprovedAfterCancel,
         Sale.PaymentNotApproved,
         Sale.PaymentCanceled,
+        Sale.PaymentExpired,
         Sale.Imported,
         Sale.Oversold,
         Sale.Canceled,

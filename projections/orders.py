@@ -31,6 +31,7 @@ SALE_EVENTS: tuple[type, ...] = (
     Sale.PaymentApprovedAfterCancel,
     Sale.PaymentNotApproved,
     Sale.PaymentCanceled,
+    Sale.PaymentExpired,
     Sale.PaymentRefunded,
     Sale.Imported,
     Sale.Oversold,
@@ -97,6 +98,12 @@ DDL = (
         processor_reference text NOT NULL,
         state text NOT NULL,
         requested_at timestamptz NOT NULL)""",
+    # Payment deadlines came later: a generation made before gains the column (its rows
+    # fill in as their sales move, or at a rebuild).
+    "ALTER TABLE {schema}.payments ADD COLUMN IF NOT EXISTS expires_at timestamptz",
+    # What the expiry worker looks for: pending payments by deadline.
+    """CREATE INDEX IF NOT EXISTS payments_due
+        ON {schema}.payments (expires_at) WHERE status = 'pending'""",
     """CREATE INDEX IF NOT EXISTS payments_by_reference
         ON {schema}.payments (merchant_id, processor_reference)""",
     # `state` may be long (4 KiB): its digest is indexed, and the query compares both.
@@ -194,6 +201,7 @@ def payment_rows(sale: Sale) -> list[dict[str, Any]]:
             "processor_reference": p.processor_reference,
             "state": p.state,
             "requested_at": p.requested_at,
+            "expires_at": p.expires_at,
         }
         for p in sale.payments.values()
     ]

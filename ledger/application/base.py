@@ -500,7 +500,8 @@ def request_fingerprint(cmd: Any, expected_version: int | None) -> str:
 
     Stored with every command record, so it must never change: the canonical JSON of
     `{"command", "args": dataclasses.asdict(cmd), "expected"}`, built without asdict's
-    copies (the JSON encoder walks nested dataclasses through `_plain`).
+    copies (the JSON encoder walks nested dataclasses through `_plain`). Fields added to a
+    command later (`commands.ADDED_LATER`) are left out while they hold their default.
     """
     assert is_dataclass(cmd)
     assert not isinstance(cmd, type)
@@ -515,7 +516,13 @@ def canonical_json(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """A dataclass as the dict of its fields (as `asdict` has it); anything else as text."""
+    """A dataclass as the dict of its fields (as `asdict` has it), less fields added later
+    that hold their default; anything else as text."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: getattr(value, f.name) for f in fields(value)}
+        return {
+            f.name: getattr(value, f.name)
+            for f in fields(value)
+            if not f.metadata  # most fields: no metadata at all, nothing to compare
+            or not (f.metadata == c.ADDED_LATER and getattr(value, f.name) == f.default)
+        }
     return str(value)

@@ -1,10 +1,11 @@
-"""Importing finished orders from other channels, in bulk.
+"""Importing orders from other channels, in bulk.
 
-Each order becomes a completed sale whose id derives from (merchant, channel, external order
-id), so importing it twice can never record it twice. Its `SaleImported` event keeps a
-fingerprint of the order: a re-import with the same content is a DUPLICATE, with different
-content a CONFLICT; neither records anything. New sales of a chunk, and the stock they
-move, are saved in one transaction.
+Each finished order becomes a completed sale; an open one, an open sale holding its stock
+(refused, that order alone, when its location cannot cover it). A sale's id derives from
+(merchant, channel, external order id), so importing it twice can never record it twice.
+Its `SaleImported` event keeps a fingerprint of the order: a re-import with the same
+content is a DUPLICATE, with different content a CONFLICT; neither records anything.
+New sales of a chunk, and the stock they move, are saved in one transaction.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ledger.application.base import MAX_ATTEMPTS, Context, canonical_json
 from ledger.application.sales import SalesCommands
 from ledger.domain import commands as c
 from ledger.domain.customer import Customer
-from ledger.domain.errors import DomainError, InvalidRequest, VersionConflict
-from ledger.domain.inventory import StockItem
+from ledger.domain.errors import DomainError, InvalidRequest, RuleViolated, VersionConflict
+from ledger.domain.inventory import StockItem, stock_item_id
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
 from ledger.store import select_events_by_topic
@@ -156,15 +157,34 @@ class ImportCommands(SalesCommands):
                 sale = Sale.import_order(
                     p.sale_id, ctx.merchant_id, replace(p.order, line_items=lines), p.fingerprint
                 )
+                short = self._short_of(sale, stock)
+                if short:
+                    raise RuleViolated(short, reason="INSUFFICIENT_STOCK")
             except DomainError as e:
                 results[p.index] = ImportResult(ImportStatus.REJECTED, message=e.message)
                 continue
+            # In order: an open order is checked against what the orders before it left.
+            self._stock_effects(sale, stock)
             new_sales.append(sale)
             known_orders[p.sale_id] = p.fingerprint
             results[p.index] = ImportResult(ImportStatus.IMPORTED, sale_id)
-        for sale in new_sales:
-            self._stock_effects(sale, stock)
         return results, [*new_sales, *stock.values()]
+
+    def _short_of(self, sale: Sale, stock: dict[UUID, StockItem]) -> str:
+        """Why an open order's location cannot cover what it would reserve ("" if it can).
+        Reads only: a refused order must leave the batch's stock items untouched."""
+        if sale.may_oversell or not sale.holds_stock:
+            return ""
+        short = []
+        for product, units in sorted(sale.reservation().items()):
+            key = stock_item_id(sale.merchant_id, product, sale.location_id)
+            item = stock.get(key) or self._find(StockItem, sale.merchant_id, key, copy=False)
+            available = 0 if item is None else item.available
+            if units > available:
+                short.append(f"product {product} has {max(available, 0)} available, needs {units}")
+        if not short:
+            return ""
+        return f"INSUFFICIENT_STOCK at {sale.location_id}: " + "; ".join(short)
 
     def _imported_fingerprints(self, sale_ids: list[UUID]) -> dict[UUID, str]:
         """Orders imported before, by sale id (ids embed the merchant), in one query."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from ledger.application.base import Context, Decision, LedgerBase, Outcome
@@ -94,6 +95,13 @@ class SalesCommands(LedgerBase):
 
     def request_payment(self, ctx: Context, cmd: c.RequestPayment) -> SaleResult:
         cmd = replace(cmd, app_id=bound_app_id(ctx, cmd.app_id))
+        settings = self.settings
+        c.check_expires_after(
+            cmd.expires_after, timedelta(seconds=settings.payment_max_expires_after_seconds)
+        )
+        expires_after = cmd.expires_after or timedelta(
+            seconds=settings.payment_expires_after_seconds
+        )
 
         def act(sale: Sale) -> dict[str, str]:
             payment_id = sale.request_payment(
@@ -105,6 +113,7 @@ class SalesCommands(LedgerBase):
                 api_version=cmd.api_version,
                 note=cmd.note,
                 state=cmd.state,
+                expires_after=expires_after,
             )
             return {"payment_id": payment_id}
 
@@ -120,6 +129,21 @@ class SalesCommands(LedgerBase):
     def cancel_payment(self, ctx: Context, cmd: c.CancelPayment) -> SaleResult:
         def act(sale: Sale) -> dict[str, str]:
             sale.cancel_payment(cmd.payment_id, cmd.reason)
+            return {"payment_id": cmd.payment_id}
+
+        return self._on_sale(ctx, cmd, act)
+
+    def expire_payment(
+        self, ctx: Context, cmd: c.ExpirePayment, now: datetime | None = None
+    ) -> SaleResult:
+        """Ends a payment pending past its deadline (judged at `now`, the current time
+        unless given), releasing what its sale held for it.
+
+        Run by the expiry worker with the request id `expire_request_id(payment_id)`, so
+        workers that race, or a retry, record one expiry."""
+
+        def act(sale: Sale) -> dict[str, str]:
+            sale.expire_payment(cmd.payment_id, now or datetime.now(UTC))
             return {"payment_id": cmd.payment_id}
 
         return self._on_sale(ctx, cmd, act)
@@ -303,6 +327,16 @@ class SalesCommands(LedgerBase):
             )
 
 
+# Request ids the ledger gives its own expiries; a client's request may not use them, or it
+# could take the id of an expiry that has yet to run.
+EXPIRE_PREFIX = "expire:"
+
+
+def expire_request_id(payment_id: str) -> str:
+    """The request id of a payment's expiry: one per payment, whoever runs it."""
+    return f"{EXPIRE_PREFIX}{payment_id}"
+
+
 def release_reason(sale: Sale) -> str:
     """Why a sale stops holding (some of) its stock, from its latest event."""
     latest = sale.pending_events[-1] if sale.pending_events else None
@@ -310,4 +344,6 @@ def release_reason(sale: Sale) -> str:
         return "sale_canceled"
     if isinstance(latest, Sale.LineItemRemoved):
         return "line_removed"
+    if isinstance(latest, Sale.PaymentExpired):
+        return "payment_expired"
     return "payments_ended"

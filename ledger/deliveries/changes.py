@@ -110,10 +110,12 @@ def _sale_changes(position: int, event: Any, sale: Sale) -> list[Change]:
             Sale.PaymentApproved()
             | Sale.PaymentNotApproved()
             | Sale.PaymentCanceled()
+            | Sale.PaymentExpired()
             | Sale.PaymentApprovedAfterCancel()
         ):
-            # An approval after a cancel says so (`approved_after_cancel`, with what is
-            # owed back): the app must refund or otherwise settle it.
+            # An expiry is outcome `expired`. An approval after a cancel or an expiry says
+            # so (`approved_after_cancel`, with what is owed back): the app must refund or
+            # otherwise settle it.
             payment = sale.payments[event.payment_id]
             return [_payment_change(position, event, sale, payment, payment.status.value, {})]
         case Sale.PaymentRefunded():

@@ -36,6 +36,7 @@ PAYMENT_EVENTS: tuple[type, ...] = (
     Sale.PaymentApprovedAfterCancel,
     Sale.PaymentNotApproved,
     Sale.PaymentCanceled,
+    Sale.PaymentExpired,
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from functools import singledispatchmethod
 from typing import Any
@@ -53,6 +53,8 @@ class PaymentStatus(StrEnum):
     FAILED = "failed"
     # Approved after it was canceled: the money was taken, and is owed back until refunded.
     APPROVED_AFTER_CANCEL = "approved_after_cancel"
+    # Still pending at its deadline: the ledger ended it (an approval after is late).
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,15 @@ class Payment:
     resolved_at: datetime | None = None
     refunded_amount: int = 0
     cancel_reason: str = ""
+    expires_at: datetime | None = None  # None: requested before payments had deadlines
+
+    def is_due(self, now: datetime) -> bool:
+        """Whether the payment is pending past its deadline."""
+        return (
+            self.status is PaymentStatus.PENDING
+            and self.expires_at is not None
+            and now >= self.expires_at
+        )
 
     @property
     def is_late(self) -> bool:
@@ -213,6 +224,19 @@ class Sale(CheapCopy, Aggregate):
         api_version: str
         note: str
         state: str
+        expires_at: datetime | None  # from version 2; None for payments requested before
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["expires_at"] = None  # requested before payments had deadlines
+
+    class PaymentExpired(Event):
+        """A pending payment reached its deadline with no outcome: the ledger ended it."""
+
+        TOPIC = "posledger.PaymentExpired"
+        payment_id: str
 
     class PaymentApproved(Event):
         TOPIC = "posledger.PaymentApproved"
@@ -281,6 +305,13 @@ class Sale(CheapCopy, Aggregate):
         placed_at: datetime | None
         # [{"payment_id", "tender", "amount", "card", "auth_code", "processor_reference"}]
         payments: list[dict[str, Any]]
+        open: bool  # from version 2: an order still to pay, which holds its stock
+
+        class_version = 2
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["open"] = False  # imported before open orders existed: a finished order
 
     class Oversold(Event):
         """An in-store sale took units its location did not have available (flagged)."""
@@ -328,6 +359,7 @@ class Sale(CheapCopy, Aggregate):
         self.import_fingerprint = ""
         self.placed_at: datetime | None = None
         self.oversold: dict[str, int] = {}  # units short per line id (in-store only)
+        self.import_open = False  # an open order from another channel
 
     # Totals are derived from line items and payments, never stored separately.
     @property
@@ -395,14 +427,14 @@ class Sale(CheapCopy, Aggregate):
     @property
     def may_oversell(self) -> bool:
         """In store the goods are in the customer's hand: the sale goes ahead, flagged."""
-        return self.channel is Channel.IN_STORE
+        return self.channel is Channel.IN_STORE and not self.import_open
 
     @property
     def holds_stock(self) -> bool:
         """Whether the sale's products are reserved at its location: while it is open and a
         payment is pending or money is kept."""
         return self.status is SaleStatus.OPEN and (
-            self.pending_total > 0 or self.paid_total - self.refunded_total > 0
+            self.import_open or self.pending_total > 0 or self.paid_total - self.refunded_total > 0
         )
 
     def reservation(self) -> Counter[str]:
@@ -472,13 +504,14 @@ class Sale(CheapCopy, Aggregate):
     def import_order(
         cls, sale_id: uuid.UUID, merchant_id: str, order: ImportOrder, fingerprint: str
     ) -> Sale:
-        """A completed sale from another channel's finished order (lines already priced)."""
+        """A sale from another channel's order (lines already priced): completed for a
+        finished order, open (holding its stock) for an open one."""
         assert order.sales_channel is not None
         items = [LineItem.new(item) for item in order.line_items]
         total = sum(item.total_amount for item in items)
         _check_total(total)
         paid = sum(p.amount for p in order.payments)
-        if paid != total:
+        if not order.open and paid != total:
             raise RuleViolated(
                 f"payments add up to {paid} but the order's total is {total}",
                 reason="PAYMENTS_DO_NOT_MATCH_TOTAL",
@@ -511,8 +544,10 @@ class Sale(CheapCopy, Aggregate):
                 }
                 for p in order.payments
             ],
+            open=order.open,
         )
-        sale.trigger_event(cls.Completed)
+        if not order.open:
+            sale.trigger_event(cls.Completed)
         return sale
 
     def add_line_item(self, item: LineItemInput) -> str:
@@ -559,7 +594,10 @@ class Sale(CheapCopy, Aggregate):
         api_version: str,
         note: str = "",
         state: str = "",
+        expires_after: timedelta | None = None,
     ) -> str:
+        """Requests a payment; with `expires_after`, the ledger ends it if still pending
+        that long after (see `expire_payment`)."""
         self._check_open()
         if currency_code != self.currency_code:
             raise RuleViolated(
@@ -582,15 +620,19 @@ class Sale(CheapCopy, Aggregate):
             api_version=api_version,
             note=note,
             state=state,
+            expires_at=None if expires_after is None else datetime.now(UTC) + expires_after,
         )
         return payment_id
 
     def record_payment_result(self, result: RecordPaymentResult) -> None:
         """Records a payment's one result. Repeating the same result records nothing."""
         payment = self.payment(result.payment_id)
-        if payment.status is PaymentStatus.CANCELED and result.outcome is Outcome.APPROVED:
+        ended = payment.status in (PaymentStatus.CANCELED, PaymentStatus.EXPIRED)
+        if ended and result.outcome is Outcome.APPROVED:
             self._record_late_approval(payment, result)
             return
+        if payment.status is PaymentStatus.EXPIRED:
+            return  # no money taken, as the expiry assumed: nothing more to record
         if payment.status is not PaymentStatus.PENDING:
             if self._same_result(payment, result):
                 return
@@ -659,6 +701,21 @@ class Sale(CheapCopy, Aggregate):
                 reason="PAYMENT_NOT_PENDING",
             )
         self.trigger_event(self.PaymentCanceled, payment_id=payment_id, reason=reason)
+
+    def expire_payment(self, payment_id: str, now: datetime) -> None:
+        """Ends a payment still pending at its deadline. Expiring it again records nothing."""
+        payment = self.payment(payment_id)
+        if payment.status is PaymentStatus.EXPIRED:
+            return
+        if payment.status is not PaymentStatus.PENDING:
+            raise RuleViolated(
+                f"payment {payment.id} is {payment.status.value}, not pending",
+                reason="PAYMENT_NOT_PENDING",
+            )
+        if not payment.is_due(now):
+            deadline = "has no deadline" if payment.expires_at is None else "is not due yet"
+            raise RuleViolated(f"payment {payment.id} {deadline}", reason="PAYMENT_NOT_DUE")
+        self.trigger_event(self.PaymentExpired, payment_id=payment_id)
 
     def restocked(self, line_id: str) -> int:
         return sum(
@@ -847,7 +904,14 @@ class Sale(CheapCopy, Aggregate):
             note=event.note,
             state=event.state,
             requested_at=event.timestamp,
+            expires_at=event.expires_at,
         )
+
+    @when.register(PaymentExpired)
+    def _payment_expired(self, event: PaymentExpired) -> None:
+        payment = self.payments[event.payment_id]
+        payment.status = PaymentStatus.EXPIRED
+        payment.resolved_at = event.timestamp
 
     @when.register(PaymentApproved)
     def _payment_approved(self, event: PaymentApproved) -> None:
@@ -918,6 +982,7 @@ class Sale(CheapCopy, Aggregate):
         self.import_channel = event.channel
         self.import_fingerprint = event.fingerprint
         self.placed_at = event.placed_at
+        self.import_open = event.open
         for p in event.payments:
             self.payments[p["payment_id"]] = Payment(
                 id=p["payment_id"],

@@ -8,6 +8,8 @@ from typing import Any
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from ledger.application import Context
+from ledger.application.sales import EXPIRE_PREFIX
+from ledger.domain.errors import FieldViolation, InvalidRequest
 from ledger.grpc.interceptors import current_device_id, current_principal
 
 
@@ -16,6 +18,10 @@ def command_context(request: Any) -> Context:
     has_version = "expected_version" in request.DESCRIPTOR.fields_by_name and request.HasField(
         "expected_version"
     )
+    if request.request_id.startswith(EXPIRE_PREFIX):
+        raise InvalidRequest(
+            [FieldViolation("request_id", f"ids starting {EXPIRE_PREFIX!r} are the ledger's own")]
+        )
     principal = current_principal()
     return Context(
         merchant_id=principal.merchant_id,

@@ -62,6 +62,7 @@ PAYMENT_STATUSES = {
     PaymentStatus.CANCELED: pb.PAYMENT_STATUS_CANCELED,
     PaymentStatus.FAILED: pb.PAYMENT_STATUS_FAILED,
     PaymentStatus.APPROVED_AFTER_CANCEL: pb.PAYMENT_STATUS_APPROVED_AFTER_CANCEL,
+    PaymentStatus.EXPIRED: pb.PAYMENT_STATUS_EXPIRED,
 }
 CHANNELS_TO_WIRE = {v: k for k, v in CHANNELS.items()}
 TENDERS_TO_WIRE = {v.value: k for k, v in TENDERS.items()}
@@ -131,6 +132,7 @@ def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
         api_version=req.api_version,
         note=req.note,
         state=req.state,
+        expires_after=req.expires_after.ToTimedelta() if req.HasField("expires_after") else None,
     )
 
 
@@ -213,6 +215,7 @@ def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
         if order.HasField("placed_at")
         else None,
         note=order.note,
+        open=order.open,
     )
 
 
@@ -276,6 +279,7 @@ def payment_message(p: Payment) -> pb.Payment:
         refunded_amount=p.refunded_amount,
         cancel_reason=p.cancel_reason,
         owed_amount=p.owed_amount,
+        expires_at=timestamp(p.expires_at),
     )
 
 

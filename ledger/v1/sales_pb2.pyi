@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -133,6 +134,10 @@ class _PaymentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Payment
     recorded, does not pay the sale, and is owed back to the customer (Payment.owed_amount)
     until a RefundPayment returns it.
     """
+    PAYMENT_STATUS_EXPIRED: _PaymentStatus.ValueType  # 7
+    """Still pending at its deadline (Payment.expires_at): the ledger ended it and released
+    what its sale held. An approval reported later is PAYMENT_STATUS_APPROVED_AFTER_CANCEL.
+    """
 
 class PaymentStatus(_PaymentStatus, metaclass=_PaymentStatusEnumTypeWrapper): ...
 
@@ -146,6 +151,10 @@ PAYMENT_STATUS_APPROVED_AFTER_CANCEL: PaymentStatus.ValueType  # 6
 """An approval reported after the payment was canceled. The money was taken: it is
 recorded, does not pay the sale, and is owed back to the customer (Payment.owed_amount)
 until a RefundPayment returns it.
+"""
+PAYMENT_STATUS_EXPIRED: PaymentStatus.ValueType  # 7
+"""Still pending at its deadline (Payment.expires_at): the ledger ended it and released
+what its sale held. An approval reported later is PAYMENT_STATUS_APPROVED_AFTER_CANCEL.
 """
 Global___PaymentStatus: _TypeAlias = PaymentStatus  # noqa: Y015
 
@@ -373,6 +382,7 @@ class Payment(_message.Message):
     REFUNDED_AMOUNT_FIELD_NUMBER: _builtins.int
     CANCEL_REASON_FIELD_NUMBER: _builtins.int
     OWED_AMOUNT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     status: Global___PaymentStatus.ValueType
     amount: _builtins.int
@@ -408,6 +418,12 @@ class Payment(_message.Message):
     def occurred_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the ledger expires the payment if it is still pending; unset for payments
+        requested before payments had deadlines.
+        """
+
     def __init__(
         self,
         *,
@@ -436,10 +452,11 @@ class Payment(_message.Message):
         refunded_amount: _builtins.int = ...,
         cancel_reason: _builtins.str = ...,
         owed_amount: _builtins.int = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "occurred_at", b"occurred_at", "requested_at", b"requested_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "expires_at", b"expires_at", "occurred_at", b"occurred_at", "requested_at", b"requested_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "approved_amount", b"approved_amount", "auth_code", b"auth_code", "callback_url", b"callback_url", "cancel_reason", b"cancel_reason", "card", b"card", "cash_tendered", b"cash_tendered", "change_given", b"change_given", "currency_code", b"currency_code", "error_code", b"error_code", "id", b"id", "note", b"note", "occurred_at", b"occurred_at", "owed_amount", b"owed_amount", "processor_reference", b"processor_reference", "refunded_amount", b"refunded_amount", "requested_at", b"requested_at", "resolved_at", b"resolved_at", "state", b"state", "status", b"status", "tender", b"tender", "tender_types", b"tender_types", "tip_amount", b"tip_amount"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "approved_amount", b"approved_amount", "auth_code", b"auth_code", "callback_url", b"callback_url", "cancel_reason", b"cancel_reason", "card", b"card", "cash_tendered", b"cash_tendered", "change_given", b"change_given", "currency_code", b"currency_code", "error_code", b"error_code", "expires_at", b"expires_at", "id", b"id", "note", b"note", "occurred_at", b"occurred_at", "owed_amount", b"owed_amount", "processor_reference", b"processor_reference", "refunded_amount", b"refunded_amount", "requested_at", b"requested_at", "resolved_at", b"resolved_at", "state", b"state", "status", b"status", "tender", b"tender", "tender_types", b"tender_types", "tip_amount", b"tip_amount"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -855,6 +872,7 @@ class RequestPaymentRequest(_message.Message):
     API_VERSION_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AFTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     sale_id: _builtins.str
     expected_version: _builtins.int
@@ -880,6 +898,13 @@ class RequestPaymentRequest(_message.Message):
     def tender_types(self) -> _containers.RepeatedScalarFieldContainer[Global___TenderType.ValueType]:
         """Tenders the customer may pay with; at least one."""
 
+    @_builtins.property
+    def expires_after(self) -> _duration_pb2.Duration:
+        """How long the payment may stay pending before the ledger expires it. Unset: the
+        server's default (15 minutes unless configured); at least 1 second, at most the
+        server's maximum (24 hours unless configured).
+        """
+
     def __init__(
         self,
         *,
@@ -894,10 +919,11 @@ class RequestPaymentRequest(_message.Message):
         api_version: _builtins.str = ...,
         note: _builtins.str = ...,
         state: _builtins.str = ...,
+        expires_after: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "expires_after", b"expires_after"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "callback_url", b"callback_url", "currency_code", b"currency_code", "expected_version", b"expected_version", "note", b"note", "request_id", b"request_id", "sale_id", b"sale_id", "state", b"state", "tender_types", b"tender_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "amount", b"amount", "api_version", b"api_version", "app_id", b"app_id", "callback_url", b"callback_url", "currency_code", b"currency_code", "expected_version", b"expected_version", "expires_after", b"expires_after", "note", b"note", "request_id", b"request_id", "sale_id", b"sale_id", "state", b"state", "tender_types", b"tender_types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
@@ -1339,6 +1365,7 @@ class ImportedOrder(_message.Message):
     PAYMENTS_FIELD_NUMBER: _builtins.int
     PLACED_AT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    OPEN_FIELD_NUMBER: _builtins.int
     channel: _builtins.str
     """The system the order comes from, lower case: letters, digits, '-', '_' (e.g. "webshop")."""
     external_order_id: _builtins.str
@@ -1348,6 +1375,12 @@ class ImportedOrder(_message.Message):
     currency_code: _builtins.str
     customer_id: _builtins.str
     note: _builtins.str
+    open: _builtins.bool
+    """An open order: not paid or fulfilled yet. It carries no payments, reserves its lines
+    at location_id like an online sale (short stock rejects this order only, reason
+    INSUFFICIENT_STOCK in its outcome's message), and is paid, completed or canceled later
+    by the same RPCs as any sale.
+    """
     @_builtins.property
     def line_items(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineItemInput]: ...
     @_builtins.property
@@ -1371,10 +1404,11 @@ class ImportedOrder(_message.Message):
         payments: _abc.Iterable[Global___ImportedPayment] | None = ...,
         placed_at: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
+        open: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["placed_at", b"placed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "currency_code", b"currency_code", "customer_id", b"customer_id", "external_order_id", b"external_order_id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "payments", b"payments", "placed_at", b"placed_at", "sales_channel", b"sales_channel"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "currency_code", b"currency_code", "customer_id", b"customer_id", "external_order_id", b"external_order_id", "line_items", b"line_items", "location_id", b"location_id", "note", b"note", "open", b"open", "payments", b"payments", "placed_at", b"placed_at", "sales_channel", b"sales_channel"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.request import urlopen
@@ -20,11 +21,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from ledger.application import Ledger
+from ledger.application import Context, Ledger
+from ledger.domain import commands as c
+from ledger.domain.sale import PaymentStatus
 from ledger.keys import Authenticator
 from ledger.store import Settings
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
+from projections import projections_for
 from tests.e2e import api_client as api
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import MakeChannel, MakeServer
@@ -488,3 +492,31 @@ def test_serve_refuses_an_unknown_trace_exporter(cli_env: dict[str, str]) -> Non
     done = _run({**cli_env, "OTEL_TRACES_EXPORTER": "zipkin"}, "serve", "--port", "0")
     assert done.returncode == 2
     assert "OTEL_TRACES_EXPORTER='zipkin'" in done.stdout + done.stderr
+
+
+def test_expiry_run_once_expires_what_is_due(cli_env: dict[str, str], ledger: Ledger) -> None:
+    views = projections_for(ledger)
+    views.ensure()
+    ctx = Context(merchant_id="dev", request_id=str(uuid.uuid4()))
+    line = c.LineItemInput(sku="X-1", name="X", quantity=1, unit_price=250)
+    sale = ledger.create_sale(ctx, c.CreateSale("loc-1", c.Channel.ONLINE, "USD", (line,))).sale
+    request = c.RequestPayment(
+        str(sale.id), 250, "USD", (c.Tender.CARD,), "https://pos.example.com/cb", "pos", "1.0",
+        expires_after=timedelta(seconds=1),
+    )  # fmt: skip
+    payment_id = ledger.request_payment(
+        Context(merchant_id="dev", request_id=str(uuid.uuid4())), request
+    ).ids["payment_id"]
+    for view in views.views.values():
+        while views.step(view):
+            pass
+    time.sleep(1.1)
+
+    first = _run(cli_env, "expiry", "run", "--once")
+    again = _run(cli_env, "expiry", "run", "--once")
+
+    assert (first.returncode, again.returncode) == (0, 0), first.stderr + again.stderr
+    assert "expired 1 payments" in first.stdout
+    assert "expired 0 payments" in again.stdout
+    expired = ledger.get_sale("dev", str(sale.id)).payment(payment_id)
+    assert expired.status is PaymentStatus.EXPIRED

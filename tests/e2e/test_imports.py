@@ -389,3 +389,21 @@ def test_malformed_imports_never_answer_internal_or_unknown(stubs: Stubs) -> Non
     api.create_product(stubs.catalog)
 
     fuzz.never_internal(_import_streams(stubs), max_examples=100)
+
+
+def test_an_open_order_imports_unpaid_and_is_paid_later_by_the_usual_rpcs(stubs: Stubs) -> None:
+    ext = f"open-{uuid.uuid4()}"
+    open_order = api.imported_order("webshop", ext, payments=[], open=True)
+    paid_open = api.imported_order("webshop", f"{ext}-paid", open=True)
+
+    response = api.import_sales(stubs.sales, [[open_order, paid_open]])
+
+    imported, rejected = response.outcomes
+    assert imported.status == pb.IMPORT_STATUS_IMPORTED
+    assert rejected.status == pb.IMPORT_STATUS_REJECTED
+    assert "payments" in rejected.message
+    sale = api.get_sale(stubs.sales, imported.sale_id)
+    assert (sale.status, sale.amount_due, len(sale.payments)) == (pb.SALE_STATUS_OPEN, 1089, 0)
+    payment = api.request_payment(stubs.sales, sale.id, sale.amount_due).payment
+    done = api.record_result(stubs.sales, sale.id, payment.id).sale
+    assert done.status == pb.SALE_STATUS_COMPLETED

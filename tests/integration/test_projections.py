@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -26,14 +27,15 @@ from psycopg.conninfo import make_conninfo
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from ledger.application import Ledger
+from ledger.application import Context, Ledger
+from ledger.application.sales import expire_request_id
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.domain import inventory as inv
 from ledger.domain import product as prod
 from ledger.domain.errors import DomainError, InvalidRequest, NotYetVisible
 from ledger.domain.inventory import AdjustmentReason, StockItem
-from ledger.domain.sale import PaymentStatus, Sale
+from ledger.domain.sale import Payment, PaymentStatus, Sale
 from ledger.store import Settings
 from projections import Projections, projections_for
 from projections.queries import ReadModels, SaleFilters
@@ -155,7 +157,7 @@ Op = (
 
 SALE_ACTIONS = (
     "add_line remove_line attach pay pay_approve pay_approve approve decline cancel_payment"
-    " late_approve refund refund cancel"
+    " late_approve pay_expire expire refund refund cancel"
 ).split()
 index = st.integers(0, 2) | st.integers(0, 50)  # mostly one of the newest few
 sale_actions = st.builds(
@@ -213,6 +215,8 @@ class World:
         self.imports = 0
         # Every approval the ledger accepted: payment id -> (sale id, approved amount, tip).
         self.approvals: dict[str, tuple[str, int, int]] = {}
+        # Every payment the ledger expired: payment id -> sale id.
+        self.expired: dict[str, str] = {}
 
     def pick(self, items: list[str], i: int | None) -> str | None:
         """The i-th newest item: small indexes (the likeliest) keep working on one sale."""
@@ -297,7 +301,8 @@ class World:
         led = self.ledger
         sale: Sale = led.get_sale(MERCHANT_A, sale_id)
         pending = [p for p in sale.payments.values() if p.status is PaymentStatus.PENDING]
-        canceled = [p for p in sale.payments.values() if p.status is PaymentStatus.CANCELED]
+        ended = (PaymentStatus.CANCELED, PaymentStatus.EXPIRED)
+        canceled = [p for p in sale.payments.values() if p.status in ended]
         approved = [p for p in sale.payments.values() if p.refundable > 0]
         match op.kind:
             case "add_line":
@@ -309,12 +314,15 @@ class World:
             case "attach" if self.customers:
                 customer = self.customers[op.arg % len(self.customers)]
                 led.attach_customer(ctx(), c.AttachCustomer(sale_id, customer))
-            case "pay" | "pay_approve":
+            case "pay" | "pay_approve" | "pay_expire":
                 amount = max(1, sale.amount_due * op.arg // 100)
                 cmd = request_payment_cmd(sale_id, amount)
-                payment_id = led.request_payment(ctx(), cmd).ids["payment_id"]
+                requested = led.request_payment(ctx(), cmd)
+                payment_id = requested.ids["payment_id"]
                 if op.kind == "pay_approve":
                     self._approve(_approval(sale_id, payment_id))
+                if op.kind == "pay_expire":
+                    self._expire(requested.sale.payment(payment_id), sale_id)
             case "approve" if pending:
                 result = c.RecordPaymentResult(
                     sale_id=sale_id,
@@ -328,6 +336,8 @@ class World:
                 self._approve(result)
             case "late_approve" if canceled:
                 self._approve(_approval(sale_id, canceled[0].id))
+            case "expire" if pending:
+                self._expire(pending[0], sale_id)
             case "decline" if pending:
                 result = c.RecordPaymentResult(
                     sale_id=sale_id,
@@ -350,6 +360,17 @@ class World:
                 led.cancel_sale(ctx(), c.CancelSale(sale_id, "walked out"))
             case _:
                 pass
+
+    def _expire(self, payment: Payment, sale_id: str) -> None:
+        """As the expiry worker does once the deadline has passed; its retry (or a second
+        worker) records nothing more."""
+        assert payment.expires_at is not None
+        expire = c.ExpirePayment(sale_id, payment.id)
+        by_worker = Context(MERCHANT_A, request_id=expire_request_id(payment.id))
+        due = payment.expires_at + timedelta(seconds=1)
+        assert not self.ledger.expire_payment(by_worker, expire, now=due).replayed
+        assert self.ledger.expire_payment(by_worker, expire, now=due).replayed
+        self.expired[payment.id] = sale_id
 
     def _approve(self, result: c.RecordPaymentResult) -> None:
         outcome = self.ledger.record_payment_result(ctx(), result)
@@ -410,19 +431,88 @@ def test_views_equal_a_rebuild_and_the_domain(
                 for view in projections.views.values():
                     projections.step(view, follow)
         catch_up(projections)
+        assert_world_holds(ledger, projections, world)
 
-        sales = set(world.sales)
-        assert_orders_match_domain(ledger, projections, MERCHANT_A, sales)
-        assert_inventory_matches_domain(ledger, projections, MERCHANT_A, world.products)
-        assert_catalog_matches_domain(ledger, projections, MERCHANT_A, world.products)
-        assert_customers_match_domain(ledger, projections, MERCHANT_A, world.customers, sales)
-        assert_rebuild_matches(projections)
-        assert_reservations_hold(ledger, world)
-        # Every approval ever reported is in the ledger, paying the sale or owed back.
-        for payment_id, (sale_id, approved, tip) in world.approvals.items():
-            payment = ledger.get_sale(MERCHANT_A, sale_id).payment(payment_id)
-            assert payment.status in (PaymentStatus.APPROVED, PaymentStatus.APPROVED_AFTER_CANCEL)
-            assert (payment.approved_amount, payment.tip_amount) == (approved, tip)
+
+PAYMENT_ACTIONS = (
+    "pay pay pay_approve pay_expire approve decline cancel_payment expire expire late_approve"
+    " refund cancel add_line"
+).split()
+# Payments on the newest sales, in one currency, so that most of them go through: mostly
+# payment actions (`one_of` would pick its three branches evenly), some new sales and stock.
+payment_heavy_branches: dict[str, st.SearchStrategy[Op]] = {
+    "sale": st.builds(
+        NewSale,
+        st.lists(st.tuples(st.integers(0, 1), st.integers(1, 3)), min_size=1, max_size=2).map(
+            tuple
+        ),
+        st.none(),
+        st.just(0),
+        st.just("USD"),
+        st.sampled_from([c.Channel.IN_STORE, c.Channel.ONLINE, c.Channel.PHONE]),
+    ),
+    "stock": st.builds(
+        StockMove, st.just("receive"), st.integers(0, 1), st.just(0), st.integers(1, 3)
+    ),
+    "action": st.builds(
+        SaleAction,
+        st.sampled_from(PAYMENT_ACTIONS),
+        st.integers(0, 1),
+        st.integers(1, 100),
+        st.booleans(),
+    ),
+}
+payment_heavy: st.SearchStrategy[Op] = st.sampled_from(
+    ["sale", "sale", "stock", *["action"] * 7]
+).flatmap(payment_heavy_branches.__getitem__)
+
+
+@hypothesis_settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(steps=st.lists(payment_heavy, min_size=10, max_size=30))
+def test_payments_that_expire_or_arrive_late_keep_stock_and_money_whole(
+    database_url: str, steps: list[Op]
+) -> None:
+    """Sales on several channels whose payments succeed, fail, are canceled, expire and are
+    approved late, against little stock: the same invariants as above."""
+    with fresh_ledger(database_url) as ledger:
+        projections = ready_projections(ledger)
+        world = World(ledger, projections)
+        given_stock = [NewProduct(500, 0), NewProduct(900, 0)] + [
+            StockMove("receive", product, 0, 4) for product in (0, 1)
+        ]
+        for op in [*given_stock, *steps]:
+            world.run(op)
+        catch_up(projections)
+        assert_world_holds(ledger, projections, world)
+
+
+def assert_world_holds(ledger: Ledger, projections: Projections, world: World) -> None:
+    sales = set(world.sales)
+    assert_orders_match_domain(ledger, projections, MERCHANT_A, sales)
+    assert_inventory_matches_domain(ledger, projections, MERCHANT_A, world.products)
+    assert_catalog_matches_domain(ledger, projections, MERCHANT_A, world.products)
+    assert_customers_match_domain(ledger, projections, MERCHANT_A, world.customers, sales)
+    assert_rebuild_matches(projections)
+    assert_reservations_hold(ledger, world)
+    # Every approval ever reported is in the ledger, paying the sale or owed back.
+    for payment_id, (sale_id, approved, tip) in world.approvals.items():
+        payment = ledger.get_sale(MERCHANT_A, sale_id).payment(payment_id)
+        assert payment.status in (PaymentStatus.APPROVED, PaymentStatus.APPROVED_AFTER_CANCEL)
+        assert (payment.approved_amount, payment.tip_amount) == (approved, tip)
+    # Every expiry is one event, whatever came after it.
+    for payment_id, sale_id in world.expired.items():
+        expiries = [
+            e
+            for e in ledger.events.get(uuid.UUID(sale_id))
+            if isinstance(e, Sale.PaymentExpired) and e.payment_id == payment_id
+        ]
+        assert len(expiries) == 1
+        status = ledger.get_sale(MERCHANT_A, sale_id).payment(payment_id).status
+        assert status in (PaymentStatus.EXPIRED, PaymentStatus.APPROVED_AFTER_CANCEL)
 
 
 def assert_reservations_hold(ledger: Ledger, world: World) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -185,6 +186,25 @@ def test_an_approval_after_a_cancel_is_delivered_as_owed_back() -> None:
     assert canceled.data["outcome"] == "canceled"
     assert late.kind is Kind.PAYMENT_RESOLVED
     assert late.callback_url == "https://pos.example.com/cb"
+    assert (late.data["outcome"], late.data["owed_amount"]) == ("approved_after_cancel", 1000)
+
+
+def test_an_expiry_and_an_approval_after_it_are_delivered_to_the_callback() -> None:
+    sale = new_sale()
+    payment_id = sale.request_payment(
+        amount=1000,
+        currency_code="EUR",
+        tender_types=[Tender.CARD],
+        callback_url="https://pos.example.com/cb",
+        app_id="pos-app",
+        api_version="1.0",
+        expires_after=timedelta(minutes=5),
+    )
+    sale.expire_payment(payment_id, datetime.now(UTC) + timedelta(minutes=6))
+    approve(sale, payment_id)  # the terminal took the money after all
+    expired, late = changes(sale.collect_events())
+    assert (expired.kind, expired.data["outcome"]) == (Kind.PAYMENT_RESOLVED, "expired")
+    assert expired.callback_url == "https://pos.example.com/cb"
     assert (late.data["outcome"], late.data["owed_amount"]) == ("approved_after_cancel", 1000)
 
 

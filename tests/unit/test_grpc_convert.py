@@ -4,10 +4,11 @@ errors to google.rpc statuses."""
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from eventsourcing.persistence import InterfaceError, OperationalError
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -22,7 +23,7 @@ from ledger.domain.errors import (
     RuleViolated,
     VersionConflict,
 )
-from ledger.domain.sale import Sale
+from ledger.domain.sale import PaymentStatus, Sale
 from ledger.grpc import convert
 from ledger.grpc.errors import ERROR_DOMAIN, domain_status, status_for
 from ledger.keys import Unauthenticated
@@ -91,6 +92,18 @@ def test_request_payment_tender_types_keep_their_positions() -> None:
     )
     command = convert.request_payment(request)
     assert command.tender_types == (c.Tender.CARD, None, None)
+
+
+def test_request_payment_expires_after_is_optional() -> None:
+    assert convert.request_payment(pb.RequestPaymentRequest()).expires_after is None
+    request = pb.RequestPaymentRequest(expires_after=Duration(seconds=90, nanos=500_000_000))
+    assert convert.request_payment(request).expires_after == timedelta(seconds=90.5)
+
+
+def test_every_payment_status_has_a_wire_value() -> None:
+    wire = {v for v in pb.PaymentStatus.values() if v != pb.PAYMENT_STATUS_UNSPECIFIED}
+    assert set(convert.PAYMENT_STATUSES) == set(PaymentStatus)
+    assert set(convert.PAYMENT_STATUSES.values()) == wire
 
 
 def test_every_wire_tender_maps_to_a_domain_tender_and_back() -> None:

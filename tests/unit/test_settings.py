@@ -133,3 +133,40 @@ def test_a_cap_per_merchant_above_the_servers_is_refused() -> None:
     assert problem == (
         "POSLEDGER_MAX_WAITS_PER_MERCHANT=20: must not exceed POSLEDGER_MAX_WAITS (10)"
     )
+
+
+def test_payment_deadlines_are_read() -> None:
+    assert (
+        Settings().payment_expires_after_seconds,
+        Settings().payment_max_expires_after_seconds,
+    ) == (
+        900,
+        86400,
+    )
+    settings = Settings.from_env(
+        {"POSLEDGER_PAYMENT_EXPIRES_AFTER": "120", "POSLEDGER_PAYMENT_MAX_EXPIRES_AFTER": "3600"}
+    )
+    assert (settings.payment_expires_after_seconds, settings.payment_max_expires_after_seconds) == (
+        120,
+        3600,
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("POSLEDGER_PAYMENT_EXPIRES_AFTER", "0"),
+        ("POSLEDGER_PAYMENT_EXPIRES_AFTER", "15m"),
+        ("POSLEDGER_PAYMENT_MAX_EXPIRES_AFTER", "-1"),
+    ],
+)
+def test_a_bad_payment_deadline_is_named(variable: str, value: str) -> None:
+    (problem,) = problems(**{variable: value})
+    assert problem.startswith(f"{variable}={value!r}: must be a number from 1 to")
+
+
+def test_a_default_deadline_above_the_maximum_is_refused() -> None:
+    (problem,) = problems(
+        POSLEDGER_PAYMENT_EXPIRES_AFTER="7200", POSLEDGER_PAYMENT_MAX_EXPIRES_AFTER="3600"
+    )
+    assert "POSLEDGER_PAYMENT_EXPIRES_AFTER must not exceed" in problem
