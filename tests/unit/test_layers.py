@@ -52,6 +52,7 @@ ROOMS = [
     "ledger.tracing",
     "ledger.logging",
     "ledger.supervisor",
+    "ledger.expiry",
     "ledger.v1",
 ]
 
