@@ -13,9 +13,9 @@ written before that (the head row is not `live`) is chained once by `ChainKeeper
 (`posledger audit chain`): it chains the old events page by page, then the last ones under
 the events table's lock, and turns `live` on; from then on the commits chain.
 
-`ChainKeeper.verify` recomputes the chain from the events, in keyset pages, beside the
-stored digests (see `chain.ChainWalker` for what it reports). It only reads: it works on a
-read-only database role.
+`ChainKeeper.verify` recomputes the chain from the events and compares it with the stored
+digests, link by link in the database (`links`; the findings are those of
+`chain.ChainWalker`). It only reads: it works on a read-only database role.
 """
 
 from __future__ import annotations
@@ -369,6 +369,9 @@ class ChainKeeper:
         # bitmap scan and a sort of everything after the page, once per page.
         # Pages are short queries: compiling them (JIT) cost more than running them.
         self.index_order = [SQL("SET LOCAL enable_sort = off"), SQL("SET LOCAL jit = off")]
+        # A range's hash joins (its events with their stored digests) fit in memory: with
+        # the default 4 MB they spilled to temporary files and verified half as fast.
+        self.check_settings = [*self.index_order, SQL("SET LOCAL work_mem = '32MB'")]
 
     @classmethod
     def for_ledger(cls, ledger: Any) -> ChainKeeper:
@@ -378,6 +381,10 @@ class ChainKeeper:
 
     def _use_indexes(self, conn: psycopg.Connection[Any]) -> None:
         for statement in self.index_order:
+            conn.execute(statement)
+
+    def _prepare_check(self, conn: psycopg.Connection[Any]) -> None:
+        for statement in self.check_settings:
             conn.execute(statement)
 
     def head(self) -> ChainHead:
@@ -504,7 +511,7 @@ class ChainKeeper:
             # One snapshot for the whole check: the events and the chain as of one moment.
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
-            self._use_indexes(conn)
+            self._prepare_check(conn)
             head = self._head(conn)
             stop = max(head.position, through, self._log_head(conn))
             unchained_row = conn.execute(self.count_after, (head.position,)).fetchone()
@@ -517,7 +524,7 @@ class ChainKeeper:
             checker = RangeChecker(
                 self.check_range,
                 RangeParameters(head.position, head.v1_through, merchant),
-                self._use_indexes,
+                self._prepare_check,
                 page_size,
             )
             ranges = checker.run(
