@@ -1051,7 +1051,10 @@ def test_an_export_verifies_offline_and_a_one_byte_change_is_found(
         elif change == "metadata":
             edited["hashed"]["metadata"][4] += "x"  # the device
         else:
-            edited["hashed"]["command"][1] = edited["hashed"]["command"][1][:-1] + "0"
+            fingerprint = edited["hashed"]["command"][1]  # one character changed
+            edited["hashed"]["command"][1] = fingerprint[:-1] + (
+                "1" if fingerprint.endswith("0") else "0"
+            )
         path = tmp_path / f"{change}.jsonl"
         path.write_text("\n".join([*lines[:target], json.dumps(edited), *lines[target + 1 :]]))
         code, report, messages = verify_file(path)
