@@ -13,17 +13,15 @@ written before that (the head row is not `live`) is chained once by `ChainKeeper
 (`posledger audit chain`): it chains the old events page by page, then the last ones under
 the events table's lock, and turns `live` on; from then on the commits chain.
 
-`ChainKeeper.verify` recomputes the chain from the events, in keyset pages, beside the
-stored digests (see `chain.ChainWalker` for what it reports). It only reads: it works on a
-read-only database role.
+`ChainKeeper.verify` recomputes the chain from the events and compares it with the stored
+digests, link by link in the database (`links`; the findings are those of
+`chain.ChainWalker`). It only reads: it works on a read-only database role.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,15 +36,11 @@ from ledger.audit.chain import (
     LINK_DOMAIN,
     PRESENT,
     Anchor,
-    ChainWalker,
-    CommandRow,
     Finding,
-    MetadataRow,
+    Kind,
     chain,
-    command_bytes,
-    merge,
-    metadata_bytes,
 )
+from ledger.audit.links import RANGE_SIZE, READERS, RangeChecker, RangeParameters, check_range_sql
 
 CHAIN_TABLE = "event_chain"
 HEAD_TABLE = "event_chain_head"
@@ -268,46 +262,6 @@ class VerifyReport:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def _command_bytes(row: tuple[Any, ...]) -> bytes:
-    return command_bytes(CommandRow(*row[2:]))
-
-
-class CommandRecords:
-    """Command records' encodings by merchant and request id, for the pages of one walk.
-
-    A page loads the records whose first event it holds (by position); a command whose
-    events span two pages is found in the previous page's; anything else is looked up by
-    its key. A record that cannot be found encodes as absent (the chain then differs).
-    """
-
-    def __init__(self) -> None:
-        self._current: dict[tuple[str, str], bytes] = {}
-        self._previous: dict[tuple[str, str], bytes] = {}
-
-    def next_page(
-        self, curs: psycopg.Cursor[Any], query: Composed, bounds: tuple[int, int]
-    ) -> None:
-        self._previous = self._current
-        curs.execute(query, bounds, prepare=True)
-        self._current = {(row[0], row[1]): _command_bytes(row) for row in curs.fetchall()}
-
-    def look_up(
-        self, curs: psycopg.Cursor[Any], query: Composed, keys: set[tuple[str, str]]
-    ) -> None:
-        """Loads those of `keys` not at hand."""
-        missing = [k for k in keys if k not in self._current and k not in self._previous]
-        if not missing:
-            return
-        curs.execute(query, ([k[0] for k in missing], [k[1] for k in missing]), prepare=True)
-        self._current.update({(row[0], row[1]): _command_bytes(row) for row in curs.fetchall()})
-
-    def get(self, key: tuple[str, str]) -> bytes:
-        found = self._current.get(key)
-        if found is None:
-            found = self._previous.get(key, ABSENT)
-        return found
-
-
 class ChainKeeper:
     """The chain of one ledger schema: chain an old log once (`extend`), verify."""
 
@@ -347,56 +301,32 @@ class ChainKeeper:
         }
         self.select_events = select.format(extra=SQL(""), **parts)
         self.select_events_merchant = select.format(extra=SQL(", m.merchant_id"), **parts)
-        # Version 2 pages read the metadata rows and command records by position, beside
-        # the events (range scans), and Python encodes and hashes them (`chain`). A position
-        # is only a way in, never hashed: a row found by position counts only if it is the
-        # event's own (its id and version), and whatever is not found that way (rows
-        # written before positions were kept, or whose position was changed) is looked up
-        # by its key, as the commit that chained it did (`record_joins`).
         metadata_table = Identifier(schema, METADATA_TABLE)
         commands_table = Identifier(schema, COMMANDS_TABLE)
-        metadata_columns = SQL(
-            "m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id, m.request_id,"
-            " m.command_recorded"
+        # Verifying checks every link in ranges of positions, in the database (`links`).
+        self.check_range = check_range_sql(
+            schema,
+            events,
+            v1_hash=event_hash_sql(1),
+            event_fields=_event_fields("e"),
+            metadata_bytes=metadata_bytes_sql,
+            command_bytes=command_bytes_sql,
+            tables={"metadata": metadata_table, "commands": commands_table, "chain": links},
         )
-        self.select_records = SQL(
-            "SELECT e.notification_id, {domain}{head}, coalesce(e.state, ''::bytea),"
-            " m.position IS NOT NULL, {metadata}"
-            " FROM {events} e LEFT JOIN {metadata_table} m ON m.position = e.notification_id"
-            " AND m.originator_id = e.originator_id"
-            " AND m.originator_version = e.originator_version"
-            " AND m.position > %s AND m.position <= %s"
-            " WHERE e.notification_id > %s AND e.notification_id <= %s"
-            " ORDER BY e.notification_id LIMIT %s"
-        ).format(
-            domain=Literal(EVENT_DOMAIN_V2),
-            head=_event_head_fields("e"),
-            metadata=metadata_columns,
-            events=events,
-            metadata_table=metadata_table,
-        )
-        self.select_metadata_of = SQL(
-            "SELECT e.notification_id, {metadata} FROM {events} e"
-            " JOIN {metadata_table} m ON m.originator_id = e.originator_id"
-            " AND m.originator_version = e.originator_version"
-            " WHERE e.notification_id = ANY(%s)"
-        ).format(metadata=metadata_columns, events=events, metadata_table=metadata_table)
-        command_columns = SQL(
-            "c.merchant_id, c.request_id, c.command, c.fingerprint, c.aggregate_id,"
-            " c.aggregate_version, c.result::text"
-        )
-        self.select_commands_between = SQL(
-            "SELECT {columns} FROM {commands} c WHERE c.position > %s AND c.position <= %s"
-        ).format(columns=command_columns, commands=commands_table)
-        self.select_commands_of = SQL(
-            "SELECT {columns} FROM {commands} c"
-            " JOIN unnest(%s::text[], %s::text[]) AS x(merchant_id, request_id)"
-            " ON c.merchant_id = x.merchant_id AND c.request_id = x.request_id"
-        ).format(columns=command_columns, commands=commands_table)
-        self.select_links = SQL(
-            "SELECT position, digest FROM {}"
-            " WHERE position > %s AND position <= %s ORDER BY position LIMIT %s"
+        self.select_stored_at = SQL(
+            "SELECT a.n, (SELECT l.digest FROM {} l WHERE l.position <= least(a.position, %s)"
+            " ORDER BY l.position DESC LIMIT 1)"
+            " FROM unnest(%s::bigint[]) WITH ORDINALITY AS a(position, n) ORDER BY a.n"
         ).format(links)
+        self.select_samples = SQL(
+            "SELECT position, digest FROM (SELECT position, digest,"
+            " row_number() OVER (ORDER BY position) AS n FROM {} WHERE position <= %s) s"
+            " WHERE n %% %s = 0 ORDER BY position"
+        ).format(links)
+        self.select_merchant_at = SQL(
+            "SELECT m.merchant_id FROM {} e JOIN {} m USING (originator_id, originator_version)"
+            " WHERE e.notification_id = %s"
+        ).format(events, metadata_table)
         self.select_digest_before = SQL(
             "SELECT digest FROM {} WHERE position < %s ORDER BY position DESC LIMIT 1"
         ).format(links)
@@ -439,6 +369,9 @@ class ChainKeeper:
         # bitmap scan and a sort of everything after the page, once per page.
         # Pages are short queries: compiling them (JIT) cost more than running them.
         self.index_order = [SQL("SET LOCAL enable_sort = off"), SQL("SET LOCAL jit = off")]
+        # A range's hash joins (its events with their stored digests) fit in memory: with
+        # the default 4 MB they spilled to temporary files and verified half as fast.
+        self.check_settings = [*self.index_order, SQL("SET LOCAL work_mem = '32MB'")]
 
     @classmethod
     def for_ledger(cls, ledger: Any) -> ChainKeeper:
@@ -448,6 +381,10 @@ class ChainKeeper:
 
     def _use_indexes(self, conn: psycopg.Connection[Any]) -> None:
         for statement in self.index_order:
+            conn.execute(statement)
+
+    def _prepare_check(self, conn: psycopg.Connection[Any]) -> None:
+        for statement in self.check_settings:
             conn.execute(statement)
 
     def head(self) -> ChainHead:
@@ -492,82 +429,6 @@ class ChainKeeper:
         with conn.cursor(binary=True) as curs:
             curs.execute(statement, (v1_through, after, stop, limit), prepare=True)
             return curs.fetchall()
-
-    def stored_digests(
-        self, conn: psycopg.Connection[Any], after: int, stop: int, limit: int
-    ) -> list[Hashed]:
-        """(position, digest) of the stored chain with `after < position <= stop`."""
-        with conn.cursor(binary=True) as curs:
-            curs.execute(self.select_links, (after, stop, limit), prepare=True)
-            return curs.fetchall()
-
-    def records(
-        self,
-        conn: psycopg.Connection[Any],
-        after: int,
-        stop: int,
-        limit: int,
-        commands: CommandRecords,
-    ) -> list[tuple[int, bytes, str | None]]:
-        """(position, version 2 event hash, merchant) of the events with
-        `after < position <= stop`, in order, hashed here from the rows as stored."""
-        with conn.cursor(binary=True) as curs:
-            curs.execute(self.select_records, (after, stop, after, stop, limit), prepare=True)
-            rows = curs.fetchall()
-            if not rows:
-                return []
-            by_key: dict[int, Any] = {}
-            if not all(row[3] for row in rows):
-                missing = [row[0] for row in rows if not row[3]]
-                curs.execute(self.select_metadata_of, (missing,), prepare=True)
-                by_key = {row[0]: row[1:] for row in curs.fetchall()}
-            # Each event's metadata fields (None: it has no metadata row); the events of one
-            # command share most of them, so each distinct row is encoded once.
-            keys = [row[4:] if row[3] else by_key.get(row[0]) for row in rows]
-            distinct = {key for key in keys if key is not None}
-            commands.next_page(curs, self.select_commands_between, (after, rows[-1][0]))
-            commands.look_up(
-                curs, self.select_commands_of, {(k[0], k[5]) for k in distinct if k[6]}
-            )
-        encoded: dict[Any, bytes] = {
-            key: metadata_bytes(MetadataRow(*key))
-            + (commands.get((key[0], key[5])) if key[6] else ABSENT)
-            for key in distinct
-        }
-        encoded[None] = ABSENT + ABSENT
-        sha256 = hashlib.sha256
-        return [
-            (row[0], sha256(row[1] + row[2] + encoded[key]).digest(), key and key[0])
-            for row, key in zip(rows, keys, strict=True)
-        ]
-
-    def _page(
-        self,
-        conn: psycopg.Connection[Any],
-        after: int,
-        stop: int,
-        link_stop: int,
-        size: int,
-        v1_through: int,
-        merchants: bool,
-        commands: CommandRecords,
-    ) -> tuple[list[Any], list[Hashed], int]:
-        """Events and stored digests after `after`, both complete up to the position
-        returned (the rows beyond it are read again with the next page). Events of
-        version 1 are hashed by the database, those of version 2 here."""
-        events: list[Any]
-        if after < v1_through:
-            stop = min(stop, v1_through)
-            events = self.event_hashes(conn, after, stop, size, v1_through, merchants=merchants)
-        else:
-            events = self.records(conn, after, stop, size, commands)
-        links = self.stored_digests(conn, after, link_stop, size) if after < link_stop else []
-        upto = stop
-        if len(events) == size:
-            upto = events[-1][0]
-        if len(links) == size:
-            upto = min(upto, links[-1][0])
-        return events, links, upto
 
     # ---- chaining an old log once ---------------------------------------------------------
 
@@ -633,72 +494,90 @@ class ChainKeeper:
         *,
         through: int = 0,
         sample_every: int = 0,
-        page_size: int = PAGE_SIZE,
+        page_size: int = RANGE_SIZE,
         progress: Progress | None = None,
         merchant: str | None = None,
+        readers: int = READERS,
     ) -> VerifyReport:
         """Recomputes the chain from the events and compares it with the stored one.
 
-        Walks every event up to the chain head, and on to `through` (a checkpoint's
-        position) if that is further; meets `anchors` on the way. An event after the
-        head is a finding. With `merchant`, counts that merchant's events. Only reads.
+        Checks every event up to the chain head, and on to `through` (a checkpoint's
+        position) if that is further, link by link in ranges of `page_size` positions on
+        `readers` connections (`links`); meets `anchors`. An event after the head is a
+        finding. With `merchant`, counts that merchant's events. Only reads.
         """
         started = time.perf_counter()
-        merchants = merchant is not None
-        merchant_events = merchant_position = 0
-        finding_merchant: str | None = None
         with psycopg.connect(self.url) as conn:
-            # One snapshot for the whole walk: the events and the chain as of one moment.
+            # One snapshot for the whole check: the events and the chain as of one moment.
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             conn.read_only = True
-            self._use_indexes(conn)
+            self._prepare_check(conn)
             head = self._head(conn)
-            log_head = self._log_head(conn)
-            stop = max(head.position, through, log_head)
+            stop = max(head.position, through, self._log_head(conn))
             unchained_row = conn.execute(self.count_after, (head.position,)).fetchone()
             unchained = int(unchained_row[0]) if unchained_row else 0
-            walker = ChainWalker(
-                chain_head=head.position, anchors=anchors, sample_every=sample_every
+            # Where the links hold, the stored digests are the recomputed ones: the first
+            # anchor they miss is where the walk would report a rewritten chain, unless a
+            # link fails before it, so nothing after it needs checking.
+            missed, good = self._first_missed_anchor(conn, anchors, head.position)
+            bound = stop if missed is None else min(stop, missed.position)
+            checker = RangeChecker(
+                self.check_range,
+                RangeParameters(head.position, head.v1_through, merchant),
+                self._prepare_check,
+                page_size,
             )
-            link_stop = min(stop, head.position)
-            # The next page is read while this one is hashed (the driver waits for the
-            # server without holding the GIL); only one thread uses the connection at once.
-            with ThreadPoolExecutor(1, thread_name_prefix="audit-read") as reader:
-                after = 0
-                arguments = (link_stop, page_size, head.v1_through, merchants, CommandRecords())
-                if stop > after:
-                    page = reader.submit(self._page, conn, after, stop, *arguments)
-                while walker.finding is None and after < stop:
-                    events, links, after = page.result()
-                    if after < stop:
-                        page = reader.submit(self._page, conn, after, stop, *arguments)
-                    if merchants:
-                        owners = {row[0]: row[2] for row in events}
-                        events = [(row[0], row[1]) for row in events]
-                    walker.feed(merge(events, links, after))
-                    if merchants:
-                        found = walker.finding
-                        if found is not None:
-                            finding_merchant = owners.get(found.position)
-                        for position, owner in owners.items():
-                            if owner == merchant and (
-                                position < found.position if found else position <= after
-                            ):
-                                merchant_events += 1
-                                merchant_position = max(merchant_position, position)
-                    if progress is not None:
-                        progress(after, stop)
-            walker.finish()
+            ranges = checker.run(
+                conn,
+                self.url,
+                0,
+                bound,
+                readers=readers,
+                progress=None if progress is None else lambda done: progress(done, bound),
+            )
+            finding = ranges[-1].finding if ranges else None
+            finding_merchant = ranges[-1].finding_merchant if ranges else None
+            cut = bound  # the events verified are those up to here
+            if finding is not None:
+                cut = finding.position - 1
+            elif missed is not None:
+                finding = Finding(Kind.REWRITTEN, missed.position, after=good)
+                row = conn.execute(self.select_merchant_at, (missed.position,)).fetchone()
+                finding_merchant = None if row is None else row[0]
+            counted = [r for r in ranges if r.stop <= cut]
+            counted += [checker.check(conn, r.after, cut) for r in ranges if r.after < cut < r.stop]
+            position = max((r.last_event for r in counted), default=0)
+            digest_row = conn.execute(self.select_digest_before, (position + 1,)).fetchone()
+            samples: list[Anchor] = []
+            if sample_every and finding is None:
+                rows = conn.execute(self.select_samples, (head.position, sample_every))
+                samples = [Anchor(p, bytes(d)) for p, d in rows]
         return VerifyReport(
-            events=walker.events,
-            position=walker.position,
-            digest=walker.digest,
+            events=sum(r.events for r in counted),
+            position=position,
+            digest=GENESIS if digest_row is None or not position else bytes(digest_row[0]),
             chain_head=head,
             unchained=unchained,
-            finding=walker.finding,
+            finding=finding,
             seconds=time.perf_counter() - started,
-            samples=walker.samples,
-            merchant_events=merchant_events,
-            merchant_position=merchant_position,
+            samples=samples,
+            merchant_events=sum(r.merchant_events for r in counted),
+            merchant_position=max((r.merchant_last for r in counted), default=0),
             finding_merchant=finding_merchant,
         )
+
+    def _first_missed_anchor(
+        self, conn: psycopg.Connection[Any], anchors: Sequence[Anchor], chain_head: int
+    ) -> tuple[Anchor | None, int]:
+        """The first anchor (by position) whose digest is not the stored chain's at its
+        position, and the position of the anchor before it (0: none)."""
+        ordered = sorted(anchors, key=lambda a: a.position)
+        if not ordered:
+            return None, 0
+        rows = conn.execute(self.select_stored_at, (chain_head, [a.position for a in ordered]))
+        good = 0
+        for anchor, (_, stored) in zip(ordered, rows, strict=True):
+            if (GENESIS if stored is None else bytes(stored)) != anchor.digest:
+                return anchor, good
+            good = anchor.position
+        return None, good

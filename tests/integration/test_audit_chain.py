@@ -24,9 +24,9 @@ from psycopg.sql import SQL, Composed, Identifier
 from typer.testing import CliRunner, Result
 
 from ledger.application import Ledger
-from ledger.audit import GENESIS, ChainKeeper, digest
+from ledger.audit import GENESIS, ChainKeeper, Finding, Kind, digest
 from ledger.audit.chain import CommandRow, MetadataRow, chain, event_hash, event_hash_v2
-from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE, CommandRecords
+from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE
 from ledger.cli import app
 from ledger.store import Settings
 from tests.integration.catalog_support import create_product, receive
@@ -377,14 +377,31 @@ def test_verification_hashes_whole_records_exactly_as_version_2_defines(
             command_row,
         )
     expected = log.records()
+    links = chain(expected)
+    log.execute(SQL("INSERT INTO {} VALUES (%s, %s)").format(log.table(CHAIN_TABLE)), links[0])
+    for link in links[1:]:
+        log.execute(SQL("INSERT INTO {} VALUES (%s, %s)").format(log.table(CHAIN_TABLE)), link)
+    log.execute(
+        SQL("UPDATE {} SET position = %s, digest = %s, events = %s").format(log.table(HEAD_TABLE)),
+        (*links[-1], len(links)),
+    )
+    # Ranges of 2 positions: req-2 spans two ranges; of 3 on two connections; all at once.
+    for page_size, readers in ((2, 1), (3, 2), (100, 2)):
+        report = keeper.verify(page_size=page_size, readers=readers)
+        assert (report.finding, report.events) == (None, 4), (page_size, readers)
+        assert (report.position, report.digest) == links[-1]
     with psycopg.connect(log.url) as conn:
-        by_page = [
-            row[:2]
-            for after, stop in ((0, 2), (2, 2**62))  # req-2 spans the two pages
-            for row in keeper.records(conn, after, stop, 100, CommandRecords())
-        ]
-        assert by_page == expected
         assert keeper.event_hashes(conn, 0, 2**62, 100) == expected
+    # Each record is covered, whichever way it was found.
+    log.execute(
+        SQL("UPDATE {} SET fingerprint = 'x' WHERE request_id = 'req-2'").format(
+            log.table("processed_commands")
+        )
+    )
+    for page_size, readers in ((2, 1), (3, 2), (100, 1)):
+        report = keeper.verify(page_size=page_size, readers=readers)
+        assert report.finding == Finding(Kind.CHANGED, 5), (page_size, readers)
+        assert (report.events, report.position) == (2, 2)
 
 
 # ---- chained by the commits ----------------------------------------------------------------
@@ -1034,7 +1051,10 @@ def test_an_export_verifies_offline_and_a_one_byte_change_is_found(
         elif change == "metadata":
             edited["hashed"]["metadata"][4] += "x"  # the device
         else:
-            edited["hashed"]["command"][1] = edited["hashed"]["command"][1][:-1] + "0"
+            fingerprint = edited["hashed"]["command"][1]  # one character changed
+            edited["hashed"]["command"][1] = fingerprint[:-1] + (
+                "1" if fingerprint.endswith("0") else "0"
+            )
         path = tmp_path / f"{change}.jsonl"
         path.write_text("\n".join([*lines[:target], json.dumps(edited), *lines[target + 1 :]]))
         code, report, messages = verify_file(path)
