@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,13 @@ def nats_is_up() -> bool:
     return True
 
 
-pytestmark = pytest.mark.skipif(not nats_is_up(), reason="no NATS server on 127.0.0.1:4222")
+@pytest.fixture(autouse=True)
+def _nats() -> None:
+    """NATS runs on this machine kind; in CI its absence fails loudly, elsewhere it skips."""
+    if not nats_is_up():
+        if os.environ.get("CI"):
+            pytest.fail("CI needs the NATS server on 127.0.0.1:4222", pytrace=False)
+        pytest.skip("no NATS server on 127.0.0.1:4222")
 
 
 async def _messages(stream: str, subject: str) -> list[Any]:
