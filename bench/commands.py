@@ -754,6 +754,9 @@ def parse_args() -> argparse.Namespace:
         help="PostgreSQL URL (default: env POSLEDGER_DATABASE_URL, else the embedded one)",
     )
     parser.add_argument("--inflight", default="1,16,64", help="comma list of calls in flight")
+    parser.add_argument(
+        "--port", type=int, default=0, help="the server's port (default: any free one)"
+    )
     parser.add_argument("--phase-seconds", type=float, default=5.0, help="length of a phase")
     parser.add_argument("--rounds", type=int, default=2, help="phases of each kind")
     parser.add_argument(
@@ -806,7 +809,7 @@ def main() -> None:
 
         url = database_url(Settings.from_env())  # starts the embedded PostgreSQL
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port = args.port or free_port()
     target = f"127.0.0.1:{port}"
     started_at = datetime.now(UTC)
     load_start = os.getloadavg()

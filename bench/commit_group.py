@@ -35,14 +35,8 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.group_commit import (
-    FUNCTION_NAME,
-    CommandRecord,
-    CommitRequest,
-    EventMetadata,
-    _arguments,
-    commit_call_sql,
-)
+from ledger.commit_function import FUNCTION_NAME, commit_call_sql
+from ledger.group_commit import CommandRecord, CommitRequest, EventMetadata, _arguments
 from ledger.store import Settings, database_url
 
 STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-27T03:06:00+00:00"},' + (
@@ -81,7 +75,10 @@ def command() -> CommitRequest:
 RENDER = """
 import sys
 from ledger.audit import store
-from ledger.group_commit import commit_function_sql
+try:
+    from ledger.commit_function import commit_function_sql
+except ImportError:  # a tree from before the function had a module of its own
+    from ledger.group_commit import commit_function_sql
 print(commit_function_sql(sys.argv[1], sys.argv[2], sys.argv[3],
                           store.chain_sql(sys.argv[1])).as_string(None))
 """
@@ -89,7 +86,8 @@ print(commit_function_sql(sys.argv[1], sys.argv[2], sys.argv[3],
 
 def install_baseline(url: str, schema: str, tree: str) -> tuple[Any, Any]:
     """Replaces the schema's function with the one the source tree `tree` renders; returns
-    that tree's call statement and argument builder (its `group_commit` module's)."""
+    that tree's call statement and argument builder (from its `commit_function` and
+    `group_commit` modules)."""
     ledger = Ledger.open(Settings(database_url=url, schema=schema, pool_size=1))
     recorder = ledger.ledger_recorder
     done = subprocess.run(
@@ -110,15 +108,22 @@ def install_baseline(url: str, schema: str, tree: str) -> tuple[Any, Any]:
             conn.execute(f"DROP FUNCTION {signature}")
         conn.execute(done.stdout.encode())
     ledger.close()
-    spec = importlib.util.spec_from_file_location(
-        f"baseline_{schema}", os.path.join(tree, "ledger", "group_commit.py")
-    )
+    writer = load_module(f"baseline_{schema}", os.path.join(tree, "ledger", "group_commit.py"))
+    function_path = os.path.join(tree, "ledger", "commit_function.py")
+    function = writer
+    if os.path.exists(function_path):
+        function = load_module(f"baseline_function_{schema}", function_path)
+    return function.commit_call_sql(schema), writer._arguments
+
+
+def load_module(name: str, path: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
-    return module.commit_call_sql(schema), module._arguments
+    return module
 
 
 def main() -> None:

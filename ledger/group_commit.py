@@ -3,7 +3,7 @@
 Commands decide outside any lock, then hand their stored events, command record, event
 metadata and read set to `GroupCommitter.commit`, which blocks until the writer thread has
 committed them. The writer takes whatever commands are waiting and sends them to PostgreSQL
-as ONE call of the function `posledger_commit_group` (SQL in `commit_function_sql`). In one
+as ONE call of the function `posledger_commit_group` (its SQL in ledger/commit_function.py). In one
 round trip and one implicit transaction, that function
 
 1. takes the events table's EXCLUSIVE lock (so positions commit in order and a reader that
@@ -46,7 +46,7 @@ from uuid import UUID
 import psycopg
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
-from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
+from psycopg.sql import Composed
 
 from ledger.audit.chain import ABSENT, MetadataRow, event_fields, metadata_bytes
 
@@ -87,7 +87,6 @@ class EventMetadata:
     locations: dict[UUID, str] = field(default_factory=dict)
 
 
-FUNCTION_NAME = "posledger_commit_group"
 # Bounds one group: PostgreSQL holds the lock for as long as the group takes to insert.
 MAX_GROUP_COMMANDS = 500
 MAX_GROUP_EVENTS = 5_000
@@ -163,213 +162,6 @@ class GroupStats:
             "lock_held_ms_max": round(self.longest_lock_held * 1000, 3),
             "locks_held_over_2ms": self.locks_held_over_2ms,
         }
-
-
-def commit_function_sql(
-    schema: str, events_table: str, channel: str, chain: dict[str, Composable]
-) -> Composed:
-    """`CREATE OR REPLACE FUNCTION` for the group commit, for one schema's tables.
-
-    Simple statements, each planned once per connection and cached by PL/pgSQL. It returns
-    a row per command that is not written (`known`: its request id is recorded; `clashed`:
-    an event clashes or a read moved on; `lost`: a twin recorded the request id while this
-    ran), a row per event written, with its notification id, and how long it has held the
-    lock (`held`, in microseconds, before the COMMIT that follows).
-
-    `chain` names the audit chain's tables and SQL (`ledger.audit.store.chain_sql`).
-    """
-    return SQL(
-        """
-CREATE OR REPLACE FUNCTION {function}(
-    lock_timeout text,
-    ev_cmd int[], ev_id uuid[], ev_version bigint[], ev_topic text[], ev_state bytea[],
-    ev_fields bytea[], ev_records bytea[],
-    md_merchant text[], md_app text[], md_key text[], md_location text[], md_device text[],
-    md_request text[],
-    rc_cmd int[], rc_merchant text[], rc_request text[], rc_command text[],
-    rc_fingerprint text[], rc_aggregate uuid[], rc_version bigint[], rc_result text[],
-    rd_cmd int[], rd_id uuid[], rd_version bigint[])
-RETURNS TABLE (kind text, cmd int, originator_id uuid, originator_version bigint,
-               notification_id bigint)
-LANGUAGE plpgsql
-AS $body$
-DECLARE
-    locked_at timestamptz;
-    known int[];
-    clashed int[];
-    lost int[];
-    skipped int[];
-    new_position bigint[];
-    new_id uuid[];
-    new_version bigint[];
-    new_hash bytea[];
-    new_digest bytea[];
-    rc_encoded_cmd int[];
-    rc_encoded bytea[];
-    ev_position bigint[];
-    position_sequence regclass := pg_catalog.pg_get_serial_sequence(
-        pg_catalog.quote_ident({schema_name}) || '.' || pg_catalog.quote_ident({table_name}),
-        'notification_id');
-    chain_live boolean := false;
-    chain_digest bytea;
-    i int;
-BEGIN
-    IF cardinality(ev_id) > 0 THEN
-        -- Serialise writers of the log (see ledger/group_commit.py). Every statement after
-        -- this one sees every event committed before the lock was granted.
-        PERFORM pg_catalog.set_config('lock_timeout', lock_timeout, true);
-        LOCK TABLE {events} IN EXCLUSIVE MODE;
-        locked_at := pg_catalog.clock_timestamp();
-        NOTIFY {channel};
-        -- Not live: the log predates write-time chaining and `posledger audit chain` has
-        -- yet to chain it (it turns this on under the same lock).
-        SELECT h.live, h.digest INTO chain_live, chain_digest FROM {chain_head} h;
-    END IF;
-
-    SELECT coalesce(array_agg(r.cmd), '{{}}') INTO known
-    FROM unnest(rc_cmd, rc_merchant, rc_request) AS r(cmd, merchant_id, request_id)
-    WHERE EXISTS (SELECT FROM {commands} p
-                  WHERE p.merchant_id = r.merchant_id AND p.request_id = r.request_id);
-
-    SELECT coalesce(array_agg(DISTINCT x.cmd), '{{}}') INTO clashed FROM (
-        SELECT e.cmd FROM unnest(ev_cmd, ev_id, ev_version) AS e(cmd, id, version)
-        WHERE EXISTS (SELECT FROM {events} s
-                      WHERE s.originator_id = e.id AND s.originator_version = e.version)
-        UNION ALL
-        SELECT r.cmd FROM unnest(rd_cmd, rd_id, rd_version) AS r(cmd, id, version)
-        WHERE EXISTS (SELECT FROM {events} s
-                      WHERE s.originator_id = r.id AND s.originator_version > r.version)
-    ) AS x;
-
-    -- Positions are drawn here, in the order the commands decided, so that the metadata
-    -- rows and the command records carry the position of their event (of the command's
-    -- first event): a verification reads them by range beside the events. A command lost
-    -- below leaves a gap, as a rolled-back insert would.
-    SELECT array_agg(CASE WHEN e.cmd <> ALL (known || clashed)
-                          THEN pg_catalog.nextval(position_sequence) END ORDER BY e.ord)
-    INTO ev_position
-    FROM unnest(ev_cmd) WITH ORDINALITY AS e(cmd, ord);
-
-    -- ON CONFLICT also skips a twin's record committed since the check above.
-    WITH recorded AS (
-        INSERT INTO {commands} (merchant_id, request_id, command, fingerprint, aggregate_id,
-                                aggregate_version, result, position)
-        SELECT r.merchant_id, r.request_id, r.command, r.fingerprint, r.aggregate_id,
-               r.aggregate_version, r.result::jsonb, f.position
-        FROM unnest(rc_cmd, rc_merchant, rc_request, rc_command, rc_fingerprint,
-                    rc_aggregate, rc_version, rc_result)
-            AS r(cmd, merchant_id, request_id, command, fingerprint, aggregate_id,
-                 aggregate_version, result)
-        LEFT JOIN (SELECT x.cmd, min(x.position) AS position
-                   FROM unnest(ev_cmd, ev_position) AS x(cmd, position) GROUP BY x.cmd) AS f
-            ON f.cmd = r.cmd
-        WHERE r.cmd <> ALL (known || clashed)
-        ON CONFLICT DO NOTHING
-        RETURNING {commands}.merchant_id, {commands}.request_id
-    )
-    SELECT coalesce(array_agg(r.cmd), '{{}}') INTO lost
-    FROM unnest(rc_cmd, rc_merchant, rc_request) AS r(cmd, merchant_id, request_id)
-    WHERE r.cmd <> ALL (known || clashed)
-      AND NOT EXISTS (SELECT FROM recorded x
-                      WHERE x.merchant_id = r.merchant_id AND x.request_id = r.request_id);
-
-    skipped := known || clashed || lost;
-
-    INSERT INTO {metadata} (originator_id, originator_version, merchant_id, app_id, key_id,
-                            location_id, device_id, request_id, command_recorded, position)
-    SELECT m.id, m.version, m.merchant_id, m.app_id, m.key_id, m.location_id, m.device_id,
-           m.request_id, m.cmd = ANY (rc_cmd), m.position
-    FROM unnest(ev_cmd, ev_id, ev_version, md_merchant, md_app, md_key, md_location,
-                md_device, md_request, ev_position)
-        AS m(cmd, id, version, merchant_id, app_id, key_id, location_id, device_id,
-             request_id, position)
-    WHERE m.merchant_id IS NOT NULL AND m.cmd <> ALL (skipped)
-    ON CONFLICT DO NOTHING;
-
-    RETURN QUERY SELECT 'known', k, NULL::uuid, NULL::bigint, NULL::bigint
-        FROM unnest(known) AS k;
-    RETURN QUERY SELECT 'clashed', k, NULL::uuid, NULL::bigint, NULL::bigint
-        FROM unnest(clashed) AS k;
-    RETURN QUERY SELECT 'lost', k, NULL::uuid, NULL::bigint, NULL::bigint
-        FROM unnest(lost) AS k;
-    INSERT INTO {events} (notification_id, originator_id, originator_version, topic, state)
-    SELECT e.position, e.id, e.version, e.topic, e.state
-    FROM unnest(ev_cmd, ev_id, ev_version, ev_topic, ev_state, ev_position)
-        AS e(cmd, id, version, topic, state, position)
-    WHERE e.cmd <> ALL (skipped);
-
-    -- Each event's hash (version 2, `ledger.audit.chain`) covers what was just inserted:
-    -- the writer encoded the event's fields and its metadata row (`ev_fields`,
-    -- `ev_records`), and each command record is encoded here once, with its result as
-    -- the stored jsonb's text.
-    IF chain_live THEN
-        SELECT array_agg(c.cmd), array_agg({command_bytes})
-        INTO rc_encoded_cmd, rc_encoded
-        FROM (SELECT r.cmd, r.command, r.fingerprint, r.aggregate_id, r.aggregate_version,
-                     r.result::jsonb AS result
-              FROM unnest(rc_cmd, rc_command, rc_fingerprint, rc_aggregate, rc_version,
-                          rc_result)
-                  AS r(cmd, command, fingerprint, aggregate_id, aggregate_version, result)
-              WHERE r.cmd <> ALL (skipped)) AS c;
-    END IF;
-    SELECT array_agg(e.position ORDER BY e.position),
-           array_agg(e.id ORDER BY e.position),
-           array_agg(e.version ORDER BY e.position),
-           array_agg(CASE WHEN chain_live THEN pg_catalog.sha256(
-               {event_domain} || pg_catalog.int8send(e.position) || e.fields
-               || coalesce(e.state, ''::bytea) || e.records
-               || CASE WHEN e.records = {absent} THEN {absent}
-                       ELSE coalesce(r.encoded, {absent}) END) END ORDER BY e.position)
-    INTO new_position, new_id, new_version, new_hash
-    FROM unnest(ev_cmd, ev_id, ev_version, ev_state, ev_fields, ev_records, ev_position)
-        AS e(cmd, id, version, state, fields, records, position)
-    LEFT JOIN unnest(rc_encoded_cmd, rc_encoded) AS r(cmd, encoded) ON r.cmd = e.cmd
-    WHERE e.cmd <> ALL (skipped);
-
-    -- The chain: one link per event, in position order, from the head's digest.
-    IF chain_live AND new_position IS NOT NULL THEN
-        new_digest := array_fill(NULL::bytea, ARRAY[cardinality(new_position)]);
-        FOR i IN 1 .. cardinality(new_position) LOOP
-            chain_digest := pg_catalog.sha256({link_domain} || chain_digest || new_hash[i]);
-            new_digest[i] := chain_digest;
-        END LOOP;
-        INSERT INTO {chain} (position, digest) SELECT * FROM unnest(new_position, new_digest);
-        UPDATE {chain_head} SET position = new_position[cardinality(new_position)],
-            digest = new_digest[cardinality(new_digest)],
-            events = events + cardinality(new_position), extended_at = now();
-    END IF;
-
-    RETURN QUERY SELECT 'event'::text, NULL::int, x.id, x.version, x.position
-        FROM unnest(new_id, new_version, new_position) AS x(id, version, position);
-    -- How long the lock has been held so far, in microseconds (the COMMIT follows).
-    RETURN QUERY SELECT 'held', NULL::int, NULL::uuid, NULL::bigint,
-        (extract(epoch FROM pg_catalog.clock_timestamp() - locked_at) * 1e6)::bigint
-        WHERE locked_at IS NOT NULL;
-END;
-$body$
-"""
-    ).format(
-        function=Identifier(schema, FUNCTION_NAME),
-        events=Identifier(schema, events_table),
-        commands=Identifier(schema, "processed_commands"),
-        metadata=Identifier(schema, "event_metadata"),
-        channel=Identifier(channel),
-        schema_name=Literal(schema),
-        table_name=Literal(events_table),
-        **chain,
-    )
-
-
-def commit_call_sql(schema: str) -> Composed:
-    # Parameters in binary (%b): psycopg dumps the arrays about 3x faster than as text.
-    return SQL(
-        "SELECT * FROM {function}(%b,"
-        " %b::int[], %b::uuid[], %b::bigint[], %b::text[], %b::bytea[], %b::bytea[], %b::bytea[],"
-        " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
-        " %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::bigint[],"
-        " %b::text[],"
-        " %b::int[], %b::uuid[], %b::bigint[])"
-    ).format(function=Identifier(schema, FUNCTION_NAME))
 
 
 def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, ...]:

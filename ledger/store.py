@@ -28,6 +28,7 @@ from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.audit import store as audit_store
+from ledger.commit_function import commit_call_sql, commit_function_sql
 from ledger.group_commit import (
     CommandRecord,
     CommitRequest,
@@ -35,8 +36,6 @@ from ledger.group_commit import (
     EventMetadata,
     GroupCommitter,
     GroupStats,
-    commit_call_sql,
-    commit_function_sql,
 )
 from ledger.limits import Limits
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
@@ -31,6 +29,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
+from ledger.application.command_cache import CommandCache
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
 from ledger.domain.validation import Checks
@@ -54,10 +53,6 @@ from ledger.store import (
 # in 7 of 16 simultaneous completions. Backoff is capped so 10 attempts stay well under 0.5 s.
 MAX_ATTEMPTS = 10
 MAX_BACKOFF_SECONDS = 0.05
-# Aggregates kept in memory for commands (sales, products, stock items, customers).
-COMMAND_CACHE_SIZE = 20_000
-# How long a command waits for its turn to write an aggregate another command is writing.
-TURN_TIMEOUT_SECONDS = 30.0
 A = TypeVar("A", bound=Aggregate)
 
 
@@ -414,85 +409,6 @@ class ReadSet:
 
 
 _current_reads: ContextVar[ReadSet | None] = ContextVar("posledger_reads", default=None)
-
-
-@dataclass(frozen=True)
-class Cached:
-    aggregate: Any  # None: known not to exist
-    version: int
-
-
-class CommandCache:
-    """The latest version of aggregates this process has read or written, for commands.
-
-    Entries may fall behind writes by other processes; the commit's read-set check catches
-    that, so the cache never makes a command act on stale state, at worst retry it.
-    """
-
-    def __init__(self, maxsize: int = COMMAND_CACHE_SIZE) -> None:
-        self._entries: OrderedDict[UUID, Cached] = OrderedDict()
-        self._lock = threading.Lock()
-        self._maxsize = maxsize
-        # Aggregates being written by a command of this process: a lock and its users.
-        self._turns: dict[UUID, tuple[threading.Lock, int]] = {}
-
-    @contextmanager
-    def writing(self, aggregate_ids: frozenset[UUID]) -> Iterator[bool]:
-        """Holds the turn to write these aggregates; yields whether it had to wait."""
-        ordered = sorted(aggregate_ids)  # one order for everyone: no deadlock
-        with self._lock:
-            for key in ordered:
-                lock, users = self._turns.get(key, (threading.Lock(), 0))
-                self._turns[key] = (lock, users + 1)
-            locks = [self._turns[key][0] for key in ordered]
-        held: list[threading.Lock] = []
-        waited = False
-        try:
-            for lock in locks:
-                if not lock.acquire(blocking=False):
-                    waited = True
-                    if not lock.acquire(timeout=TURN_TIMEOUT_SECONDS):
-                        raise VersionConflict(
-                            "another command kept this data busy for too long",
-                            reason="CONCURRENT_MODIFICATION",
-                        )
-                held.append(lock)
-            yield waited
-        finally:
-            for lock in reversed(held):
-                lock.release()
-            with self._lock:
-                for key in ordered:
-                    lock, users = self._turns[key]
-                    if users > 1:
-                        self._turns[key] = (lock, users - 1)
-                    else:
-                        del self._turns[key]
-
-    def get(self, aggregate_id: UUID) -> Cached | None:
-        with self._lock:
-            found = self._entries.get(aggregate_id)
-            if found is not None:
-                self._entries.move_to_end(aggregate_id)
-            return found
-
-    def put(self, aggregate_id: UUID, aggregate: Any) -> Cached:
-        """Keeps `aggregate` (None: absent) unless a newer version is already kept."""
-        entry = Cached(aggregate, 0 if aggregate is None else aggregate.version)
-        with self._lock:
-            current = self._entries.get(aggregate_id)
-            if current is not None and current.version > entry.version:
-                return entry
-            self._entries[aggregate_id] = entry
-            self._entries.move_to_end(aggregate_id)
-            if len(self._entries) > self._maxsize:
-                self._entries.popitem(last=False)
-        return entry
-
-    def evict(self, aggregate_ids: Iterable[UUID]) -> None:
-        with self._lock:
-            for aggregate_id in aggregate_ids:
-                self._entries.pop(aggregate_id, None)
 
 
 def request_fingerprint(cmd: Any, expected_version: int | None) -> str:

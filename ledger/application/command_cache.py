@@ -1,0 +1,98 @@
+"""What commands of this process know of aggregates: their latest versions, and whose turn
+it is to write each one."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from ledger.domain.errors import VersionConflict
+
+# Aggregates kept in memory for commands (sales, products, stock items, customers).
+COMMAND_CACHE_SIZE = 20_000
+# How long a command waits for its turn to write an aggregate another command is writing.
+TURN_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Cached:
+    aggregate: Any  # None: known not to exist
+    version: int
+
+
+class CommandCache:
+    """The latest version of aggregates this process has read or written, for commands.
+
+    Entries may fall behind writes by other processes; the commit's read-set check catches
+    that, so the cache never makes a command act on stale state, at worst retry it.
+    """
+
+    def __init__(self, maxsize: int = COMMAND_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[UUID, Cached] = OrderedDict()
+        self._lock = threading.Lock()
+        self._maxsize = maxsize
+        # Aggregates being written by a command of this process: a lock and its users.
+        self._turns: dict[UUID, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def writing(self, aggregate_ids: frozenset[UUID]) -> Iterator[bool]:
+        """Holds the turn to write these aggregates; yields whether it had to wait."""
+        ordered = sorted(aggregate_ids)  # one order for everyone: no deadlock
+        with self._lock:
+            for key in ordered:
+                lock, users = self._turns.get(key, (threading.Lock(), 0))
+                self._turns[key] = (lock, users + 1)
+            locks = [self._turns[key][0] for key in ordered]
+        held: list[threading.Lock] = []
+        waited = False
+        try:
+            for lock in locks:
+                if not lock.acquire(blocking=False):
+                    waited = True
+                    if not lock.acquire(timeout=TURN_TIMEOUT_SECONDS):
+                        raise VersionConflict(
+                            "another command kept this data busy for too long",
+                            reason="CONCURRENT_MODIFICATION",
+                        )
+                held.append(lock)
+            yield waited
+        finally:
+            for lock in reversed(held):
+                lock.release()
+            with self._lock:
+                for key in ordered:
+                    lock, users = self._turns[key]
+                    if users > 1:
+                        self._turns[key] = (lock, users - 1)
+                    else:
+                        del self._turns[key]
+
+    def get(self, aggregate_id: UUID) -> Cached | None:
+        with self._lock:
+            found = self._entries.get(aggregate_id)
+            if found is not None:
+                self._entries.move_to_end(aggregate_id)
+            return found
+
+    def put(self, aggregate_id: UUID, aggregate: Any) -> Cached:
+        """Keeps `aggregate` (None: absent) unless a newer version is already kept."""
+        entry = Cached(aggregate, 0 if aggregate is None else aggregate.version)
+        with self._lock:
+            current = self._entries.get(aggregate_id)
+            if current is not None and current.version > entry.version:
+                return entry
+            self._entries[aggregate_id] = entry
+            self._entries.move_to_end(aggregate_id)
+            if len(self._entries) > self._maxsize:
+                self._entries.popitem(last=False)
+        return entry
+
+    def evict(self, aggregate_ids: Iterable[UUID]) -> None:
+        with self._lock:
+            for aggregate_id in aggregate_ids:
+                self._entries.pop(aggregate_id, None)
