@@ -33,7 +33,8 @@ CREATE OR REPLACE FUNCTION {function}(
     md_request text[],
     rc_cmd int[], rc_merchant text[], rc_request text[], rc_command text[],
     rc_fingerprint text[], rc_aggregate uuid[], rc_version bigint[], rc_result text[],
-    rd_cmd int[], rd_id uuid[], rd_version bigint[])
+    rd_cmd int[], rd_id uuid[], rd_version bigint[],
+    ch_cmd int[], ch_on int[], ch_id uuid[], ch_version bigint[])
 RETURNS TABLE (kind text, cmd int, originator_id uuid, originator_version bigint,
                notification_id bigint)
 LANGUAGE plpgsql
@@ -57,6 +58,7 @@ DECLARE
         'notification_id');
     chain_live boolean := false;
     chain_digest bytea;
+    unrecorded int[] := '{{}}';
     i int;
 BEGIN
     IF cardinality(ev_id) > 0 THEN
@@ -85,6 +87,22 @@ BEGIN
         WHERE EXISTS (SELECT FROM {events} s
                       WHERE s.originator_id = r.id AND s.originator_version > r.version)
     ) AS x;
+
+    -- A command decided on a predecessor's state before it committed (`ch_*`, in command
+    -- order) stands only if the predecessor does: in this group, if it is not skipped (so a
+    -- chain falls from its first skipped link on); before it, if the aggregate is still
+    -- exactly at the version read. Not merely "not newer": never a version without the one
+    -- before it, never a decision on state that did not commit.
+    FOR i IN 1 .. coalesce(cardinality(ch_cmd), 0) LOOP
+        IF ch_cmd[i] <> ALL (known || clashed) AND (
+            (ch_on[i] IS NOT NULL AND ch_on[i] = ANY (known || clashed))
+            OR (ch_on[i] IS NULL AND coalesce((SELECT max(s.originator_version) FROM {events} s
+                                               WHERE s.originator_id = ch_id[i]), 0)
+                                     <> ch_version[i]))
+        THEN
+            clashed := clashed || ch_cmd[i];
+        END IF;
+    END LOOP;
 
     -- Positions are drawn here, in the order the commands decided, so that the metadata
     -- rows and the command records carry the position of their event (of the command's
@@ -117,6 +135,21 @@ BEGIN
     WHERE r.cmd <> ALL (known || clashed)
       AND NOT EXISTS (SELECT FROM recorded x
                       WHERE x.merchant_id = r.merchant_id AND x.request_id = r.request_id);
+
+    -- A lost command takes the commands decided on its state with it: their records go.
+    IF cardinality(lost) > 0 THEN
+        FOR i IN 1 .. coalesce(cardinality(ch_cmd), 0) LOOP
+            IF ch_on[i] = ANY (lost || unrecorded) AND ch_cmd[i] <> ALL (lost || unrecorded)
+            THEN
+                unrecorded := unrecorded || ch_cmd[i];
+            END IF;
+        END LOOP;
+        DELETE FROM {commands} p
+        USING unnest(rc_cmd, rc_merchant, rc_request) AS r(cmd, merchant_id, request_id)
+        WHERE r.cmd = ANY (unrecorded)
+          AND p.merchant_id = r.merchant_id AND p.request_id = r.request_id;
+        clashed := clashed || unrecorded;
+    END IF;
 
     skipped := known || clashed || lost;
 
@@ -213,5 +246,6 @@ def commit_call_sql(schema: str) -> Composed:
         " %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
         " %b::int[], %b::text[], %b::text[], %b::text[], %b::text[], %b::uuid[], %b::bigint[],"
         " %b::text[],"
-        " %b::int[], %b::uuid[], %b::bigint[])"
+        " %b::int[], %b::uuid[], %b::bigint[],"
+        " %b::int[], %b::int[], %b::uuid[], %b::bigint[])"
     ).format(function=Identifier(schema, FUNCTION_NAME))

@@ -26,9 +26,16 @@ The lock is therefore held only while PostgreSQL itself works, never while Pytho
 the whole group shares one COMMIT (one WAL flush). Each command still succeeds or fails on
 its own: a duplicate or a conflict answers only that command, never its neighbours.
 
-Two commands of one group must not touch the same aggregate or request id (the function
-checks against the table, not against its own group), so the writer defers such a command
-to the next group, where it meets the first one's committed events like any other writer.
+A command may be decided on what an earlier command of this process wrote before that one
+committed (a busy stock item: each sale decides on the one before it as soon as that one is
+handed to the writer). It says so (`CommitRequest.after`), and the two may share a group:
+the function takes such chains in order and skips a command whose predecessor it skipped,
+so no version is written without the one before it and no decision stands on state that
+did not commit. A predecessor in an earlier group must have committed, and the aggregate
+must still be exactly at the version the command read. Otherwise two commands of one group
+must not touch the same aggregate or request id (the function checks against the table,
+not against its own group), so the writer defers such a command to the next group, where
+it meets the first one's committed events like any other writer.
 """
 
 from __future__ import annotations
@@ -113,20 +120,30 @@ class CommitRequest:
     # Aggregates the decision read, with the version it read them at (0: did not exist).
     # The commit fails with a conflict if any of them has moved on.
     reads: Sequence[tuple[UUID, int]] = ()
+    # Aggregates the decision read as an earlier command of this process left them, before
+    # that command committed: (aggregate, the version read, that command). The commit fails
+    # with a conflict unless that command commits first and the version is still the latest.
+    after: Sequence[tuple[UUID, int, Pending]] = ()
 
     def written(self) -> set[UUID]:
         return {e.originator_id for e in self.events}  # type: ignore[misc]
 
     def read(self) -> set[UUID]:
-        return {aggregate_id for aggregate_id, _ in self.reads}
+        return {aggregate_id for aggregate_id, _ in self.reads} | {a for a, _, _ in self.after}
 
 
-@dataclass
-class _Pending:
+@dataclass(eq=False)
+class Pending:
+    """A command handed to the writer: answered once `done` is set (failed if `error`)."""
+
     request: CommitRequest
     done: threading.Event = field(default_factory=threading.Event)
     notification_ids: list[int] = field(default_factory=list)
     error: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.done.is_set() and self.error is not None
 
 
 @dataclass
@@ -137,6 +154,7 @@ class GroupStats:
     commands: int = 0
     events: int = 0
     deferred: int = 0
+    chained: int = 0  # commands in a group behind a predecessor of the same group
     seconds_in_database: float = 0.0  # the group call's round trips, as the writer saw them
     largest_group: int = 0
     lock_held_seconds: float = 0.0  # from lock granted to the end of the inserts
@@ -157,6 +175,7 @@ class GroupStats:
             "commands_per_group": round(self.commands / groups, 2),
             "largest_group": self.largest_group,
             "deferred": self.deferred,
+            "chained": self.chained,
             "call_ms_mean": round(self.seconds_in_database / groups * 1000, 3),
             "lock_held_ms_mean": round(self.lock_held_seconds / groups * 1000, 3),
             "lock_held_ms_max": round(self.longest_lock_held * 1000, 3),
@@ -165,10 +184,16 @@ class GroupStats:
 
 
 def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, ...]:
-    """The function's arguments: one array per column, each row tagged with its command."""
+    """The function's arguments: one array per column, each row tagged with its command.
+
+    A read of a predecessor's state names the predecessor by its place in the group, or
+    NULL when it committed in an earlier group.
+    """
     ev: list[list[Any]] = [[] for _ in range(13)]
     rc: list[list[Any]] = [[] for _ in range(8)]
     rd: list[list[Any]] = [[] for _ in range(3)]
+    ch: list[list[Any]] = [[] for _ in range(4)]
+    place = {id(request): n for n, request in enumerate(group)}
     for n, request in enumerate(group):
         m = request.metadata
         recorded = request.command_record is not None
@@ -204,7 +229,11 @@ def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, 
         for aggregate_id, version in request.reads:
             for column, value in zip(rd, (n, aggregate_id, version), strict=True):
                 column.append(value)
-    return (lock_timeout, *ev, *rc, *rd)
+        for aggregate_id, version, before in request.after:
+            row = [n, place.get(id(before.request)), aggregate_id, version]
+            for column, value in zip(ch, row, strict=True):
+                column.append(value)
+    return (lock_timeout, *ev, *rc, *rd, *ch)
 
 
 class GroupCommitter:
@@ -222,7 +251,7 @@ class GroupCommitter:
         self._call = call
         self._lock_timeout = f"{int(lock_timeout_seconds * 1000)}ms"
         self._commit_timeout = commit_timeout_seconds
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Pending] = deque()
         self._wake = threading.Condition()
         self._closed = False
         self._conn: psycopg.Connection[Any] | None = None
@@ -230,18 +259,24 @@ class GroupCommitter:
         self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
         self._thread.start()
 
-    def commit(self, request: CommitRequest) -> list[int]:
+    def commit(
+        self, request: CommitRequest, handed: Callable[[Pending], None] | None = None
+    ) -> list[int]:
         """Commits one command's request; returns its events' notification ids.
 
+        `handed` is called with the queued command before this waits for its commit: from
+        then on a later command may be decided on its state (see `CommitRequest.after`).
         Raises `DuplicateCommand` or `CommitConflict` for this command alone, and the
         store's error when the database could not be reached.
         """
-        pending = _Pending(request)
+        pending = Pending(request)
         with self._wake:
             if self._closed:
                 raise OperationalError("the event store is closed")
             self._queue.append(pending)
             self._wake.notify()
+        if handed is not None:
+            handed(pending)
         if not pending.done.wait(self._commit_timeout):
             # The writer is stuck on the database; the group may still commit, in which
             # case a retry with the same request id is answered from its record.
@@ -275,36 +310,48 @@ class GroupCommitter:
                 if not self._queue:
                     return  # closed and drained
                 group = self._take_group()
-            self._commit_group(group)
+            if group:  # empty when every waiting command failed behind its predecessor
+                self._commit_group(group)
 
-    def _take_group(self) -> list[_Pending]:
+    def _take_group(self) -> list[Pending]:
         """The waiting commands that can share a transaction, oldest first.
 
         A command that reads or writes what an earlier one in the group writes, or has its
         request id, stays queued, in order, for the next group: the function checks each
         command against the table as it was before the group. (Writing what an earlier one
-        only read is fine: that is the order they commit in.)
+        only read is fine: that is the order they commit in.) The exception is a command
+        decided on that earlier one's state (`after`): it joins the group behind it, and one
+        whose predecessor failed already fails here, without a round trip.
         """
-        group: list[_Pending] = []
-        deferred: list[_Pending] = []
-        written: set[UUID] = set()
+        group: list[Pending] = []
+        taken: set[int] = set()
+        deferred: list[Pending] = []
+        writer_of: dict[UUID, Pending] = {}  # the last command of the group writing each
         requests: set[tuple[str, str]] = set()
         events = 0
         while self._queue and len(group) < MAX_GROUP_COMMANDS:
             pending = self._queue.popleft()
             request = pending.request
+            if any(before.failed for _, _, before in request.after):
+                self._fail([pending], CommitConflict("it was decided on state that did not commit"))
+                continue
             writes, reads = request.written(), request.read()
             record = request.command_record
             key = (record.merchant_id, record.request_id) if record else None
             too_big = group and events + len(request.events) > MAX_GROUP_EVENTS
-            overlaps = (writes | reads) & written
-            if too_big or overlaps or (key is not None and key in requests):
+            waiting = [b for _, _, b in request.after if not b.done.is_set() and id(b) not in taken]
+            behind = {aggregate_id: before for aggregate_id, _, before in request.after}
+            overlaps = [a for a in (writes | reads) if a in writer_of]
+            chained = all(behind.get(a) is writer_of[a] for a in overlaps)
+            if too_big or waiting or not chained or (key is not None and key in requests):
                 deferred.append(pending)
                 if too_big:
                     break
                 continue
             group.append(pending)
-            written |= writes
+            taken.add(id(pending))
+            self.stats.chained += bool(overlaps)
+            writer_of.update(dict.fromkeys(writes, pending))
             events += len(request.events)
             if key is not None:
                 requests.add(key)
@@ -312,7 +359,7 @@ class GroupCommitter:
         self.stats.deferred += len(deferred)
         return group
 
-    def _commit_group(self, group: list[_Pending]) -> None:
+    def _commit_group(self, group: list[Pending]) -> None:
         arguments = _arguments([p.request for p in group], self._lock_timeout)
         for attempt in range(MAX_ATTEMPTS):
             started = time.perf_counter()
@@ -346,7 +393,7 @@ class GroupCommitter:
             curs.execute(self._call, arguments, prepare=True)
             return curs.fetchall()
 
-    def _answer(self, group: list[_Pending], rows: list[tuple[Any, ...]]) -> None:
+    def _answer(self, group: list[Pending], rows: list[tuple[Any, ...]]) -> None:
         owner = {
             (e.originator_id, e.originator_version): pending
             for pending in group
@@ -369,7 +416,7 @@ class GroupCommitter:
             pending.notification_ids.sort()
             pending.done.set()
 
-    def _fail(self, group: list[_Pending], error: BaseException) -> None:
+    def _fail(self, group: list[Pending], error: BaseException) -> None:
         for pending in group:
             pending.error = error
             pending.done.set()
@@ -380,7 +427,7 @@ class GroupCommitter:
                 self._conn.close()
         self._conn = None
 
-    def _record_stats(self, group: list[_Pending], seconds: float) -> None:
+    def _record_stats(self, group: list[Pending], seconds: float) -> None:
         s = self.stats
         s.groups += 1
         s.commands += len(group)

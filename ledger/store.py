@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +36,7 @@ from ledger.group_commit import (
     EventMetadata,
     GroupCommitter,
     GroupStats,
+    Pending,
 )
 from ledger.limits import Limits
 
@@ -545,6 +546,8 @@ class LedgerRecorder(PostgresApplicationRecorder):
         command_record: CommandRecord | None = None,
         event_metadata: EventMetadata | None = None,
         reads: Sequence[tuple[UUID, int]] = (),
+        after: Sequence[tuple[UUID, int, Pending]] = (),
+        handed: Callable[[Pending], None] | None = None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         if not stored_events and command_record is None:
@@ -557,8 +560,9 @@ class LedgerRecorder(PostgresApplicationRecorder):
             command_record=command_record,
             metadata=event_metadata,
             reads=reads,
+            after=after,
         )
-        return self.committer.commit(request)
+        return self.committer.commit(request, handed)
 
     def close_writer(self) -> None:
         with self._committer_lock:

@@ -29,11 +29,11 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
-from ledger.application.command_cache import CommandCache
+from ledger.application.command_cache import TURN_TIMEOUT_SECONDS, CommandCache, Handed, Turn
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
 from ledger.domain.validation import Checks
-from ledger.group_commit import CommandRecord, EventMetadata
+from ledger.group_commit import CommandRecord, EventMetadata, Pending
 from ledger.keys import ApiKeys
 from ledger.store import (
     LedgerRecorder,
@@ -172,6 +172,13 @@ class LedgerBase(Application[UUID]):
         return found
 
     def _read_for_command(self, reads: ReadSet, aggregate_id: UUID, *, copy: bool) -> object:
+        handed = self._handed_state(reads, aggregate_id)
+        if handed is not None:
+            # Decided on what the command before it handed to the writer: it commits only
+            # behind that command (`CommitRequest.after`).
+            reads.used_cache = True
+            reads.chained[aggregate_id] = (handed.version, handed.commit)
+            return deepcopy(handed.aggregate) if copy else handed.aggregate
         cached = None if reads.fresh else self.command_cache.get(aggregate_id)
         if cached is None:
             try:
@@ -185,6 +192,18 @@ class LedgerBase(Application[UUID]):
         if cached.aggregate is None:
             return None
         return deepcopy(cached.aggregate) if copy else cached.aggregate
+
+    def _handed_state(self, reads: ReadSet, aggregate_id: UUID) -> Handed | None:
+        """The state the previous writer of an aggregate whose turn this command holds left,
+        while its commit is not known; on fresh reads, only once it has committed."""
+        if reads.turn is None or aggregate_id not in reads.turn.held:
+            return None
+        handed = self.command_cache.in_flight(aggregate_id)
+        if handed is None or not reads.fresh:
+            return handed
+        # Fresh (a refusal to confirm, a conflict to retry): the committed state only.
+        handed.commit.done.wait(TURN_TIMEOUT_SECONDS)
+        return self.command_cache.in_flight(aggregate_id) if handed.commit.done.is_set() else None
 
     @contextmanager
     def _reading(self, *, fresh: bool) -> Iterator[ReadSet]:
@@ -218,19 +237,38 @@ class LedgerBase(Application[UUID]):
     def _save_decision(
         self, aggregates: list[Any], reads: ReadSet, **kwargs: Any
     ) -> list[Recording[UUID]]:
-        """Saves what a decision changed, checking what it read; keeps the cache current."""
-        written = {a.id for a in aggregates if a.pending_events}
+        """Saves what a decision changed, checking what it read; keeps the cache current.
+
+        Holding the turn to write (`reads.turn`), it passes the turn on as soon as the writer
+        has its request, and the next command decides on the state this one left.
+        """
+        cache = self.command_cache
+        writes = [a for a in aggregates if a.pending_events]
+        written = {a.id for a in writes}
+        handed: list[Pending] = []
+
+        def hand_over(commit: Pending) -> None:
+            handed.append(commit)
+            if reads.turn is not None:
+                cache.handed(reads.turn, writes, commit)
+
         try:
             recordings = self.save(
                 *aggregates,
                 reads=[(i, v) for i, v in reads.versions.items() if i not in written],
+                after=[(i, v, commit) for i, (v, commit) in reads.chained.items()],
+                handed=hand_over,
                 **kwargs,
             )
         except IntegrityError:
-            self.command_cache.evict([*reads.versions, *written])
+            cache.evict([*reads.versions, *reads.chained, *written])
             raise
-        for aggregate in aggregates:
-            self.command_cache.put(aggregate.id, aggregate)
+        else:
+            for aggregate in aggregates:
+                cache.put(aggregate.id, aggregate)
+        finally:
+            if handed:
+                cache.settled(written, handed[0])
         return recordings
 
     def _load(
@@ -277,8 +315,9 @@ class LedgerBase(Application[UUID]):
         either way it is answered as the original was.
 
         Commands of this process that write the same aggregate (a busy stock item) take
-        turns from decision to commit: one that had to wait decides again on what the one
-        before it committed, instead of failing at commit and starting over.
+        turns from decision to hand-off: one that had to wait decides again on what the one
+        before it handed to the writer, and commits behind it, in the same group if it can
+        (ledger/group_commit.py), instead of failing at commit and starting over.
         """
         c.check_request_id(ctx.request_id)
         c.check_expected_version(ctx.expected_version)
@@ -289,13 +328,14 @@ class LedgerBase(Application[UUID]):
             if isinstance(decided, Outcome):
                 return decided
             written = decided.written()
-            with self.command_cache.writing(written) as waited:
-                if waited:
-                    decided = self._decide(ctx, fingerprint, decide, fresh=fresh)
+            with self.command_cache.writing(written) as turn:
+                if turn.waited or any(self.command_cache.in_flight(i) for i in written):
+                    decided = self._decide(ctx, fingerprint, decide, fresh=fresh, turn=turn)
                     if isinstance(decided, Outcome):
                         return decided
                     if not decided.written() <= written:
                         continue  # it now writes more than it holds: take turns again
+                decided.reads.turn = turn  # passed on once the writer has the request
                 aggregates, ids = decided.aggregates, decided.ids
                 record = CommandRecord(
                     merchant_id=ctx.merchant_id,
@@ -342,10 +382,17 @@ class LedgerBase(Application[UUID]):
         )
 
     def _decide(
-        self, ctx: Context, fingerprint: str, decide: Callable[[], Decision], *, fresh: bool
+        self,
+        ctx: Context,
+        fingerprint: str,
+        decide: Callable[[], Decision],
+        *,
+        fresh: bool,
+        turn: Turn | None = None,
     ) -> Decided | Outcome:
         """The command's decision, or the answer to a twin that committed first."""
         with self._reading(fresh=fresh) as reads:
+            reads.turn = turn
             try:
                 aggregates, ids = decide()
             except DomainError:
@@ -358,8 +405,9 @@ class LedgerBase(Application[UUID]):
                     raise
             else:
                 return Decided(aggregates, ids, reads)
-        # Refused on cached state, which may be behind: confirm on fresh state.
-        return self._decide(ctx, fingerprint, decide, fresh=True)
+        # Refused on cached state, which may be behind, or on state not yet committed:
+        # confirm on fresh state.
+        return self._decide(ctx, fingerprint, decide, fresh=True, turn=turn)
 
     def _replay(self, ctx: Context, fingerprint: str) -> Outcome | None:
         record = self.ledger_recorder.select_command_record(ctx.merchant_id, ctx.request_id)
@@ -406,6 +454,10 @@ class ReadSet:
     fresh: bool  # read from the database, not the command cache
     versions: dict[UUID, int] = field(default_factory=dict)
     used_cache: bool = False
+    # The turn the command holds to write some aggregates (see `CommandCache.writing`), and
+    # what it read of them as the previous command left them, not yet committed.
+    turn: Turn | None = None
+    chained: dict[UUID, tuple[int, Pending]] = field(default_factory=dict)
 
 
 _current_reads: ContextVar[ReadSet | None] = ContextVar("posledger_reads", default=None)

@@ -1,5 +1,5 @@
-"""What commands of this process know of aggregates: their latest versions, and whose turn
-it is to write each one."""
+"""What commands of this process know of aggregates: their latest committed versions, the
+versions handed to the writer but not yet committed, and whose turn it is to write each."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from ledger.domain.errors import VersionConflict
+from ledger.group_commit import Pending
 
 # Aggregates kept in memory for commands (sales, products, stock items, customers).
 COMMAND_CACHE_SIZE = 20_000
@@ -25,23 +26,49 @@ class Cached:
     version: int
 
 
+@dataclass(frozen=True)
+class Handed:
+    """An aggregate as a command left it, handed to the writer and not yet known committed."""
+
+    aggregate: Any
+    version: int
+    commit: Pending  # the writer's answer to that command, once it has one
+
+
+class Turn:
+    """The turn to write some aggregates: from a command's decision until the writer has
+    its commit request (`release`), so the next command may decide on what it left."""
+
+    def __init__(self, locks: list[threading.Lock], held: frozenset[UUID], waited: bool) -> None:
+        self._locks = locks
+        self.held = held
+        self.waited = waited  # another command had the turn first
+
+    def release(self) -> None:
+        while self._locks:
+            self._locks.pop().release()
+
+
 class CommandCache:
     """The latest version of aggregates this process has read or written, for commands.
 
     Entries may fall behind writes by other processes; the commit's read-set check catches
-    that, so the cache never makes a command act on stale state, at worst retry it.
+    that, so the cache never makes a command act on stale state, at worst retry it. State
+    that is only handed to the writer is kept apart (`in_flight`), for the command holding
+    the turn, which declares that it depends on it.
     """
 
     def __init__(self, maxsize: int = COMMAND_CACHE_SIZE) -> None:
         self._entries: OrderedDict[UUID, Cached] = OrderedDict()
+        self._handed: dict[UUID, Handed] = {}
         self._lock = threading.Lock()
         self._maxsize = maxsize
         # Aggregates being written by a command of this process: a lock and its users.
         self._turns: dict[UUID, tuple[threading.Lock, int]] = {}
 
     @contextmanager
-    def writing(self, aggregate_ids: frozenset[UUID]) -> Iterator[bool]:
-        """Holds the turn to write these aggregates; yields whether it had to wait."""
+    def writing(self, aggregate_ids: frozenset[UUID]) -> Iterator[Turn]:
+        """Holds the turn to write these aggregates until released or left."""
         ordered = sorted(aggregate_ids)  # one order for everyone: no deadlock
         with self._lock:
             for key in ordered:
@@ -49,21 +76,20 @@ class CommandCache:
                 self._turns[key] = (lock, users + 1)
             locks = [self._turns[key][0] for key in ordered]
         held: list[threading.Lock] = []
-        waited = False
+        turn = Turn(held, aggregate_ids, waited=False)
         try:
             for lock in locks:
                 if not lock.acquire(blocking=False):
-                    waited = True
+                    turn.waited = True
                     if not lock.acquire(timeout=TURN_TIMEOUT_SECONDS):
                         raise VersionConflict(
                             "another command kept this data busy for too long",
                             reason="CONCURRENT_MODIFICATION",
                         )
                 held.append(lock)
-            yield waited
+            yield turn
         finally:
-            for lock in reversed(held):
-                lock.release()
+            turn.release()
             with self._lock:
                 for key in ordered:
                     lock, users = self._turns[key]
@@ -71,6 +97,27 @@ class CommandCache:
                         self._turns[key] = (lock, users - 1)
                     else:
                         del self._turns[key]
+
+    def handed(self, turn: Turn, aggregates: Iterable[Any], commit: Pending) -> None:
+        """The writer has these aggregates' new state: the turn passes to the next command."""
+        with self._lock:
+            for aggregate in aggregates:
+                self._handed[aggregate.id] = Handed(aggregate, aggregate.version, commit)
+        turn.release()
+
+    def in_flight(self, aggregate_id: UUID) -> Handed | None:
+        """The state the last command handed to the writer left, unless its commit failed."""
+        with self._lock:
+            found = self._handed.get(aggregate_id)
+        return None if found is None or found.commit.failed else found
+
+    def settled(self, aggregate_ids: Iterable[UUID], commit: Pending) -> None:
+        """The writer answered `commit`: its handed state is committed (and `put`) or gone."""
+        with self._lock:
+            for aggregate_id in aggregate_ids:
+                found = self._handed.get(aggregate_id)
+                if found is not None and found.commit is commit:
+                    del self._handed[aggregate_id]
 
     def get(self, aggregate_id: UUID) -> Cached | None:
         with self._lock:
