@@ -139,7 +139,8 @@ BEGIN
     -- A lost command takes the commands decided on its state with it: their records go.
     IF cardinality(lost) > 0 THEN
         FOR i IN 1 .. coalesce(cardinality(ch_cmd), 0) LOOP
-            IF ch_on[i] = ANY (lost || unrecorded) AND ch_cmd[i] <> ALL (lost || unrecorded)
+            IF ch_on[i] = ANY (lost || unrecorded)
+               AND ch_cmd[i] <> ALL (known || clashed || lost || unrecorded)
             THEN
                 unrecorded := unrecorded || ch_cmd[i];
             END IF;

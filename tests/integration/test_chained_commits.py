@@ -13,7 +13,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
 
+import psycopg
 import pytest
+from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.domain import commands as c
@@ -195,6 +197,51 @@ def test_a_link_behind_a_failed_group_fails_without_being_sent(ledger: Ledger, d
     assert isinstance(_answer(second), CommitConflict)
     assert committer.stats.groups == groups + 1  # only the first one's group was sent
     assert _versions(db, item) == [1]
+
+
+def test_a_link_whose_predecessor_lost_its_record_to_a_twin_is_not_recorded(
+    ledger: Ledger, db: Db
+) -> None:
+    """A twin records the request id while the group runs: the predecessor is lost at its
+    record's insert, and the link behind it, whose record was inserted, gives it back."""
+    committer = ledger.ledger_recorder.committer
+    committer.commit(_request([(uuid.uuid4(), 1)], "warm-up"))  # the writer's connection
+    assert committer._conn is not None
+    writer_pid = committer._conn.info.backend_pid
+    item = uuid.uuid4()
+    commands = Identifier(db.schema, "processed_commands")
+    with psycopg.connect(db.url) as twin:
+        twin.execute(
+            SQL(
+                "INSERT INTO {} (merchant_id, request_id, command, fingerprint, aggregate_id,"
+                " aggregate_version, result) VALUES (%s, 'twin', 'Test', %s, %s, 1, '{{}}')"
+            ).format(commands),
+            (MERCHANT_A, "f" * 64, uuid.uuid4()),
+        )
+        with psycopg.connect(db.url, autocommit=True) as probe:
+
+            def writer_waits_for_the_twin() -> bool:
+                row = probe.execute(
+                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (writer_pid,)
+                ).fetchone()
+                return bool(row and row[0] == "Lock")
+
+            with events_table_locked(db) as writer_waiting:
+                blocker = _hand(committer, _request([(uuid.uuid4(), 1)], "blocker"))[1]
+                _wait_until(writer_waiting)
+                outcomes = _chain(committer, item, _request([(item, 1)], "twin"), links=2)
+            _wait_until(writer_waits_for_the_twin)
+        twin.commit()
+    answers = [_answer(o) for o in outcomes]
+
+    assert isinstance(_answer(blocker), list)
+    assert isinstance(answers[0], DuplicateCommand)
+    assert all(isinstance(a, CommitConflict) for a in answers[1:]), answers
+    assert _versions(db, item) == []
+    recorded = [r["request_id"] for r in db.commands()]
+    assert recorded.count("twin") == 1
+    assert not set(recorded) & {f"link-{item}-{n}" for n in range(2)}
+    assert db.count("event_metadata") == db.event_count()
 
 
 @pytest.mark.parametrize(("stored", "commits"), [(3, True), (2, False), (4, False)])
