@@ -135,6 +135,11 @@ class LedgerCollector(Collector):
             stats.deferred,
         )
         yield _counter(
+            "posledger_commit_chained",
+            "Commands committed in the group of the earlier command whose state they decided on.",
+            stats.chained,
+        )
+        yield _counter(
             "posledger_commit_call_seconds",
             "Time spent in the group commit call, as the writer saw it.",
             stats.seconds_in_database,
