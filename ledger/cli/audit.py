@@ -371,7 +371,8 @@ def audit_replay(
     records = AuditLog(ledger).history(sale_id, 0, 1_000_000)
     if as_of is not None:
         moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-        records = [r for r in records if r.recorded_at <= moment]
+        at = ledger.sale_version_at(sale_id, moment)
+        records = [r for r in records if r.version <= at]
     if version is not None:
         records = [r for r in records if r.version <= version]
     if not records or records[0].type != Sale.Created.TOPIC:
