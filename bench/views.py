@@ -63,7 +63,7 @@ from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.domain import inventory as inv
 from ledger.domain import product as prod
-from ledger.domain.sale import LineItem
+from ledger.domain.line_items import LineItem
 from ledger.store import Settings
 from projections import projections_for
 from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections

@@ -6,7 +6,10 @@ from typing import Any
 
 from ledger.application import ImportResult, ImportStatus
 from ledger.domain import commands as c
-from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.domain.line_items import LineItem
+from ledger.domain.payments import Payment, PaymentStatus, Refund
+from ledger.domain.sale import Sale
+from ledger.domain.sale_state import SaleStatus
 from ledger.domain.validation import Checks
 from ledger.grpc.card_data import check_request
 from ledger.grpc.context import timestamp
