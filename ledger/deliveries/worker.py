@@ -9,9 +9,8 @@ delays its leased rows until the lease runs out.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -23,6 +22,7 @@ from ledger.deliveries.outbox import OutboxView
 from ledger.deliveries.relay import Publisher, RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
+from ledger.run_loop import in_background, run_until_stopped
 from ledger.store import schema_lock
 from projections import source
 from projections.runner import Projections, is_store_error
@@ -116,21 +116,20 @@ class Deliveries:
 
     def _send_loop(self, stop: threading.Event) -> None:
         with ThreadPoolExecutor(self.settings.delivery_concurrency, "delivery") as pool:
-            while not stop.is_set():
-                try:
-                    with psycopg.connect(self.ledger.database_url, autocommit=True) as listener:
-                        listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
-                        while not stop.is_set():
-                            if not self.send_due(pool):
-                                # Woken by new rows; the timeout picks up retries coming due.
-                                for _ in listener.notifies(timeout=0.5, stop_after=1):
-                                    pass
-                                stop.wait(SEND_BATCH_SECONDS)  # claim many rows at once
-                except Exception as e:
-                    if not is_store_error(e):
-                        raise
-                    log.warning("deliveries_reconnecting", error=str(e).strip())
-                    stop.wait(1.0)
+
+            def send_while_connected() -> None:
+                with psycopg.connect(self.ledger.database_url, autocommit=True) as listener:
+                    listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
+                    while not stop.is_set():
+                        if not self.send_due(pool):
+                            # Woken by new rows; the timeout picks up retries coming due.
+                            for _ in listener.notifies(timeout=0.5, stop_after=1):
+                                pass
+                            stop.wait(SEND_BATCH_SECONDS)  # claim many rows at once
+
+            run_until_stopped(
+                stop, send_while_connected, name="deliveries", is_transient=is_store_error
+            )
 
     def send_due(self, pool: ThreadPoolExecutor) -> int:
         """Sends one batch of due deliveries at once; returns how many it claimed."""
@@ -194,14 +193,6 @@ class Deliveries:
             row = curs.fetchone()
         return int(row["n"]) if row else 0
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> AbstractContextManager[object]:
         """Runs deliveries in background threads for the duration of the block."""
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, args=(stop,), name="deliveries", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(15)
+        return in_background("deliveries", self.run)

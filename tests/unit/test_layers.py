@@ -20,7 +20,13 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.application": {"ledger.domain", "ledger.store", "ledger.group_commit", "ledger.keys"},
     "ledger.audit": {"ledger.domain", "ledger.application", "ledger.store"},
     "projections": {"ledger.domain", "ledger.application", "ledger.store", "ledger.limits"},
-    "ledger.deliveries": {"ledger.domain", "ledger.application", "ledger.store", "projections"},
+    "ledger.deliveries": {
+        "ledger.domain",
+        "ledger.application",
+        "ledger.store",
+        "ledger.run_loop",
+        "projections",
+    },
     "ledger.grpc": {
         "ledger.domain",
         "ledger.application",
@@ -42,6 +48,7 @@ PURE_THIRD_PARTY = {"eventsourcing.domain", "eventsourcing.utils"}
 ROOMS = [
     *ALLOWED,
     "ledger.cli",
+    "ledger.bootstrap",
     "ledger.store",
     "ledger.group_commit",
     "ledger.keys",
@@ -53,6 +60,7 @@ ROOMS = [
     "ledger.logging",
     "ledger.supervisor",
     "ledger.expiry",
+    "ledger.run_loop",
     "ledger.v1",
 ]
 
