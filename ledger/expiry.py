@@ -21,7 +21,6 @@ from ledger.application.sales import expire_request_id
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError
 from ledger.run_loop import in_background, run_until_stopped
-from projections import projections_for
 from projections.orders import OrdersView
 from projections.runner import Projections, is_store_error
 from projections.view import q
@@ -40,9 +39,9 @@ FIND_DUE = """
 
 
 class Expiry:
-    def __init__(self, ledger: Ledger, projections: Projections | None = None) -> None:
+    def __init__(self, ledger: Ledger, projections: Projections) -> None:
         self.ledger = ledger
-        self.projections = projections or projections_for(ledger)
+        self.projections = projections
 
     def due(self, limit: int = BATCH) -> list[dict[str, Any]]:
         """Payments the orders view shows pending past their deadline, the oldest first."""

@@ -111,6 +111,13 @@ def test_each_room_imports_only_what_it_may(name: str, path: Path) -> None:
     assert ours <= ALLOWED[room], f"{name} imports {sorted(ours - ALLOWED[room])}"
 
 
+def test_only_the_entry_points_use_the_composition_root() -> None:
+    # Parts are handed what they need (ledger/bootstrap.py builds them): none builds its own.
+    users = [n for n, p in MODULES if "ledger.bootstrap" in imports_of(p)]
+    assert users
+    assert [n for n in users if room_of(n) != "ledger.cli"] == []
+
+
 @pytest.mark.parametrize(
     ("name", "path"),
     [(n, p) for n, p in MODULES if room_of(n) == "ledger.domain"],

@@ -4,6 +4,7 @@ interval after a pass (no I/O: a fake clock and a fake wait that records what it
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 
 import pytest
 import structlog
@@ -28,7 +29,7 @@ class Script:
     seconds it runs before it returns), then stops the loop. Time passes only on the fake
     clock: by each outcome's seconds and by every wait."""
 
-    def __init__(self, outcomes: list[Exception | float], runs_for: float = 0.0) -> None:
+    def __init__(self, outcomes: Sequence[Exception | float], runs_for: float = 0.0) -> None:
         self.outcomes = list(outcomes)
         self.stop = threading.Event()
         self.now = 0.0
