@@ -15,8 +15,11 @@ from dataclasses import dataclass
 
 from ledger.application import Ledger
 from ledger.audit import ChainKeeper
+from ledger.deliveries.outbox import OutboxView
+from ledger.deliveries.relay import Publisher, RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
-from ledger.deliveries.worker import Deliveries
+from ledger.deliveries.store import DeliveryStore
+from ledger.deliveries.worker import Deliveries, OutboxFollower
 from ledger.expiry import Expiry
 from ledger.grpc.server import LedgerServer, TlsConfig, create_server
 from ledger.keys import Authenticator
@@ -57,7 +60,14 @@ def build_chain_keeper(settings: Settings) -> ChainKeeper:
 
 def build_deliveries(ledger: Ledger, sender: Sender | None = None) -> Deliveries:
     """The outbox follower, the senders and (with `POSLEDGER_NATS_URL`) the NATS relay."""
-    return Deliveries(ledger, sender=sender)
+    settings = ledger.settings
+    store = DeliveryStore(ledger.ledger_recorder.datastore)
+    outbox = OutboxFollower(ledger, [OutboxView(ledger, store)])
+    relay = None
+    if settings.nats_url:
+        publisher = Publisher(settings.nats_url, settings.nats_stream, settings.nats_subject_prefix)
+        relay = RelayFollower(ledger, [RelayView(ledger, publisher)])
+    return Deliveries(ledger, store, outbox, relay, sender)
 
 
 def build_expiry(ledger: Ledger, views: Projections | None = None) -> Expiry:

@@ -19,7 +19,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.deliveries.outbox import OutboxView
-from ledger.deliveries.relay import Publisher, RelayFollower, RelayView
+from ledger.deliveries.relay import RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
 from ledger.run_loop import in_background, run_until_stopped
@@ -42,23 +42,29 @@ class OutboxFollower(Projections):
 
 
 class Deliveries:
-    def __init__(self, ledger: Ledger, sender: Sender | None = None) -> None:
+    """The outbox follower, the relay (when NATS is configured) and the senders, run
+    together; `ledger.bootstrap.build_deliveries` builds them."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: DeliveryStore,
+        outbox: OutboxFollower,
+        relay: RelayFollower | None = None,
+        sender: Sender | None = None,
+    ) -> None:
         self.ledger = ledger
         self.settings = ledger.settings
-        self.store = DeliveryStore(ledger.ledger_recorder.datastore)
-        self.outbox = OutboxFollower(ledger, [OutboxView(ledger, self.store)])
+        self.store = store
+        self.outbox = outbox
+        self.relay = relay
         self._sender = sender
-        self.relay: RelayFollower | None = None
-        if self.settings.nats_url:
-            publisher = Publisher(
-                self.settings.nats_url, self.settings.nats_stream, self.settings.nats_subject_prefix
-            )
-            self.relay = RelayFollower(ledger, [RelayView(ledger, publisher)])
         # Longer than any one attempt can take, so a live sender keeps what it claimed.
         self.lease_seconds = 2 * self.settings.delivery_timeout_seconds + 5
 
     @property
     def sender(self) -> Sender:
+        # Made on first use: `deliveries status` and the metrics never send.
         if self._sender is None:
             self._sender = Sender(self.settings)
         return self._sender
