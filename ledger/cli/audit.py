@@ -17,8 +17,8 @@ from rich.table import Table
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
-from ledger.application import Ledger
-from ledger.audit import BadCheckpoint, ChainKeeper, VerifyReport, take_checkpoint, verify_log
+from ledger import bootstrap
+from ledger.audit import BadCheckpoint, VerifyReport, take_checkpoint, verify_log
 from ledger.audit import checkpoint as checkpoints
 from ledger.audit.events import AuditLog
 from ledger.audit.operations import (
@@ -34,7 +34,7 @@ from ledger.cli.app import (
 )
 from ledger.cli.progress import rate_progress, updater
 from ledger.domain.sale import Sale
-from ledger.store import Settings, database_url
+from ledger.store import Settings
 
 EXIT_TAMPERED = 1
 
@@ -54,11 +54,6 @@ class _VerifyCommand(TyperCommand):
         except UsageError as e:
             e.exit_code = EXIT_UNVERIFIED
             raise
-
-
-def _keeper(settings: Settings) -> ChainKeeper:
-    """The chain of the configured ledger, reached without creating or changing anything."""
-    return ChainKeeper(database_url(settings), settings.schema)
 
 
 @audit_app.command("keygen")
@@ -90,8 +85,8 @@ def audit_chain() -> None:
     theirs, which makes `audit verify` faster (it is correct without). On a log that is
     chained already it chains nothing.
     """
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
+    ledger = bootstrap.open_ledger()
+    keeper = bootstrap.build_chain_keeper(ledger.settings)
     before = keeper.head()
     report = keeper.extend()
     ledger.close()
@@ -125,7 +120,7 @@ def audit_checkpoint(
     except BadCheckpoint as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
-    keeper = _keeper(Settings.from_env())
+    keeper = bootstrap.build_chain_keeper(Settings.from_env())
     with rate_progress() as bar:
         signed, report = take_checkpoint(
             keeper, private_key, max_anchors=anchors, progress=updater(bar, "verifying")
@@ -185,7 +180,7 @@ def audit_verify(
             _verify_export(export, signed, as_json)
             return
         settings = Settings.from_env()
-        keeper = _keeper(settings)
+        keeper = bootstrap.build_chain_keeper(settings)
         if signed is not None and signed.schema != keeper.schema:
             console.print(
                 f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
@@ -318,8 +313,8 @@ def audit_export(
     hashed (the stored bytes in base64, the metadata and command record as stored) and its
     stored digest, so `audit verify --export FILE --checkpoint C` proves it offline.
     """
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
+    ledger = bootstrap.open_ledger()
+    keeper = bootstrap.build_chain_keeper(ledger.settings)
     head = ledger.recorder.max_notification_id() or 0
     stop = min(to_position or head, head)
     chain_head = keeper.head()
@@ -362,7 +357,7 @@ def audit_replay(
     version: int | None = typer.Option(None, min=1, help="State at this version."),
 ) -> None:
     """Print a sale's timeline, event by event, and its state at the end."""
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     try:
         sale_id = uuid.UUID(sale)
     except ValueError:
@@ -392,7 +387,7 @@ def audit_replay(
             details[:120],
         )
     Console().print(table)
-    state = ledger.repository.get(sale_id, version=records[-1].version)
+    state: object = ledger.repository.get(sale_id, version=records[-1].version)
     assert isinstance(state, Sale)
     Console().print(
         f"State at version {state.version}: {state.status.value}, total {state.total} "

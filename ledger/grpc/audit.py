@@ -33,11 +33,11 @@ def _auditor() -> str:
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, ledger: Ledger, resources: Resources) -> None:
+    def __init__(self, ledger: Ledger, resources: Resources, chain: ChainKeeper) -> None:
         self.ledger = ledger
         self.resources = resources
         self.log = AuditLog(ledger)
-        self.chain = ChainKeeper(ledger.database_url, ledger.ledger_recorder.datastore.schema)
+        self.chain = chain
 
     def GetHistory(
         self, request: pb.GetHistoryRequest, context: grpc.ServicerContext
