@@ -22,8 +22,9 @@ from ledger.application.sales import expire_request_id
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError
 from projections import projections_for
+from projections.follow import is_store_error
 from projections.orders import OrdersView
-from projections.runner import Projections, is_store_error
+from projections.runner import Projections
 from projections.view import q
 
 log = structlog.get_logger("posledger.expiry")
@@ -42,7 +43,7 @@ FIND_DUE = """
 class Expiry:
     def __init__(self, ledger: Ledger, projections: Projections | None = None) -> None:
         self.ledger = ledger
-        self.projections = projections or projections_for(ledger)
+        self.projections = projections or projections_for(ledger.event_log)
 
     def due(self, limit: int = BATCH) -> list[dict[str, Any]]:
         """Payments the orders view shows pending past their deadline, the oldest first."""

@@ -29,7 +29,7 @@ def projections_run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("projections_running")
-    projections_for(ledger).run(stopping)
+    projections_for(ledger.event_log).run(stopping)
     ledger.close()
 
 
@@ -37,7 +37,7 @@ def projections_run() -> None:
 def projections_status() -> None:
     """Each view's position, the head of the log, and how far behind it is."""
     ledger = Ledger.open()
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     table = Table(
         "view", "runner", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild"
     )
@@ -68,7 +68,7 @@ def projections_rebuild(
     The live view keeps serving meanwhile. Interrupted, it resumes where it stopped.
     """
     ledger = Ledger.open()
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     if view not in views.views:
         console.print(f"[red]No view {view!r}; views: {', '.join(sorted(views.views))}[/]")
         raise typer.Exit(2)

@@ -123,7 +123,7 @@ def serve(
         log.warning("development_mode", merchant="dev")
     if processes > 1:
         if projections:
-            projections_for(ledger).ensure()  # once, before the children race to
+            projections_for(ledger.event_log).ensure()  # once, before the children race to
         ledger.close()
         tls_args = [
             *([f"--tls-cert={tls_cert}", f"--tls-key={tls_key}"] if tls_cert else []),
@@ -152,7 +152,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    views = projections_for(ledger) if projections else None
+    views = projections_for(ledger.event_log) if projections else None
     if views is not None:
         server.watch_views(views.state)
     outbound = Deliveries(ledger) if deliveries else None

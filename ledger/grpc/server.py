@@ -42,8 +42,8 @@ from ledger.v1 import (
     webhooks_pb2_grpc,
 )
 from projections import projections_for
+from projections.follow import RunnerState
 from projections.queries import ReadModels
-from projections.runner import RunnerState
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -214,7 +214,7 @@ def create_server(
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
     if reads is None:
-        views = projections_for(ledger)
+        views = projections_for(ledger.event_log)
         views.ensure()
         reads = ReadModels(views, require_runner=True)
     resources = Resources(ledger, reads.projections, limits)

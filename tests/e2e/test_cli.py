@@ -495,7 +495,7 @@ def test_serve_refuses_an_unknown_trace_exporter(cli_env: dict[str, str]) -> Non
 
 
 def test_expiry_run_once_expires_what_is_due(cli_env: dict[str, str], ledger: Ledger) -> None:
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     ctx = Context(merchant_id="dev", request_id=str(uuid.uuid4()))
     line = c.LineItemInput(sku="X-1", name="X", quantity=1, unit_price=250)

@@ -39,7 +39,7 @@ LIMITS = Limits(
 
 @pytest.fixture
 def limited(ledger: Ledger) -> Iterator[LedgerServer]:
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     reads = ReadModels(views, require_runner=True, wait_seconds=30)
     with views.running():

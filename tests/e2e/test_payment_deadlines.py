@@ -21,7 +21,7 @@ from tests.e2e import api_client as api
 @pytest.fixture
 def expiring(ledger: Ledger) -> Iterator[None]:
     """The views and the expiry worker, as `posledger serve` runs them."""
-    with projections_for(ledger).running(), Expiry(ledger).running(interval=0.1):
+    with projections_for(ledger.event_log).running(), Expiry(ledger).running(interval=0.1):
         yield
 
 

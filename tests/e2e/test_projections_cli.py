@@ -67,7 +67,7 @@ def drop_view_schemas(settings: Settings) -> Iterator[None]:
 
 @pytest.fixture
 def views(ledger: Ledger) -> Projections:
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     return views
 

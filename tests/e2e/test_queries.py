@@ -57,7 +57,7 @@ def drop_view_schemas(settings: Settings) -> Iterator[None]:
 @pytest.fixture
 def live(ledger: Ledger) -> Iterator[None]:
     """Every view kept up to date in a background thread for the test."""
-    with projections_for(ledger).running():
+    with projections_for(ledger.event_log).running():
         yield
 
 
@@ -418,7 +418,7 @@ def test_imports_read_your_writes(q: Stubs) -> None:
 def test_a_view_behind_min_position_answers_unavailable_with_retry_info(
     ledger: Ledger, make_channel: MakeChannel
 ) -> None:
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     # A server whose reads give up quickly, and no runner: the views stay where they are.
     impatient = create_server(ledger, "127.0.0.1:0", reads=ReadModels(views, wait_seconds=0.3))

@@ -20,7 +20,7 @@ T = api.TIMEOUT
 
 @pytest.fixture
 def live(ledger: Ledger) -> Iterator[None]:
-    with projections_for(ledger).running():
+    with projections_for(ledger.event_log).running():
         yield
 
 

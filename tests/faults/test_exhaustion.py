@@ -57,7 +57,7 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def server(ledger: Ledger) -> Iterator[LedgerServer]:
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     # Waits stay parked for the whole test instead of timing out after the default 5 s.
     reads = ReadModels(views, require_runner=True, wait_seconds=90)

@@ -82,7 +82,7 @@ def target(database_url: str) -> Iterator[Target]:
     schema = f"fuzz_{uuid.uuid4().hex[:12]}"
     ledger = Ledger.open(Settings(database_url=database_url, schema=schema, pool_size=4))
     _, key = ledger.api_keys.create("fuzz-merchant", "fuzzer", list(Role))
-    views = projections_for(ledger)
+    views = projections_for(ledger.event_log)
     views.ensure()
     # A short wait for `min_position`: the fuzz asks for positions far ahead all the time.
     reads = ReadModels(views, wait_seconds=0.2, require_runner=True)

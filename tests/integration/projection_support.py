@@ -53,7 +53,7 @@ def fresh_ledger(database_url: str, pool_size: int = 4) -> Iterator[Ledger]:
 
 
 def ready_projections(ledger: Ledger) -> Projections:
-    projections = projections_for(ledger)
+    projections = projections_for(ledger.event_log)
     projections.ensure()
     return projections
 

@@ -765,7 +765,7 @@ def test_racing_writers_gaps_and_a_long_transaction_miss_nothing(
     for product in [*products, slow]:
         receive(ledger, product, 50)
     runner_ledger = Ledger.open(settings)  # the runner has a process (pool) of its own
-    runner = projections_for(runner_ledger)
+    runner = projections_for(runner_ledger.event_log)
     sales: list[str] = []
     errors: list[BaseException] = []
     started = threading.Event()
@@ -878,7 +878,7 @@ class Runner:
     def start(cls, settings: Settings, name: str, applied: list[tuple[str, str, int]]) -> Runner:
         ledger = Ledger.open(settings)
         ledger.database_url = make_conninfo(ledger.database_url, application_name=name)
-        projections = projections_for(ledger)
+        projections = projections_for(ledger.event_log)
         for view in projections.views.values():
             _record_applies(view, name, applied)
         stop, ready, errors = threading.Event(), threading.Event(), []
