@@ -5,7 +5,8 @@ through `ledger.event_log.EventLog`, never the application. `runner.Projections`
 current, each of its jobs in a module of its own: `registry` (the table of views and their
 positions), `follow` (catch-up in pages, live, standby, reconnect: exactly once),
 `rebuild` (a new generation from the log, then a switch) and `status` (lag). `source`
-reads the log for them, `queries` and `paging` answer the query RPCs.
+reads the log for them. The query RPCs read through `queries` (what each reads), `reader`
+(where: the live generation, followed and caught up) and `paging` (keyset tokens).
 """
 
 from __future__ import annotations
