@@ -66,7 +66,9 @@ from ledger.domain import inventory as inv
 from ledger.domain import product as prod
 from ledger.domain.line_items import LineItem
 from ledger.store import Settings
-from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections
+from projections.follow import CATCH_UP_PAGE
+from projections.rebuild import REBUILD_PAGE
+from projections.runner import Projections
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/test"
 VIEWS = ("orders", "inventory", "customers", "catalog")

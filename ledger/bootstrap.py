@@ -49,7 +49,7 @@ def open_ledger(settings: Settings | None = None) -> Ledger:
 
 def build_views(ledger: Ledger) -> Projections:
     """The read views over the ledger's log and the runner that keeps them current."""
-    return projections_for(ledger)
+    return projections_for(ledger.event_log)
 
 
 def build_chain_keeper(settings: Settings) -> ChainKeeper:
@@ -62,11 +62,11 @@ def build_deliveries(ledger: Ledger, sender: Sender | None = None) -> Deliveries
     """The outbox follower, the senders and (with `POSLEDGER_NATS_URL`) the NATS relay."""
     settings = ledger.settings
     store = DeliveryStore(ledger.ledger_recorder.datastore)
-    outbox = OutboxFollower(ledger, [OutboxView(ledger, store)])
+    outbox = OutboxFollower(ledger.event_log, [OutboxView(ledger.event_log, store)])
     relay = None
     if settings.nats_url:
         publisher = Publisher(settings.nats_url, settings.nats_stream, settings.nats_subject_prefix)
-        relay = RelayFollower(ledger, [RelayView(ledger, publisher)])
+        relay = RelayFollower(ledger.event_log, [RelayView(ledger.event_log, publisher)])
     return Deliveries(ledger, store, outbox, relay, sender)
 
 

@@ -21,8 +21,9 @@ from ledger.application.sales import expire_request_id
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError
 from ledger.run_loop import in_background, run_until_stopped
+from projections.follow import is_store_error
 from projections.orders import OrdersView
-from projections.runner import Projections, is_store_error
+from projections.runner import Projections
 from projections.view import q
 
 log = structlog.get_logger("posledger.expiry")

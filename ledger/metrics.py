@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ledger.application import Ledger
     from ledger.audit import ChainKeeper
     from ledger.deliveries.worker import Deliveries
-    from projections.runner import Projections, RunnerState
+    from projections.follow import RunnerState
+    from projections.runner import Projections
 
 log = structlog.get_logger("posledger.metrics")
 

@@ -24,8 +24,8 @@ from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
 from ledger.run_loop import in_background, run_until_stopped
 from ledger.store import schema_lock
-from projections import source
-from projections.runner import Projections, is_store_error
+from projections.follow import is_store_error
+from projections.runner import Projections
 
 log = structlog.get_logger("posledger.deliveries")
 
@@ -81,16 +81,11 @@ class Deliveries:
             self.store.datastore.transaction(commit=True) as curs,
         ):
             self.store.create_tables(curs)
-            self.outbox.create_registry(curs)
+            self.outbox.registry.create(curs)
             # Each follower starts at the head when it is first set up (the relay: when NATS
             # is first configured), not at the start of a long history.
             for name in ["outbox", *([RelayView.name] if self.relay else [])]:
-                curs.execute(
-                    SQL(
-                        "INSERT INTO {} (view, position) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-                    ).format(self.outbox.registry),
-                    (name, source.head(self.ledger)),
-                )
+                self.outbox.registry.register(curs, name, self.outbox.log.head())
         self.outbox.ensure()
         if self.relay is not None:
             self.relay.ensure()
@@ -168,7 +163,7 @@ class Deliveries:
 
     def status(self) -> dict[str, Any]:
         """What `posledger deliveries status` shows (and its --json prints)."""
-        head = source.head(self.ledger)
+        head = self.outbox.log.head()
         _, position = self.outbox.live_schema(OutboxView.name)
         return {
             "outbox": {
@@ -187,8 +182,7 @@ class Deliveries:
 
     def _lag(self, position: int) -> int:
         """Events past the outbox's position that may owe a delivery."""
-        recorder = self.ledger.ledger_recorder
-        table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        table = self.outbox.log.events_table
         with self.store.datastore.transaction() as curs:
             curs.execute(
                 SQL(

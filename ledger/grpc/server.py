@@ -41,8 +41,8 @@ from ledger.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
+from projections.follow import RunnerState
 from projections.queries import ReadModels
-from projections.runner import RunnerState
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name

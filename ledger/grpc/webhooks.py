@@ -169,12 +169,11 @@ class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
                 if self.resources.stopping.is_set():
                     raise ShuttingDown("the server is shutting down; resume from your position")
                 known = heads.current  # read before the head: every later event wakes us
-                head = source.head(self.ledger)
+                head = self.ledger.event_log.head()
                 if head > position:
-                    events = source.read_page(
-                        self.ledger, position, head, FEED_PAGE, OutboxView.topics
-                    )
-                    for change in changes_at(self.ledger, events):
+                    log = self.ledger.event_log
+                    events = source.read_page(log, position, head, FEED_PAGE, OutboxView.topics)
+                    for change in changes_at(log, events):
                         if change.merchant_id == merchant and change.kind in wanted:
                             yield convert.change_message(change)
                     if len(events) == FEED_PAGE:

@@ -25,7 +25,6 @@ from ledger.store.recorder import (
     METADATA_TABLE,
     LedgerRecorder,
     is_duplicate_command,
-    select_events_by_topic,
     select_position,
 )
 from ledger.store.settings import IPNetwork, Settings, SettingsError
@@ -49,6 +48,5 @@ __all__ = [
     "is_duplicate_command",
     "renew_pool",
     "schema_lock",
-    "select_events_by_topic",
     "select_position",
 ]

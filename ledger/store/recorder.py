@@ -174,27 +174,6 @@ class LedgerRecorder(PostgresApplicationRecorder):
         )
 
 
-def select_events_by_topic(
-    recorder: PostgresApplicationRecorder, originator_ids: list[UUID], topic: str
-) -> list[StoredEvent]:
-    """The events of one topic of many aggregates, in one query (bulk imports use it)."""
-    statement = SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {table}"
-        " WHERE originator_id = ANY(%s) AND topic = %s"
-    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(statement, (originator_ids, topic))
-        return [
-            StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            for row in curs.fetchall()
-        ]
-
-
 def select_position(recorder: PostgresApplicationRecorder, versions: list[tuple[UUID, int]]) -> int:
     """The log position (notification id) of the latest of these aggregate versions."""
     statement = SQL(

@@ -12,7 +12,7 @@ from psycopg.sql import SQL, Identifier
 from ledger.application import Ledger
 from ledger.bootstrap import build_views
 from ledger.store import Settings
-from projections.runner import view_schema
+from projections.registry import view_schema
 from tests.faults.conftest import PrivateCluster
 from tests.integration.conftest import open_sale
 
