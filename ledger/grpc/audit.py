@@ -10,7 +10,6 @@ from ledger.application import Ledger
 from ledger.audit.events import AuditLog, AuditRecord, Heads
 from ledger.audit.store import ChainKeeper
 from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
-from ledger.domain.sale import Sale
 from ledger.domain.validation import Checks
 from ledger.grpc import convert
 from ledger.grpc.context import timestamp
@@ -93,7 +92,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             as_of = convert.timestamp_field("as_of", request.as_of)
             sale = self.ledger.get_sale(merchant_id, request.sale_id)  # NOT_FOUND if foreign
             version = 0
-            for record in self._all_history(sale):
+            for record in self.log.timeline(sale.id, page=MAX_HISTORY_PAGE):
                 if record.recorded_at > as_of:
                     break
                 version = record.version
@@ -104,15 +103,6 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 )
         sale = self.ledger.get_sale(merchant_id, request.sale_id, version)
         return pb.GetSaleAtResponse(sale=convert.sale_message(sale))
-
-    def _all_history(self, sale: Sale) -> Iterator[AuditRecord]:
-        after = 0
-        while True:
-            records = self.log.history(sale.id, after, MAX_HISTORY_PAGE)
-            yield from records
-            if len(records) < MAX_HISTORY_PAGE:
-                return
-            after = records[-1].version
 
     def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.ServicerContext
