@@ -23,7 +23,11 @@ from ledger.store import Settings
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     assert settings.database_url is not None
-    return {"POSLEDGER_DATABASE_URL": settings.database_url, "POSLEDGER_DB_SCHEMA": settings.schema}
+    return {
+        "POSLEDGER_DATABASE_URL": settings.database_url,
+        "POSLEDGER_DB_SCHEMA": settings.schema,
+        "POSLEDGER_DB_POOL_SIZE": "2",  # the command's pool opens whole (10 by default)
+    }
 
 
 def _paid_sale(ledger: Ledger, merchant: str) -> str:
