@@ -20,8 +20,8 @@ from rich.table import Table
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
-from ledger.application import Ledger
-from ledger.audit import BadCheckpoint, ChainKeeper, VerifyReport, take_checkpoint, verify_log
+from ledger import bootstrap
+from ledger.audit import BadCheckpoint, VerifyReport, take_checkpoint, verify_log
 from ledger.audit import checkpoint as checkpoints
 from ledger.audit.events import LAST_VERSION, AuditLog, AuditRecord
 from ledger.audit.operations import (
@@ -37,7 +37,7 @@ from ledger.cli.app import (
 )
 from ledger.cli.progress import rate_progress, updater
 from ledger.domain.sale import Sale
-from ledger.store import Settings, database_url
+from ledger.store import Settings
 
 EXIT_TAMPERED = 1
 
@@ -57,11 +57,6 @@ class _VerifyCommand(TyperCommand):
         except UsageError as e:
             e.exit_code = EXIT_UNVERIFIED
             raise
-
-
-def _keeper(settings: Settings) -> ChainKeeper:
-    """The chain of the configured ledger, reached without creating or changing anything."""
-    return ChainKeeper(database_url(settings), settings.schema)
 
 
 @audit_app.command("keygen")
@@ -93,8 +88,8 @@ def audit_chain() -> None:
     theirs, which makes `audit verify` faster (it is correct without). On a log that is
     chained already it chains nothing.
     """
-    with closing(Ledger.open()) as ledger:
-        keeper = ChainKeeper.for_ledger(ledger)
+    with closing(bootstrap.open_ledger()) as ledger:
+        keeper = bootstrap.build_chain_keeper(ledger.settings)
         before = keeper.head()
         report = keeper.extend()
     if before.live:
@@ -127,7 +122,7 @@ def audit_checkpoint(
     except BadCheckpoint as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
-    keeper = _keeper(Settings.from_env())
+    keeper = bootstrap.build_chain_keeper(Settings.from_env())
     with rate_progress() as bar:
         signed, report = take_checkpoint(
             keeper, private_key, max_anchors=anchors, progress=updater(bar, "verifying")
@@ -187,7 +182,7 @@ def audit_verify(
             _verify_export(export, signed, as_json)
             return
         settings = Settings.from_env()
-        keeper = _keeper(settings)
+        keeper = bootstrap.build_chain_keeper(settings)
         if signed is not None and signed.schema != keeper.schema:
             console.print(
                 f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
@@ -320,8 +315,8 @@ def audit_export(
     hashed (the stored bytes in base64, the metadata and command record as stored) and its
     stored digest, so `audit verify --export FILE --checkpoint C` proves it offline.
     """
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
+    ledger = bootstrap.open_ledger()
+    keeper = bootstrap.build_chain_keeper(ledger.settings)
     head = ledger.recorder.max_notification_id() or 0
     stop = min(to_position or head, head)
     chain_head = keeper.head()
@@ -368,26 +363,27 @@ def audit_replay(
 ) -> None:
     """Print a sale's timeline, event by event, and its state at the end.
 
-    The events are read page by page (versions bounded in SQL; the time is inside each
-    event, so it is compared here) and printed in tables of `TIMELINE_ROWS`: memory
-    stays flat however long the history.
+    The events are read page by page up to the version asked for (as of a time: the
+    sale's version then), bounded in SQL, and printed in tables of `TIMELINE_ROWS`:
+    memory stays flat however long the history.
     """
     try:
         sale_id = uuid.UUID(sale)
     except ValueError:
         console.print(f"[red]{sale!r} is not a sale id[/]")
         raise typer.Exit(2) from None
-    with closing(Ledger.open()) as ledger:
-        records = AuditLog(ledger).timeline(sale_id, version or LAST_VERSION)
+    with closing(bootstrap.open_ledger()) as ledger:
+        through = version or LAST_VERSION
         if as_of is not None:
             moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-            records = (r for r in records if r.recorded_at <= moment)
+            through = min(through, ledger.sale_version_at(sale_id, moment))
+        records = AuditLog(ledger).timeline(sale_id, through)
         first = next(records, None)
         if first is None or first.type != Sale.Created.TOPIC:
             console.print("[red]No such sale at that point.[/]")
             raise typer.Exit(1)
         last = _print_timeline(itertools.chain([first], records))
-        state = ledger.repository.get(sale_id, version=last.version)
+        state: object = ledger.repository.get(sale_id, version=last.version)
         assert isinstance(state, Sale)
         Console().print(
             f"State at version {state.version}: {state.status.value}, total {state.total} "

@@ -20,10 +20,11 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.store import Settings
-from projections import Projections, projections_for, runner
+from projections import Projections, runner
 from projections.queries import ReadModels, SaleFilters
 from projections.view import Event
 from tests.integration.catalog_support import (
@@ -366,7 +367,7 @@ def test_two_rebuilds_of_one_view_at_once_run_one_after_the_other(
             # Each rebuild from a process (a ledger, a pool) of its own.
             other = Ledger.open(_settings_of(ledger))
             try:
-                reports.append(projections_for(other).rebuild(name))
+                reports.append(build_views(other).rebuild(name))
             finally:
                 other.close()
         except BaseException as e:

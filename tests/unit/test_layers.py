@@ -20,7 +20,13 @@ ALLOWED: dict[str, set[str]] = {
     "ledger.application": {"ledger.domain", "ledger.store", "ledger.group_commit", "ledger.keys"},
     "ledger.audit": {"ledger.domain", "ledger.application", "ledger.store"},
     "projections": {"ledger.domain", "ledger.application", "ledger.store", "ledger.limits"},
-    "ledger.deliveries": {"ledger.domain", "ledger.application", "ledger.store", "projections"},
+    "ledger.deliveries": {
+        "ledger.domain",
+        "ledger.application",
+        "ledger.store",
+        "ledger.run_loop",
+        "projections",
+    },
     "ledger.grpc": {
         "ledger.domain",
         "ledger.application",
@@ -42,6 +48,7 @@ PURE_THIRD_PARTY = {"eventsourcing.domain", "eventsourcing.utils"}
 ROOMS = [
     *ALLOWED,
     "ledger.cli",
+    "ledger.bootstrap",
     "ledger.store",
     "ledger.group_commit",
     "ledger.keys",
@@ -53,6 +60,7 @@ ROOMS = [
     "ledger.logging",
     "ledger.supervisor",
     "ledger.expiry",
+    "ledger.run_loop",
     "ledger.v1",
 ]
 
@@ -101,6 +109,13 @@ def test_each_room_imports_only_what_it_may(name: str, path: Path) -> None:
         return  # the outer rooms (cli, wiring) may use any other
     ours = {r for m in imports_of(path) if (r := room_of(m)) is not None} - {room}
     assert ours <= ALLOWED[room], f"{name} imports {sorted(ours - ALLOWED[room])}"
+
+
+def test_only_the_entry_points_use_the_composition_root() -> None:
+    # Parts are handed what they need (ledger/bootstrap.py builds them): none builds its own.
+    users = [n for n, p in MODULES if "ledger.bootstrap" in imports_of(p)]
+    assert users
+    assert [n for n in users if room_of(n) != "ledger.cli"] == []
 
 
 @pytest.mark.parametrize(
