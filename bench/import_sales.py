@@ -22,8 +22,8 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Context, Ledger
+from ledger.bootstrap import build_server
 from ledger.domain import product as p
-from ledger.grpc.server import create_server
 from ledger.store import Settings, database_url
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1 import sales_pb2_grpc
@@ -92,7 +92,7 @@ def main() -> None:
                     sku=f"SKU-{n}", name=f"Product {n}", price=100 + n, currency_code="USD"
                 ),
             )
-        server = create_server(ledger)
+        server = build_server(ledger)
         server.start()
         print(f"machine: {platform.node()} {os.cpu_count()} cores, {platform.python_version()}")
         print(f"orders: {args.orders}, batch: {args.batch}, products: {args.products}")

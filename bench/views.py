@@ -59,14 +59,16 @@ import structlog
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Context, Ledger
+from ledger.bootstrap import build_views
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.domain import inventory as inv
 from ledger.domain import product as prod
-from ledger.domain.sale import LineItem
+from ledger.domain.line_items import LineItem
 from ledger.store import Settings
-from projections import projections_for
-from projections.runner import CATCH_UP_PAGE, REBUILD_PAGE, Projections
+from projections.follow import CATCH_UP_PAGE
+from projections.rebuild import REBUILD_PAGE
+from projections.runner import Projections
 
 DEFAULT_URL = "postgresql://root@127.0.0.1:5432/test"
 VIEWS = ("orders", "inventory", "customers", "catalog")
@@ -414,7 +416,7 @@ def catch_up(url: str, schema: str, view: str, trace: bool, profile: str) -> dic
     """One view from position 0 to the head, in pages, as a runner that is far behind."""
     reset_view(url, schema, view)
     ledger = open_ledger(url, schema)
-    projections = projections_for(ledger)
+    projections = build_views(ledger)
     projections.ensure()
     stop = head(ledger)
     rss_before = max_rss_mib()
@@ -458,7 +460,7 @@ def catch_up(url: str, schema: str, view: str, trace: bool, profile: str) -> dic
 
 def rebuild(url: str, schema: str, view: str, trace: bool) -> dict[str, Any]:
     ledger = open_ledger(url, schema)
-    projections = projections_for(ledger)
+    projections = build_views(ledger)
     projections.ensure()
     rss_before = max_rss_mib()
     if trace:
@@ -497,7 +499,7 @@ def run_views(
 
     threading.Thread(target=stop_when_done, daemon=True).start()
     cpu = cpu_seconds()
-    projections_for(ledger).run(stop, ready.set)
+    build_views(ledger).run(stop, ready.set)
     ledger.close()
     results.put({"rss_peak": max_rss_mib(), "cpu": cpu_seconds() - cpu})
 
@@ -589,7 +591,7 @@ def live_follow(url: str, schema: str, samples: int) -> dict[str, Any]:
 
 def load_catalog(ledger: Ledger, gen: Generator) -> None:
     """The products and customers merchant `bench-0` created, from the views."""
-    projections = projections_for(ledger)
+    projections = build_views(ledger)
     catalog, _ = projections.live_schema("catalog")
     customers, _ = projections.live_schema("customers")
     with psycopg.connect(projections.url) as conn:

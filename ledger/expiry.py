@@ -11,8 +11,7 @@ skipped, and one it has not shown yet is found on a later pass.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -21,9 +20,10 @@ from ledger.application import Context, Ledger
 from ledger.application.sales import expire_request_id
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError
-from projections import projections_for
+from ledger.run_loop import in_background, run_until_stopped
+from projections.follow import is_store_error
 from projections.orders import OrdersView
-from projections.runner import Projections, is_store_error
+from projections.runner import Projections
 from projections.view import q
 
 log = structlog.get_logger("posledger.expiry")
@@ -40,9 +40,9 @@ FIND_DUE = """
 
 
 class Expiry:
-    def __init__(self, ledger: Ledger, projections: Projections | None = None) -> None:
+    def __init__(self, ledger: Ledger, projections: Projections) -> None:
         self.ledger = ledger
-        self.projections = projections or projections_for(ledger)
+        self.projections = projections
 
     def due(self, limit: int = BATCH) -> list[dict[str, Any]]:
         """Payments the orders view shows pending past their deadline, the oldest first."""
@@ -71,29 +71,25 @@ class Expiry:
         return expired
 
     def run(self, stop: threading.Event, interval: float = INTERVAL_SECONDS) -> None:
-        """Expires due payments until `stop` is set."""
-        while not stop.is_set():
-            try:
-                while self.expire_due() and not stop.is_set():
-                    pass  # a full batch: there may be more
-            except Exception as e:
-                # Deadlines must outlive a lost database or a missing view: log and go on.
-                if is_store_error(e):
-                    log.warning("expiry_waiting_for_store", error=str(e).strip())
-                else:
-                    log.exception("expiry_failed")
-            stop.wait(interval)
+        """Expires due payments until `stop` is set.
 
-    @contextmanager
-    def running(self, interval: float = INTERVAL_SECONDS) -> Iterator[None]:
-        """Runs the worker in a background thread for the duration of the block."""
-        stop = threading.Event()
-        thread = threading.Thread(
-            target=self.run, args=(stop, interval), name="expiry", daemon=True
+        Deadlines must outlive a lost database, a missing view or a bug met on one
+        payment: each is logged and the next pass tries again.
+        """
+
+        def expire_all_due() -> None:
+            while self.expire_due() and not stop.is_set():
+                pass  # a full batch: there may be more
+
+        run_until_stopped(
+            stop,
+            expire_all_due,
+            name="expiry",
+            is_transient=is_store_error,
+            interval=interval,
+            retry_bugs=True,
         )
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(15)
+
+    def running(self, interval: float = INTERVAL_SECONDS) -> AbstractContextManager[object]:
+        """Runs the worker in a background thread for the duration of the block."""
+        return in_background("expiry", lambda stop: self.run(stop, interval))

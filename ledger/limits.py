@@ -38,7 +38,7 @@ GONE_CHECK_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps on concurrent long-lived calls (read from `POSLEDGER_MAX_*`, see store.py)."""
+    """Caps on concurrent long-lived calls (`POSLEDGER_MAX_*`, read in ledger/store/settings.py)."""
 
     streams: int = 1000
     streams_per_merchant: int = 500

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
 
     from ledger.application import Ledger
+    from ledger.audit import ChainKeeper
     from ledger.deliveries.worker import Deliveries
-    from projections.runner import Projections, RunnerState
+    from projections.follow import RunnerState
+    from projections.runner import Projections
 
 log = structlog.get_logger("posledger.metrics")
 
@@ -99,11 +101,13 @@ class LedgerCollector(Collector):
         projections: Projections | None = None,
         runner: RunnerState | None = None,
         deliveries: Deliveries | None = None,
+        chain: ChainKeeper | None = None,
     ) -> None:
         self.ledger = ledger
         self.projections = projections
         self.runner = runner
         self.deliveries = deliveries
+        self.chain = chain
 
     def collect(self) -> Iterator[Metric]:
         yield from self._writer()
@@ -225,9 +229,9 @@ class LedgerCollector(Collector):
         yield from (position, lag_events, lag_seconds)
 
     def _chain(self) -> Iterator[Metric]:
-        from ledger.audit.store import ChainKeeper
-
-        head = ChainKeeper.for_ledger(self.ledger).head()
+        if self.chain is None:
+            return
+        head = self.chain.head()
         yield _gauge(
             "posledger_chain_head_position",
             "The last log position the audit hash chain covers.",

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from ledger.application import Ledger
 from ledger.domain.customer import Customer, ExternalIdClaim
 from ledger.domain.inventory import StockItem
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
+from ledger.event_log import EventLog
 from projections import source
 from projections.view import Event, View, q
 
@@ -53,11 +53,11 @@ class CatalogView(View):
     ddl = DDL
     tables = ("products",)
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
 
     def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
-        products = source.aggregates_at(self.ledger, source.latest_versions(events, Product))
+        products = source.aggregates_at(self.log, source.latest_versions(events, Product))
         if products:
             curs.executemany(
                 q(UPSERT, schema),

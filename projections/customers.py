@@ -16,11 +16,11 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from ledger.application import Ledger
 from ledger.domain.customer import Customer, ExternalIdClaim
 from ledger.domain.inventory import StockItem
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
+from ledger.event_log import EventLog
 from projections import source
 from projections.view import Event, View, q
 
@@ -165,11 +165,11 @@ class CustomersView(View):
     ddl = DDL
     tables = ("customers", "customer_stats", "customer_spend")
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
 
     def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
-        customers = source.aggregates_at(self.ledger, source.latest_versions(events, Customer))
+        customers = source.aggregates_at(self.log, source.latest_versions(events, Customer))
         if customers:
             curs.executemany(q(UPSERT_CUSTOMER, schema), [_profile(c) for c in customers.values()])
         # Each sale as of each of its events here: a refund counts for the customer the sale
@@ -178,7 +178,7 @@ class CustomersView(View):
         for e in events:
             if isinstance(e.event, (Sale.Event, Sale.Created)):
                 wanted.setdefault(e.originator_id, set()).add(e.originator_version)
-        sales = source.states_at(self.ledger, wanted, _SaleFacts.of)
+        sales = source.states_at(self.log, wanted, _SaleFacts.of)
         buyers = {(s.merchant_id, s.customer_id) for s in sales.values() if s.customer_id}
         if not buyers:
             return

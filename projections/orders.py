@@ -12,11 +12,11 @@ from typing import Any
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from ledger.application import Ledger
 from ledger.domain.customer import Customer, ExternalIdClaim
 from ledger.domain.inventory import StockItem
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
+from ledger.event_log import EventLog
 from projections import source
 from projections.view import Event, View, copy_rows, q
 
@@ -214,15 +214,15 @@ class OrdersView(View):
     ddl = DDL
     tables = ("orders", "order_lines", "payments")
 
-    def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog) -> None:
+        self.log = log
 
     def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
         versions = source.latest_versions(events, Sale)
         if not versions:
             return
         positions = {e.originator_id: e.position for e in events}
-        sales = source.aggregates_at(self.ledger, versions, events)
+        sales = source.aggregates_at(self.log, versions, events)
         curs.executemany(
             q(UPSERT_ORDER, schema),
             [order_row(sale, positions[sale_id]) for sale_id, sale in sales.items()],

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,6 +55,15 @@ def decode(
         raise InvalidRequest(
             [FieldViolation("page_token", "is not a page token of this listing")]
         ) from None
+
+
+def page_of(
+    listing: str, rows: Sequence[Mapping[str, Any]], limit: int, key: list[str]
+) -> tuple[list[dict[str, Any]], str]:
+    """The first `limit` of `rows` (a query asks for one more), and the next page's token."""
+    page = [dict(r) for r in rows[:limit]]
+    token = encode(listing, [page[-1][k] for k in key]) if len(rows) > limit else ""
+    return page, token
 
 
 def text(value: Any) -> str:

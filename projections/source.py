@@ -9,21 +9,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import Notification, StoredEvent
-from psycopg.sql import SQL, Identifier
+from eventsourcing.persistence import Notification
 
-from ledger.application import Ledger
+from ledger.event_log import EventLog
 from projections.view import Event
 
 T = TypeVar("T")
-
-
-def head(ledger: Ledger) -> int:
-    return ledger.recorder.max_notification_id() or 0
 
 
 # Positions one query of a page may cover (at least ten pages' worth). Without statistics on
@@ -35,7 +30,7 @@ SCAN_WINDOW = 10_000
 
 
 def read_page(
-    ledger: Ledger, after: int, stop: int, limit: int, topics: tuple[str, ...]
+    log: EventLog, after: int, stop: int, limit: int, topics: tuple[str, ...]
 ) -> list[Event]:
     """Events with `after < position <= stop` of the given topics, oldest first."""
     notifications: list[Notification] = []
@@ -43,9 +38,7 @@ def read_page(
     start = after
     while start < stop and len(notifications) < limit:
         end = min(stop, start + window)
-        notifications += ledger.recorder.select_notifications(
-            start=start + 1, limit=limit - len(notifications), stop=end, topics=list(topics)
-        )
+        notifications += log.notifications(start + 1, limit - len(notifications), end, topics)
         start = end
     return [
         Event(
@@ -53,14 +46,14 @@ def read_page(
             originator_id=n.originator_id,
             originator_version=n.originator_version,
             topic=n.topic,
-            event=ledger.mapper.to_domain_event(n),
+            event=log.decode(n),
         )
         for n in notifications
     ]
 
 
 def aggregates_at(
-    ledger: Ledger, versions: dict[UUID, int], page: Sequence[Event] = ()
+    log: EventLog, versions: dict[UUID, int], page: Sequence[Event] = ()
 ) -> dict[UUID, Any]:
     """Each aggregate as of the given version, rebuilt from its events in one query.
 
@@ -84,36 +77,16 @@ def aggregates_at(
                 aggregate = e.event.mutate(aggregate)
             result[aggregate_id] = aggregate
     missing = [aggregate_id for aggregate_id in versions if aggregate_id not in result]
-    recorder = ledger.ledger_recorder
-    statement = SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {table}"
-        " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
-    by_id: dict[UUID, list[StoredEvent]] = defaultdict(list)
-    if missing:
-        with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (missing,))
-            for row in curs.fetchall():
-                if row["originator_version"] <= versions[row["originator_id"]]:
-                    by_id[row["originator_id"]].append(
-                        StoredEvent(
-                            originator_id=row["originator_id"],
-                            originator_version=row["originator_version"],
-                            topic=row["topic"],
-                            state=bytes(row["state"]),
-                        )
-                    )
-    for aggregate_id, stored in by_id.items():
-        aggregate = None
-        for s in stored:
-            aggregate = ledger.mapper.to_domain_event(s).mutate(aggregate)  # type: ignore[attr-defined]
-        result[aggregate_id] = aggregate
+    for stored in log.events_of(missing):
+        aggregate_id = cast(UUID, stored.originator_id)
+        if stored.originator_version <= versions[aggregate_id]:
+            result[aggregate_id] = log.decode(stored).mutate(result.get(aggregate_id))
     # In the order of their ids, as the query alone returned them.
     return dict(sorted(result.items()))
 
 
 def states_at(
-    ledger: Ledger, wanted: dict[UUID, set[int]], pick: Callable[[Any], T]
+    log: EventLog, wanted: dict[UUID, set[int]], pick: Callable[[Any], T]
 ) -> dict[tuple[UUID, int], T]:
     """What `pick` reads from each aggregate as of each wanted version, in one query.
 
@@ -121,30 +94,13 @@ def states_at(
     was refunded): a view that read them from the page's latest version instead would give
     different answers depending on where the pages happen to end.
     """
-    if not wanted:
-        return {}
-    recorder = ledger.ledger_recorder
-    statement = SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {table}"
-        " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-    ).format(table=Identifier(recorder.datastore.schema, recorder.events_table_name))
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(statement, (list(wanted),))
-        rows = curs.fetchall()
     result: dict[tuple[UUID, int], T] = {}
     aggregates: dict[UUID, Aggregate | None] = {}
-    for row in rows:
-        aggregate_id, version = row["originator_id"], row["originator_version"]
+    for stored in log.events_of(list(wanted)):
+        aggregate_id, version = cast(UUID, stored.originator_id), stored.originator_version
         if version > max(wanted[aggregate_id]):
             continue
-        stored = StoredEvent(
-            originator_id=aggregate_id,
-            originator_version=version,
-            topic=row["topic"],
-            state=bytes(row["state"]),
-        )
-        event = ledger.mapper.to_domain_event(stored)
-        aggregates[aggregate_id] = event.mutate(aggregates.get(aggregate_id))  # type: ignore[attr-defined]
+        aggregates[aggregate_id] = log.decode(stored).mutate(aggregates.get(aggregate_id))
         if version in wanted[aggregate_id]:
             result[aggregate_id, version] = pick(aggregates[aggregate_id])
     return result

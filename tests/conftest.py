@@ -22,6 +22,7 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import open_ledger
 from ledger.store import Settings, embedded_database_url
 
 
@@ -60,6 +61,6 @@ def settings(database_url: str) -> Iterator[Settings]:
 
 @pytest.fixture
 def ledger(settings: Settings) -> Iterator[Ledger]:
-    app = Ledger.open(settings)
+    app = open_ledger(settings)
     yield app
     app.close()

@@ -33,6 +33,7 @@ from ledger.application.command_cache import TURN_TIMEOUT_SECONDS, CommandCache,
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
 from ledger.domain.validation import Checks
+from ledger.event_log import EventLog
 from ledger.group_commit import CommandRecord, EventMetadata, Pending
 from ledger.keys import ApiKeys
 from ledger.store import (
@@ -130,6 +131,11 @@ class LedgerBase(Application[UUID]):
     def ledger_recorder(self) -> LedgerRecorder:
         assert isinstance(self.recorder, LedgerRecorder)
         return self.recorder
+
+    @property
+    def event_log(self) -> EventLog:
+        """The log as its readers (views, deliveries) see it, without the commands."""
+        return EventLog(self.ledger_recorder, self.mapper, self.database_url)
 
     @cached_property
     def api_keys(self) -> ApiKeys:

@@ -27,7 +27,6 @@ from ledger.domain.errors import DomainError, InvalidRequest, RuleViolated, Vers
 from ledger.domain.inventory import StockItem, stock_item_id
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
-from ledger.store import select_events_by_topic
 
 IMPORT_NAMESPACE = uuid.UUID("3c9e1f70-5b2a-4d8c-9e41-7a6b0d2c8f13")
 CHUNK_SIZE = 250  # orders per transaction
@@ -188,6 +187,6 @@ class ImportCommands(SalesCommands):
 
     def _imported_fingerprints(self, sale_ids: list[UUID]) -> dict[UUID, str]:
         """Orders imported before, by sale id (ids embed the merchant), in one query."""
-        stored = select_events_by_topic(self.ledger_recorder, sale_ids, Sale.Imported.TOPIC)
+        stored = self.event_log.events_of(sale_ids, topic=Sale.Imported.TOPIC)
         events = [self.mapper.to_domain_event(s) for s in stored]
         return {e.originator_id: e.fingerprint for e in events if isinstance(e, Sale.Imported)}

@@ -168,6 +168,30 @@ class SalesCommands(LedgerBase):
             raise NotFound(f"sale {sale_id} has no version {version}", reason="VERSION_NOT_FOUND")
         return sale
 
+    def get_sale_at(self, merchant_id: str, sale_id: str, moment: datetime) -> Sale:
+        """The sale as it was at `moment`: after its last event recorded then or before."""
+        sale = self.get_sale(merchant_id, sale_id)  # NOT_FOUND if missing or foreign
+        version = self.sale_version_at(sale.id, moment)
+        if version == 0:
+            raise NotFound(
+                f"sale {sale_id} did not exist yet at {moment.isoformat()}",
+                reason="SALE_NOT_FOUND",
+            )
+        return self.get_sale(merchant_id, sale_id, version)
+
+    def sale_version_at(self, sale_id: UUID, moment: datetime) -> int:
+        """The version of the sale's last event recorded at or before `moment` (0: none).
+
+        Tenancy is the caller's to check. A sale has few events: reading them all is cheap.
+        """
+        version = 0
+        for event in self.events.get(sale_id):
+            assert isinstance(event, Sale.Event)  # the Created event is one too
+            if event.timestamp > moment:
+                break
+            version = event.originator_version
+        return version
+
     # ---- helpers --------------------------------------------------------------------------
 
     def _customer(self, merchant_id: str, customer_id: str) -> Customer:

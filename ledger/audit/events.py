@@ -61,9 +61,11 @@ SELECT = """
 HISTORY = (
     SELECT
     + """
-    WHERE e.originator_id = %s AND e.originator_version > %s
+    WHERE e.originator_id = %s AND e.originator_version > %s AND e.originator_version <= %s
     ORDER BY e.originator_version LIMIT %s"""
 )
+LAST_VERSION = 2**63 - 1  # no bound on the versions read
+HISTORY_PAGE = 1000  # events per query when reading a whole history
 # The export: each event with what the chain hashed (the stored bytes, the metadata row,
 # the command record as stored) and its stored digest.
 RANGE = """
@@ -126,11 +128,29 @@ class AuditLog:
     def _sql(self, statement: str) -> Composed:
         return SQL(statement).format(**self.tables)
 
-    def history(self, aggregate_id: UUID, after_version: int, limit: int) -> list[AuditRecord]:
-        """Events of one aggregate after a version, oldest first (tenancy checked by caller)."""
+    def history(
+        self, aggregate_id: UUID, after_version: int, limit: int, through: int = LAST_VERSION
+    ) -> list[AuditRecord]:
+        """Events of one aggregate after a version (up to `through`), oldest first
+        (tenancy checked by caller)."""
         with self.datastore.transaction() as curs:
-            curs.execute(self._sql(HISTORY), (aggregate_id, after_version, limit))
+            curs.execute(self._sql(HISTORY), (aggregate_id, after_version, through, limit))
             return [self._record(row) for row in curs.fetchall()]
+
+    def timeline(
+        self, aggregate_id: UUID, through: int = LAST_VERSION, page: int = 0
+    ) -> Iterator[AuditRecord]:
+        """Every event of one aggregate up to version `through`, oldest first, read in
+        pages (of `HISTORY_PAGE` unless given): memory stays flat however long the
+        history (tenancy checked by caller)."""
+        page = page or HISTORY_PAGE
+        after = 0
+        while True:
+            records = self.history(aggregate_id, after, page, through)
+            yield from records
+            if len(records) < page:
+                return
+            after = records[-1].version
 
     def feed(
         self, merchant_id: str, from_position: int, types: list[str], limit: int

@@ -58,7 +58,7 @@ def check_range_sql(
     """
     metadata, commands, links = tables["metadata"], tables["commands"], tables["chain"]
     metadata_key_k = SQL(
-        "k.originator_id = e.originator_id AND k.originator_version = e.originator_version"
+        "k.originator_id = ev.originator_id AND k.originator_version = ev.originator_version"
     )
 
     def command_key(alias: str, of: str) -> Composed:
@@ -71,46 +71,54 @@ def check_range_sql(
 WITH cmd AS (
     SELECT c.merchant_id, c.request_id, {command_bytes_c} AS encoded
     FROM {commands} c WHERE c.position > %(after)s AND c.position <= %(stop)s
-), ev AS (
-    -- Each event's metadata row is read at the event's position (range scans side by
-    -- side), its command record from the range's; whatever is not found so is looked up
-    -- by its key, in subqueries that run only for those events.
-    SELECT e.notification_id AS position,
-        CASE WHEN m.originator_id IS NOT NULL THEN m.merchant_id
+), checked AS MATERIALIZED (
+    -- MATERIALIZED: each row's kind is computed once (inlined, the hashing would run
+    -- again for each aggregate below that reads it). The stored digests (each with the
+    -- one before it) and the events (each with its metadata row, read at the event's
+    -- position) come in position order from their indexes and are paired by a merge
+    -- join: only the range's command records are hashed into memory.
+    SELECT coalesce(ev.notification_id, stored.position) AS position,
+        CASE WHEN ev.present THEN ev.merchant_id
         ELSE (SELECT k.merchant_id FROM {metadata} k WHERE {metadata_key_k}) END AS merchant_id,
-        CASE WHEN e.notification_id <= %(v1_through)s THEN {v1_hash}
-        ELSE pg_catalog.sha256({event_domain}{event_fields}
-            || CASE WHEN m.originator_id IS NOT NULL THEN {metadata_bytes_m}
-                    || CASE WHEN m.command_recorded THEN coalesce(cp.encoded,
-                        (SELECT {command_bytes_k} FROM {commands} k WHERE {command_key_m}),
-                        {absent}) ELSE {absent} END
-            ELSE coalesce((SELECT {metadata_bytes_k}
-                    || CASE WHEN k.command_recorded THEN coalesce(
-                        (SELECT {command_bytes_c} FROM {commands} c WHERE {command_key_k}),
-                        {absent}) ELSE {absent} END
-                FROM {metadata} k WHERE {metadata_key_k}), {absent} || {absent}) END)
-        END AS hashed
-    FROM {events} e
-    LEFT JOIN {metadata} m ON m.position = e.notification_id
-        AND m.originator_id = e.originator_id AND m.originator_version = e.originator_version
-        AND m.position > %(after)s AND m.position <= %(stop)s
-    LEFT JOIN cmd cp ON m.command_recorded
-        AND cp.merchant_id = m.merchant_id AND cp.request_id = m.request_id
-    WHERE e.notification_id > %(after)s AND e.notification_id <= %(stop)s
-), stored AS (
-    SELECT l.position, l.digest, pg_catalog.lag(l.digest, 1, coalesce(
-            (SELECT p.digest FROM {links} p WHERE p.position <= least(%(after)s, %(head)s)
-             ORDER BY p.position DESC LIMIT 1), {genesis})) OVER (ORDER BY l.position) AS previous
-    FROM {links} l WHERE l.position > %(after)s AND l.position <= least(%(stop)s, %(head)s)
-), checked AS (
-    SELECT coalesce(ev.position, stored.position) AS position, ev.merchant_id,
-        ev.position IS NOT NULL AS event,
+        ev.notification_id IS NOT NULL AS event,
         CASE WHEN stored.position IS NULL THEN
-                CASE WHEN ev.position > %(head)s THEN {unchained} ELSE {inserted} END
-            WHEN ev.position IS NULL THEN {deleted}
-            WHEN pg_catalog.sha256({link_domain} || stored.previous || ev.hashed)
-                <> stored.digest THEN {changed} END AS kind
-    FROM ev FULL JOIN stored ON stored.position = ev.position
+                CASE WHEN ev.notification_id > %(head)s THEN {unchained} ELSE {inserted} END
+            WHEN ev.notification_id IS NULL THEN {deleted}
+            WHEN pg_catalog.sha256({link_domain} || stored.previous
+                || CASE WHEN ev.notification_id <= %(v1_through)s THEN {v1_hash}
+                ELSE pg_catalog.sha256({event_domain}{event_fields}
+                    -- Whatever is not found by position is looked up by its key, in
+                    -- subqueries that run only for those events.
+                    || CASE WHEN ev.present THEN {metadata_bytes_m}
+                        || CASE WHEN ev.command_recorded THEN coalesce(cp.encoded,
+                            (SELECT {command_bytes_k} FROM {commands} k WHERE {command_key_m}),
+                            {absent}) ELSE {absent} END
+                    ELSE coalesce((SELECT {metadata_bytes_k}
+                            || CASE WHEN k.command_recorded THEN coalesce(
+                                (SELECT {command_bytes_c} FROM {commands} c
+                                 WHERE {command_key_k}), {absent}) ELSE {absent} END
+                        FROM {metadata} k WHERE {metadata_key_k}), {absent} || {absent}) END)
+                END) <> stored.digest THEN {changed} END AS kind
+    FROM (
+        SELECT l.position, l.digest, pg_catalog.lag(l.digest, 1, coalesce(
+                (SELECT p.digest FROM {links} p WHERE p.position <= least(%(after)s, %(head)s)
+                 ORDER BY p.position DESC LIMIT 1), {genesis})) OVER (ORDER BY l.position)
+            AS previous
+        FROM {links} l WHERE l.position > %(after)s AND l.position <= least(%(stop)s, %(head)s)
+    ) stored
+    FULL JOIN (
+        SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
+            m.originator_id IS NOT NULL AS present, m.merchant_id, m.app_id, m.key_id,
+            m.location_id, m.device_id, m.request_id, m.command_recorded
+        FROM {events} e
+        LEFT JOIN {metadata} m ON m.position = e.notification_id
+            AND m.originator_id = e.originator_id
+            AND m.originator_version = e.originator_version
+            AND m.position > %(after)s AND m.position <= %(stop)s
+        WHERE e.notification_id > %(after)s AND e.notification_id <= %(stop)s
+    ) ev ON ev.notification_id = stored.position
+    LEFT JOIN cmd cp ON ev.command_recorded
+        AND cp.merchant_id = ev.merchant_id AND cp.request_id = ev.request_id
 )
 SELECT min(position) FILTER (WHERE kind IS NOT NULL),
     (array_agg(kind ORDER BY position) FILTER (WHERE kind IS NOT NULL))[1],
@@ -129,9 +137,9 @@ FROM checked
         commands=commands,
         links=links,
         metadata_key_k=metadata_key_k,
-        command_key_m=command_key("k", "m"),
+        command_key_m=command_key("k", "ev"),
         command_key_k=command_key("c", "k"),
-        metadata_bytes_m=metadata_bytes("m"),
+        metadata_bytes_m=metadata_bytes("ev"),
         metadata_bytes_k=metadata_bytes("k"),
         v1_hash=v1_hash,
         event_domain=Literal(EVENT_DOMAIN_V2),

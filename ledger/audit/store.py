@@ -106,6 +106,9 @@ def create_statements(schema: str, events_table: str = EVENTS_TABLE) -> list[Com
     ]
 
 
+Text = Callable[[Composable], Composed]  # a text value's encoding in SQL (`_text`)
+
+
 def _text(value: Composable) -> Composed:
     """A text value as the chain encodes it: its UTF-8 length (4 bytes), its bytes."""
     return SQL(
@@ -114,32 +117,44 @@ def _text(value: Composable) -> Composed:
     ).format(x=value)
 
 
-def _event_head_fields(e: str) -> Composed:
+def _text_utf8(value: Composable) -> Composed:
+    """`_text` in a UTF8 database, on a connection whose client_encoding is UTF8: there
+    a text's bytes are its UTF-8 bytes, `textsend` hands them over as they are, and
+    `octet_length` counts them. About 0.5 µs a value cheaper than two `convert_to` calls
+    (which look up both encodings by name and validate the bytes), and verify encodes
+    seven a row."""
+    return SQL(
+        "coalesce(pg_catalog.int4send(octet_length({x})) || pg_catalog.textsend({x}),"
+        " pg_catalog.int4send(-1))"
+    ).format(x=value)
+
+
+def _event_head_fields(e: str, text: Text = _text) -> Composed:
     """The event's fields before its payload's bytes (from its position to its length)."""
     return SQL(
         " || pg_catalog.int8send({e}.notification_id)"
         " || pg_catalog.uuid_send({e}.originator_id)"
         " || pg_catalog.int8send({e}.originator_version)"
-        " || coalesce(pg_catalog.int4send(octet_length(convert_to({e}.topic, 'UTF8'))),"
-        " pg_catalog.int4send(-1))"
-        " || coalesce(convert_to({e}.topic, 'UTF8'), ''::bytea)"
+        " || {topic}"
         " || coalesce(pg_catalog.int8send(octet_length({e}.state)::bigint),"
         " pg_catalog.int8send(-1::bigint))"
-    ).format(e=Identifier(e))
+    ).format(e=Identifier(e), topic=text(_col(e, "topic")))
 
 
-def _event_fields(e: str) -> Composed:
-    return _event_head_fields(e) + SQL(" || coalesce({e}.state, ''::bytea)").format(e=Identifier(e))
+def _event_fields(e: str, text: Text = _text) -> Composed:
+    return _event_head_fields(e, text) + SQL(" || coalesce({e}.state, ''::bytea)").format(
+        e=Identifier(e)
+    )
 
 
 def _col(alias: str, name: str) -> Composed:
     return SQL("{}.{}").format(Identifier(alias), Identifier(name))
 
 
-def metadata_bytes_sql(m: str = "m") -> Composed:
+def metadata_bytes_sql(m: str = "m", text: Text = _text) -> Composed:
     """The version 2 encoding of a present metadata row (alias `m`), from PRESENT on."""
     fields = SQL(" || ").join(
-        _text(_col(m, name))
+        text(_col(m, name))
         for name in ("merchant_id", "app_id", "key_id", "location_id", "device_id", "request_id")
     )
     return SQL(
@@ -147,19 +162,19 @@ def metadata_bytes_sql(m: str = "m") -> Composed:
     ).format(present=Literal(PRESENT), absent=Literal(ABSENT), fields=fields, m=Identifier(m))
 
 
-def command_bytes_sql(c: str = "c") -> Composed:
+def command_bytes_sql(c: str = "c", text: Text = _text) -> Composed:
     """The version 2 encoding of a present command record (alias `c`), from PRESENT on."""
     fields = SQL(" || ").join(
         [
-            _text(_col(c, "command")),
-            _text(_col(c, "fingerprint")),
+            text(_col(c, "command")),
+            text(_col(c, "fingerprint")),
             SQL("coalesce(pg_catalog.uuid_send({}), {})").format(
                 _col(c, "aggregate_id"), Literal(bytes(16))
             ),
             SQL("pg_catalog.int8send(coalesce({}, -1::bigint))").format(
                 _col(c, "aggregate_version")
             ),
-            _text(SQL("{}::text").format(_col(c, "result"))),
+            text(SQL("{}::text").format(_col(c, "result"))),
         ]
     )
     return SQL("{} || {}").format(Literal(PRESENT), fields)
@@ -303,16 +318,24 @@ class ChainKeeper:
         self.select_events_merchant = select.format(extra=SQL(", m.merchant_id"), **parts)
         metadata_table = Identifier(schema, METADATA_TABLE)
         commands_table = Identifier(schema, COMMANDS_TABLE)
-        # Verifying checks every link in ranges of positions, in the database (`links`).
-        self.check_range = check_range_sql(
-            schema,
-            events,
-            v1_hash=event_hash_sql(1),
-            event_fields=_event_fields("e"),
-            metadata_bytes=metadata_bytes_sql,
-            command_bytes=command_bytes_sql,
-            tables={"metadata": metadata_table, "commands": commands_table, "chain": links},
-        )
+
+        # Verifying checks every link in ranges of positions, in the database (`links`);
+        # in a UTF8 database (nearly all) with a cheaper encoding of text, same bytes.
+        def check_range(text: Text) -> Composed:
+            return check_range_sql(
+                schema,
+                events,
+                v1_hash=SQL("pg_catalog.sha256({}{})").format(
+                    Literal(EVENT_DOMAIN), _event_fields("ev", text)
+                ),
+                event_fields=_event_fields("ev", text),
+                metadata_bytes=lambda alias: metadata_bytes_sql(alias, text),
+                command_bytes=lambda alias: command_bytes_sql(alias, text),
+                tables={"metadata": metadata_table, "commands": commands_table, "chain": links},
+            )
+
+        self.check_range = check_range(_text)
+        self.check_range_utf8 = check_range(_text_utf8)
         self.select_stored_at = SQL(
             "SELECT a.n, (SELECT l.digest FROM {} l WHERE l.position <= least(a.position, %s)"
             " ORDER BY l.position DESC LIMIT 1)"
@@ -369,9 +392,14 @@ class ChainKeeper:
         # bitmap scan and a sort of everything after the page, once per page.
         # Pages are short queries: compiling them (JIT) cost more than running them.
         self.index_order = [SQL("SET LOCAL enable_sort = off"), SQL("SET LOCAL jit = off")]
-        # A range's hash joins (its events with their stored digests) fit in memory: with
-        # the default 4 MB they spilled to temporary files and verified half as fast.
-        self.check_settings = [*self.index_order, SQL("SET LOCAL work_mem = '32MB'")]
+        # A range's hash join (its command records) fits in memory; `_text_utf8` needs
+        # the text it hashes sent as UTF-8.
+        self.check_settings = [
+            *self.index_order,
+            SQL("SET LOCAL work_mem = '32MB'"),
+            SQL("SET LOCAL client_encoding = 'UTF8'"),
+        ]
+        self.select_encoding = SQL("SELECT current_setting('server_encoding') = 'UTF8'")
 
     @classmethod
     def for_ledger(cls, ledger: Any) -> ChainKeeper:
@@ -521,8 +549,9 @@ class ChainKeeper:
             # link fails before it, so nothing after it needs checking.
             missed, good = self._first_missed_anchor(conn, anchors, head.position)
             bound = stop if missed is None else min(stop, missed.position)
+            utf8 = conn.execute(self.select_encoding).fetchone()
             checker = RangeChecker(
-                self.check_range,
+                self.check_range_utf8 if utf8 and utf8[0] else self.check_range,
                 RangeParameters(head.position, head.v1_through, merchant),
                 self._prepare_check,
                 page_size,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,10 +20,10 @@ from rich.table import Table
 from typer._click.exceptions import UsageError
 from typer.core import TyperCommand
 
-from ledger.application import Ledger
-from ledger.audit import BadCheckpoint, ChainKeeper, VerifyReport, take_checkpoint, verify_log
+from ledger import bootstrap
+from ledger.audit import BadCheckpoint, VerifyReport, take_checkpoint, verify_log
 from ledger.audit import checkpoint as checkpoints
-from ledger.audit.events import AuditLog
+from ledger.audit.events import LAST_VERSION, AuditLog, AuditRecord
 from ledger.audit.operations import (
     MalformedLine,
     UnverifiableExport,
@@ -34,7 +37,7 @@ from ledger.cli.app import (
 )
 from ledger.cli.progress import rate_progress, updater
 from ledger.domain.sale import Sale
-from ledger.store import Settings, database_url
+from ledger.store import Settings
 
 EXIT_TAMPERED = 1
 
@@ -54,11 +57,6 @@ class _VerifyCommand(TyperCommand):
         except UsageError as e:
             e.exit_code = EXIT_UNVERIFIED
             raise
-
-
-def _keeper(settings: Settings) -> ChainKeeper:
-    """The chain of the configured ledger, reached without creating or changing anything."""
-    return ChainKeeper(database_url(settings), settings.schema)
 
 
 @audit_app.command("keygen")
@@ -90,11 +88,10 @@ def audit_chain() -> None:
     theirs, which makes `audit verify` faster (it is correct without). On a log that is
     chained already it chains nothing.
     """
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
-    before = keeper.head()
-    report = keeper.extend()
-    ledger.close()
+    with closing(bootstrap.open_ledger()) as ledger:
+        keeper = bootstrap.build_chain_keeper(ledger.settings)
+        before = keeper.head()
+        report = keeper.extend()
     if before.live:
         console.print(
             f"Nothing to do: every commit chains its events (the chain holds "
@@ -125,7 +122,7 @@ def audit_checkpoint(
     except BadCheckpoint as e:
         console.print(f"[red]{e}[/]")
         raise typer.Exit(EXIT_BAD_CHECKPOINT) from None
-    keeper = _keeper(Settings.from_env())
+    keeper = bootstrap.build_chain_keeper(Settings.from_env())
     with rate_progress() as bar:
         signed, report = take_checkpoint(
             keeper, private_key, max_anchors=anchors, progress=updater(bar, "verifying")
@@ -185,7 +182,7 @@ def audit_verify(
             _verify_export(export, signed, as_json)
             return
         settings = Settings.from_env()
-        keeper = _keeper(settings)
+        keeper = bootstrap.build_chain_keeper(settings)
         if signed is not None and signed.schema != keeper.schema:
             console.print(
                 f"[yellow]The checkpoint was taken of schema {signed.schema!r}; "
@@ -318,8 +315,8 @@ def audit_export(
     hashed (the stored bytes in base64, the metadata and command record as stored) and its
     stored digest, so `audit verify --export FILE --checkpoint C` proves it offline.
     """
-    ledger = Ledger.open()
-    keeper = ChainKeeper.for_ledger(ledger)
+    ledger = bootstrap.open_ledger()
+    keeper = bootstrap.build_chain_keeper(ledger.settings)
     head = ledger.recorder.max_notification_id() or 0
     stop = min(to_position or head, head)
     chain_head = keeper.head()
@@ -353,6 +350,9 @@ def audit_export(
     ledger.close()
 
 
+TIMELINE_ROWS = 1000  # rows per printed table: a table holds its rows until printed
+
+
 @audit_app.command("replay")
 def audit_replay(
     sale: str = typer.Option(..., help="The sale's id."),
@@ -361,42 +361,56 @@ def audit_replay(
     ),
     version: int | None = typer.Option(None, min=1, help="State at this version."),
 ) -> None:
-    """Print a sale's timeline, event by event, and its state at the end."""
-    ledger = Ledger.open()
+    """Print a sale's timeline, event by event, and its state at the end.
+
+    The events are read page by page up to the version asked for (as of a time: the
+    sale's version then), bounded in SQL, and printed in tables of `TIMELINE_ROWS`:
+    memory stays flat however long the history.
+    """
     try:
         sale_id = uuid.UUID(sale)
     except ValueError:
         console.print(f"[red]{sale!r} is not a sale id[/]")
         raise typer.Exit(2) from None
-    records = AuditLog(ledger).history(sale_id, 0, 1_000_000)
-    if as_of is not None:
-        moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
-        records = [r for r in records if r.recorded_at <= moment]
-    if version is not None:
-        records = [r for r in records if r.version <= version]
-    if not records or records[0].type != Sale.Created.TOPIC:
-        console.print("[red]No such sale at that point.[/]")
-        raise typer.Exit(1)
-    table = Table("version", "position", "recorded at", "event", "by", "details")
-    for r in records:
-        details = ", ".join(
-            f"{k}={v}" for k, v in r.payload.items() if k not in {"originator_topic"}
+    with closing(bootstrap.open_ledger()) as ledger:
+        through = version or LAST_VERSION
+        if as_of is not None:
+            moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+            through = min(through, ledger.sale_version_at(sale_id, moment))
+        records = AuditLog(ledger).timeline(sale_id, through)
+        first = next(records, None)
+        if first is None or first.type != Sale.Created.TOPIC:
+            console.print("[red]No such sale at that point.[/]")
+            raise typer.Exit(1)
+        last = _print_timeline(itertools.chain([first], records))
+        state: object = ledger.repository.get(sale_id, version=last.version)
+        assert isinstance(state, Sale)
+        Console().print(
+            f"State at version {state.version}: {state.status.value}, total {state.total} "
+            f"{state.currency_code}, paid {state.paid_total}, refunded {state.refunded_total}, "
+            f"due {state.amount_due}, {len(state.payments)} payment(s), "
+            f"{len(state.line_items)} line(s)."
         )
-        table.add_row(
-            str(r.version),
-            str(r.position),
-            r.recorded_at.isoformat(timespec="seconds"),
-            r.type.removeprefix("posledger."),
-            "/".join(filter(None, (r.metadata["app_id"], r.metadata["device_id"]))),
-            details[:120],
-        )
-    Console().print(table)
-    state = ledger.repository.get(sale_id, version=records[-1].version)
-    assert isinstance(state, Sale)
-    Console().print(
-        f"State at version {state.version}: {state.status.value}, total {state.total} "
-        f"{state.currency_code}, paid {state.paid_total}, refunded {state.refunded_total}, "
-        f"due {state.amount_due}, {len(state.payments)} payment(s), "
-        f"{len(state.line_items)} line(s)."
-    )
-    ledger.close()
+
+
+def _print_timeline(records: Iterator[AuditRecord]) -> AuditRecord:
+    """Prints the records (at least one) in tables of `TIMELINE_ROWS`; the last record."""
+    last: AuditRecord | None = None
+    while rows := list(itertools.islice(records, TIMELINE_ROWS)):
+        table = Table("version", "position", "recorded at", "event", "by", "details")
+        for r in rows:
+            details = ", ".join(
+                f"{k}={v}" for k, v in r.payload.items() if k not in {"originator_topic"}
+            )
+            table.add_row(
+                str(r.version),
+                str(r.position),
+                r.recorded_at.isoformat(timespec="seconds"),
+                r.type.removeprefix("posledger."),
+                "/".join(filter(None, (r.metadata["app_id"], r.metadata["device_id"]))),
+                details[:120],
+            )
+        Console().print(table)
+        last = rows[-1]
+    assert last is not None
+    return last

@@ -11,13 +11,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.application import Ledger
+from ledger import bootstrap
 from ledger.cli.app import (
     console,
     deliveries_app,
     log,
 )
-from ledger.deliveries.worker import Deliveries
 from ledger.logging import configure_logging
 
 
@@ -25,12 +24,12 @@ from ledger.logging import configure_logging
 def deliveries_run() -> None:
     """Send callbacks and webhooks until SIGTERM or SIGINT (any number of workers share them)."""
     configure_logging()
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("deliveries_running")
-    Deliveries(ledger).run(stopping)
+    bootstrap.build_deliveries(ledger).run(stopping)
     ledger.close()
 
 
@@ -39,8 +38,8 @@ def deliveries_status(
     as_json: bool = typer.Option(False, "--json", help="One JSON document instead of tables."),
 ) -> None:
     """The outbox's position, the backlog by status, and the latest failures."""
-    ledger = Ledger.open()
-    deliveries = Deliveries(ledger)
+    ledger = bootstrap.open_ledger()
+    deliveries = bootstrap.build_deliveries(ledger)
     deliveries.ensure()
     report = deliveries.status()
     ledger.close()
@@ -83,8 +82,8 @@ def deliveries_secret(
     app_id: str = typer.Option(..., "--app", help="The app whose callbacks it signs."),
 ) -> None:
     """Create or rotate an app's signing secret (printed once; the old one stops at once)."""
-    ledger = Ledger.open()
-    deliveries = Deliveries(ledger)
+    ledger = bootstrap.open_ledger()
+    deliveries = bootstrap.build_deliveries(ledger)
     deliveries.ensure()
     secret = deliveries.store.rotate_app_secret(merchant, app_id, str(uuid.uuid4()))
     ledger.close()

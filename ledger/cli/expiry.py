@@ -7,12 +7,11 @@ import threading
 
 import typer
 
-from ledger.application import Ledger
+from ledger import bootstrap
 from ledger.cli.app import (
     expiry_app,
     log,
 )
-from ledger.expiry import Expiry
 from ledger.logging import configure_logging
 
 
@@ -23,8 +22,8 @@ def expiry_run(
     """Expire payments pending past their deadline until SIGTERM or SIGINT (any number of
     workers may run: each payment expires once)."""
     configure_logging()
-    ledger = Ledger.open()
-    worker = Expiry(ledger)
+    ledger = bootstrap.open_ledger()
+    worker = bootstrap.build_expiry(ledger)
     worker.projections.ensure()  # the orders view it reads, if no server made it yet
     if once:
         expired = 0

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.application import Ledger
+from ledger import bootstrap
 from ledger.cli.app import (
     console,
     keys_app,
@@ -31,7 +31,7 @@ def keys_create(
     ),
 ) -> None:
     """Create an API key. The key is printed once; only its hash is stored."""
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     key_id, key = ledger.api_keys.create(
         merchant, app_id, [Role(r) for r in roles], client_subject=client_subject
     )
@@ -48,7 +48,7 @@ def keys_revoke(
     key_id: str = typer.Argument(..., help="Id of the key (second part of it)."),
 ) -> None:
     """Revoke an API key. Servers stop accepting it within seconds."""
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     try:
         ledger.api_keys.revoke(key_id)
     except NotFound as e:
@@ -60,7 +60,7 @@ def keys_revoke(
 @keys_app.command("list")
 def keys_list() -> None:
     """List API keys (never the keys themselves)."""
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     table = Table("key id", "merchant", "app", "roles", "client subject", "created", "revoked")
     for key in ledger.api_keys.list():
         table.add_row(

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ledger.application import Ledger
+from ledger import bootstrap
 from ledger.cli.app import (
     console,
     log,
@@ -17,27 +17,26 @@ from ledger.cli.app import (
 )
 from ledger.cli.progress import rate_progress, updater
 from ledger.logging import configure_logging
-from projections import projections_for
 
 
 @projections_app.command("run")
 def projections_run() -> None:
     """Keep every view up to date until SIGTERM or SIGINT (a standby if another runs)."""
     configure_logging()
-    ledger = Ledger.open()
+    ledger = bootstrap.open_ledger()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("projections_running")
-    projections_for(ledger).run(stopping)
+    bootstrap.build_views(ledger).run(stopping)
     ledger.close()
 
 
 @projections_app.command("status")
 def projections_status() -> None:
     """Each view's position, the head of the log, and how far behind it is."""
-    ledger = Ledger.open()
-    views = projections_for(ledger)
+    ledger = bootstrap.open_ledger()
+    views = bootstrap.build_views(ledger)
     table = Table(
         "view", "runner", "generation", "position", "head", "lag (events)", "lag (s)", "rebuild"
     )
@@ -67,8 +66,8 @@ def projections_rebuild(
 
     The live view keeps serving meanwhile. Interrupted, it resumes where it stopped.
     """
-    ledger = Ledger.open()
-    views = projections_for(ledger)
+    ledger = bootstrap.open_ledger()
+    views = bootstrap.build_views(ledger)
     if view not in views.views:
         console.print(f"[red]No view {view!r}; views: {', '.join(sorted(views.views))}[/]")
         raise typer.Exit(2)

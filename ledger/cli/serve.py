@@ -1,4 +1,5 @@
-"""`posledger serve`: the service, its workers, TLS, metrics, several processes."""
+"""`posledger serve`: its options, TLS, development mode and several processes; the
+service itself is built by `ledger.bootstrap.build_service`."""
 
 from __future__ import annotations
 
@@ -6,28 +7,23 @@ import os
 import signal
 import sys
 import threading
-from contextlib import nullcontext
 from pathlib import Path
 from types import FrameType
 
 import typer
 
-from ledger.application import Ledger
+from ledger import bootstrap
 from ledger.cli.app import (
     app,
     console,
     log,
 )
-from ledger.deliveries.worker import Deliveries
-from ledger.expiry import Expiry
-from ledger.grpc.server import TlsConfig, create_server, is_loopback
+from ledger.grpc.server import TlsConfig, is_loopback
 from ledger.keys import Authenticator
 from ledger.logging import configure_logging
-from ledger.metrics import LedgerCollector, MetricsEndpoint
 from ledger.store import Settings
 from ledger.supervisor import child_environment, reserve_port, supervise
-from ledger.tracing import TracingUnavailable, configure_tracing, shutdown_tracing
-from projections import projections_for
+from ledger.tracing import TracingUnavailable
 
 SWITCH_INTERVAL_SECONDS = 0.0005
 
@@ -100,11 +96,11 @@ def serve(
     tls = _tls_config(host, tls_cert, tls_key, client_ca, insecure)
     settings = Settings.from_env()
     try:
-        tracing = configure_tracing()  # before the pool and the server exist
+        tracing = bootstrap.start_tracing()  # before the pool and the server exist
     except TracingUnavailable as e:
         console.print(f"[bold red]{e}[/]")
         raise typer.Exit(2) from None
-    ledger = Ledger.open(settings)
+    ledger = bootstrap.open_ledger(settings)
     # Development mode is decided here, once: only on loopback and only with no key at all.
     authenticator = Authenticator(ledger.api_keys, allow_dev_mode=is_loopback(host))
     if not is_loopback(host) and not ledger.api_keys.any_active():
@@ -123,7 +119,7 @@ def serve(
         log.warning("development_mode", merchant="dev")
     if processes > 1:
         if projections:
-            projections_for(ledger).ensure()  # once, before the children race to
+            bootstrap.build_views(ledger).ensure()  # once, before the children race to
         ledger.close()
         tls_args = [
             *([f"--tls-cert={tls_cert}", f"--tls-key={tls_key}"] if tls_cert else []),
@@ -141,8 +137,18 @@ def serve(
             ledger.database_url, host, port, workers, processes, grace, projections, tls_args
         )
         return
-    server = create_server(
-        ledger, f"{host}:{port}", authenticator=authenticator, max_workers=workers, tls=tls
+    index = int(os.environ.get("POSLEDGER_PROCESS_INDEX", "0"))
+    service = bootstrap.build_service(
+        ledger,
+        f"{host}:{port}",
+        authenticator=authenticator,
+        max_workers=workers,
+        tls=tls,
+        views=projections,
+        deliveries=deliveries,
+        expiry=expiry,
+        metrics_address=(metrics_host, metrics_port + index) if metrics_port is not None else None,
+        tracing=tracing,
     )
     stopping = threading.Event()
 
@@ -152,40 +158,18 @@ def serve(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    views = projections_for(ledger) if projections else None
-    if views is not None:
-        server.watch_views(views.state)
-    outbound = Deliveries(ledger) if deliveries else None
-    deadlines = Expiry(ledger) if expiry else None
-    endpoint = None
-    if metrics_port is not None:
-        collector = LedgerCollector(
-            ledger, views, views.state if views is not None else None, Deliveries(ledger)
-        )
-        index = int(os.environ.get("POSLEDGER_PROCESS_INDEX", "0"))
-        endpoint = MetricsEndpoint.start(collector, metrics_host, metrics_port + index)
-    with (
-        views.running() if views is not None else nullcontext(),
-        outbound.running() if outbound is not None else nullcontext(),
-        deadlines.running() if deadlines is not None else nullcontext(),
-    ):
-        server.start()
+    with service.running(grace):
         log.info(
             "serving",
             host=host,
-            port=server.port,
+            port=service.server.port,
             projections=projections,
             deliveries=deliveries,
             expiry=expiry,
             tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
         )
         stopping.wait()
-        server.stop(grace)
-    if endpoint is not None:
-        endpoint.stop()
-    ledger.close()
-    if tracing:
-        shutdown_tracing()
+    service.close()
     log.info("stopped")
 
 

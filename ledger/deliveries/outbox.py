@@ -2,7 +2,7 @@
 
 Events exist only for committed commands, so a command that rolled back delivers nothing,
 and the follower misses nothing committed: a page of events, the follower's new position
-and the delivery rows they make commit in one transaction (see projections/runner.py),
+and the delivery rows they make commit in one transaction (see projections/follow.py),
 so each delivery is made exactly once. The write path is not touched at all.
 """
 
@@ -16,17 +16,16 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Identifier
 
-from ledger.application import Ledger
 from ledger.deliveries.changes import STOCK_EVENTS, Change, Kind, changes_of
 from ledger.deliveries.store import DeliveryStore
 from ledger.domain.customer import Customer
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
+from ledger.event_log import EventLog
+from projections import source
 from projections.view import Event, View
 
 DELIVERY_NAMESPACE = uuid.UUID("3f5b9a4e-8c1d-4f2a-b6e7-0d9c8b7a6f51")
@@ -67,74 +66,39 @@ def delivery_id(target: str, change: Change) -> UUID:
     return uuid.uuid5(DELIVERY_NAMESPACE, f"{target}\x1f{change.id}")
 
 
-def changes_at(ledger: Ledger, events: Sequence[Event]) -> list[Change]:
+def changes_at(log: EventLog, events: Sequence[Event]) -> list[Change]:
     """The changes a page of events makes, each from its aggregate as of that event.
 
     The aggregates are replayed from their stored histories in one query (short for sales,
     products and customers; a stock item's whole history is read, which a snapshot would
     shorten: see README, Deliveries).
     """
-    wanted: dict[UUID, dict[int, int]] = defaultdict(dict)  # aggregate -> version -> position
+    wanted: dict[UUID, set[int]] = defaultdict(set)
     for e in events:
-        wanted[e.originator_id][e.originator_version] = e.position
-    if not wanted:
-        return []
-    recorder = ledger.ledger_recorder
-    table = Identifier(recorder.datastore.schema, recorder.events_table_name)
-    found: list[tuple[int, Any, Any]] = []
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(
-            SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}"
-                " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-            ).format(table),
-            (list(wanted),),
-        )
-        rows = curs.fetchall()
-    aggregates: dict[UUID, Any] = {}
-    product_ids: set[str] = set()
-    for row in rows:
-        aggregate_id, version = row["originator_id"], row["originator_version"]
-        if version > max(wanted[aggregate_id]):
-            continue
-        event = ledger.mapper.to_domain_event(
-            StoredEvent(aggregate_id, version, row["topic"], bytes(row["state"]))
-        )
-        aggregate = event.mutate(aggregates.get(aggregate_id))  # type: ignore[attr-defined]
-        aggregates[aggregate_id] = aggregate
-        position = wanted[aggregate_id].get(version)
-        if position is not None:
-            # Taken now: the aggregate goes on changing with the next event.
-            found.append((position, event, copy.deepcopy(aggregate)))
-            product_ids.add(str(getattr(aggregate, "product_id", "")))
-    skus = _skus(ledger, product_ids - {""})
+        wanted[e.originator_id].add(e.originator_version)
+    # A copy at each version: the aggregate goes on changing with the next event.
+    aggregates = source.states_at(log, wanted, copy.deepcopy)
+    found = [
+        (e, aggregate)
+        for e in events
+        if (aggregate := aggregates.get((e.originator_id, e.originator_version))) is not None
+    ]
+    product_ids = {str(getattr(aggregate, "product_id", "")) for _, aggregate in found}
+    skus = _skus(log, product_ids - {""})
     result: list[Change] = []
-    for position, event, aggregate in sorted(found, key=lambda f: f[0]):
-        result += changes_of(position, event, aggregate, lambda p: skus.get(p, ""))
+    for e, aggregate in found:  # in the page's order: by position
+        result += changes_of(e.position, e.event, aggregate, lambda p: skus.get(p, ""))
     return result
 
 
-def _skus(ledger: Ledger, product_ids: set[str]) -> dict[str, str]:
+def _skus(log: EventLog, product_ids: set[str]) -> dict[str, str]:
     """Each product's sku (fixed when it is created: the product's id derives from it)."""
-    if not product_ids:
-        return {}
-    recorder = ledger.ledger_recorder
-    table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+    created = log.events_of([UUID(p) for p in product_ids], topic=Product.Created.TOPIC)
     result = {}
-    with recorder.datastore.get_connection() as conn, conn.cursor() as curs:
-        curs.execute(
-            SQL(
-                "SELECT originator_id, topic, state FROM {}"
-                " WHERE originator_id = ANY(%s) AND originator_version = 1"
-            ).format(table),
-            ([UUID(p) for p in product_ids],),
-        )
-        for row in curs.fetchall():
-            created = ledger.mapper.to_domain_event(
-                StoredEvent(row["originator_id"], 1, row["topic"], bytes(row["state"]))
-            )
-            if isinstance(created, Product.Created):
-                result[str(row["originator_id"])] = created.sku
+    for stored in created:
+        event = log.decode(stored)
+        if isinstance(event, Product.Created):
+            result[str(stored.originator_id)] = event.sku
     return result
 
 
@@ -144,8 +108,8 @@ class OutboxView(View):
     name = "outbox"
     topics = tuple(TOPIC_KINDS)
 
-    def __init__(self, ledger: Ledger, store: DeliveryStore) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog, store: DeliveryStore) -> None:
+        self.log = log
         self.store = store
 
     def create(self, curs: Cursor[DictRow], schema: str) -> None:
@@ -154,7 +118,7 @@ class OutboxView(View):
     def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
         subscribed = self.store.subscribed_kinds(curs) | {Kind.PAYMENT_RESOLVED.value}
         events = [e for e in events if {k.value for k in TOPIC_KINDS[e.topic]} & subscribed]
-        changes = changes_at(self.ledger, events)
+        changes = changes_at(self.log, events)
         merchants = sorted({c.merchant_id for c in changes})
         subscriptions = self.store.subscriptions(curs, merchants) if merchants else []
         rows = []

@@ -19,9 +19,9 @@ from typing import Any
 from psycopg import Cursor
 from psycopg.rows import DictRow
 
-from ledger.application import Ledger
 from ledger.deliveries.changes import Change
 from ledger.deliveries.outbox import OutboxView, changes_at
+from ledger.event_log import EventLog
 from projections.runner import Projections
 from projections.view import Event, View
 
@@ -81,15 +81,15 @@ class RelayView(View):
     name = "nats_relay"
     topics = OutboxView.topics
 
-    def __init__(self, ledger: Ledger, publisher: Publisher) -> None:
-        self.ledger = ledger
+    def __init__(self, log: EventLog, publisher: Publisher) -> None:
+        self.log = log
         self.publisher = publisher
 
     def create(self, curs: Cursor[DictRow], schema: str) -> None:
         pass  # no tables: its rows are messages on the bus
 
     def apply(self, curs: Cursor[DictRow], schema: str, events: Sequence[Event]) -> None:
-        changes = changes_at(self.ledger, events)
+        changes = changes_at(self.log, events)
         if changes:
             self.publisher.publish(changes)  # raises: the page rolls back and is tried again
 

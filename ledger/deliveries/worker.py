@@ -9,9 +9,8 @@ delays its leased rows until the lease runs out.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -20,12 +19,13 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
 from ledger.deliveries.outbox import OutboxView
-from ledger.deliveries.relay import Publisher, RelayFollower, RelayView
+from ledger.deliveries.relay import RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
+from ledger.run_loop import in_background, run_until_stopped
 from ledger.store import schema_lock
-from projections import source
-from projections.runner import Projections, is_store_error
+from projections.follow import is_store_error
+from projections.runner import Projections
 
 log = structlog.get_logger("posledger.deliveries")
 
@@ -42,23 +42,29 @@ class OutboxFollower(Projections):
 
 
 class Deliveries:
-    def __init__(self, ledger: Ledger, sender: Sender | None = None) -> None:
+    """The outbox follower, the relay (when NATS is configured) and the senders, run
+    together; `ledger.bootstrap.build_deliveries` builds them."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        store: DeliveryStore,
+        outbox: OutboxFollower,
+        relay: RelayFollower | None = None,
+        sender: Sender | None = None,
+    ) -> None:
         self.ledger = ledger
         self.settings = ledger.settings
-        self.store = DeliveryStore(ledger.ledger_recorder.datastore)
-        self.outbox = OutboxFollower(ledger, [OutboxView(ledger, self.store)])
+        self.store = store
+        self.outbox = outbox
+        self.relay = relay
         self._sender = sender
-        self.relay: RelayFollower | None = None
-        if self.settings.nats_url:
-            publisher = Publisher(
-                self.settings.nats_url, self.settings.nats_stream, self.settings.nats_subject_prefix
-            )
-            self.relay = RelayFollower(ledger, [RelayView(ledger, publisher)])
         # Longer than any one attempt can take, so a live sender keeps what it claimed.
         self.lease_seconds = 2 * self.settings.delivery_timeout_seconds + 5
 
     @property
     def sender(self) -> Sender:
+        # Made on first use: `deliveries status` and the metrics never send.
         if self._sender is None:
             self._sender = Sender(self.settings)
         return self._sender
@@ -75,16 +81,11 @@ class Deliveries:
             self.store.datastore.transaction(commit=True) as curs,
         ):
             self.store.create_tables(curs)
-            self.outbox.create_registry(curs)
+            self.outbox.registry.create(curs)
             # Each follower starts at the head when it is first set up (the relay: when NATS
             # is first configured), not at the start of a long history.
             for name in ["outbox", *([RelayView.name] if self.relay else [])]:
-                curs.execute(
-                    SQL(
-                        "INSERT INTO {} (view, position) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-                    ).format(self.outbox.registry),
-                    (name, source.head(self.ledger)),
-                )
+                self.outbox.registry.register(curs, name, self.outbox.log.head())
         self.outbox.ensure()
         if self.relay is not None:
             self.relay.ensure()
@@ -116,21 +117,20 @@ class Deliveries:
 
     def _send_loop(self, stop: threading.Event) -> None:
         with ThreadPoolExecutor(self.settings.delivery_concurrency, "delivery") as pool:
-            while not stop.is_set():
-                try:
-                    with psycopg.connect(self.ledger.database_url, autocommit=True) as listener:
-                        listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
-                        while not stop.is_set():
-                            if not self.send_due(pool):
-                                # Woken by new rows; the timeout picks up retries coming due.
-                                for _ in listener.notifies(timeout=0.5, stop_after=1):
-                                    pass
-                                stop.wait(SEND_BATCH_SECONDS)  # claim many rows at once
-                except Exception as e:
-                    if not is_store_error(e):
-                        raise
-                    log.warning("deliveries_reconnecting", error=str(e).strip())
-                    stop.wait(1.0)
+
+            def send_while_connected() -> None:
+                with psycopg.connect(self.ledger.database_url, autocommit=True) as listener:
+                    listener.execute(SQL("LISTEN {}").format(Identifier(NOTIFY_CHANNEL)))
+                    while not stop.is_set():
+                        if not self.send_due(pool):
+                            # Woken by new rows; the timeout picks up retries coming due.
+                            for _ in listener.notifies(timeout=0.5, stop_after=1):
+                                pass
+                            stop.wait(SEND_BATCH_SECONDS)  # claim many rows at once
+
+            run_until_stopped(
+                stop, send_while_connected, name="deliveries", is_transient=is_store_error
+            )
 
     def send_due(self, pool: ThreadPoolExecutor) -> int:
         """Sends one batch of due deliveries at once; returns how many it claimed."""
@@ -163,7 +163,7 @@ class Deliveries:
 
     def status(self) -> dict[str, Any]:
         """What `posledger deliveries status` shows (and its --json prints)."""
-        head = source.head(self.ledger)
+        head = self.outbox.log.head()
         _, position = self.outbox.live_schema(OutboxView.name)
         return {
             "outbox": {
@@ -182,8 +182,7 @@ class Deliveries:
 
     def _lag(self, position: int) -> int:
         """Events past the outbox's position that may owe a delivery."""
-        recorder = self.ledger.ledger_recorder
-        table = Identifier(recorder.datastore.schema, recorder.events_table_name)
+        table = self.outbox.log.events_table
         with self.store.datastore.transaction() as curs:
             curs.execute(
                 SQL(
@@ -194,14 +193,6 @@ class Deliveries:
             row = curs.fetchone()
         return int(row["n"]) if row else 0
 
-    @contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> AbstractContextManager[object]:
         """Runs deliveries in background threads for the duration of the block."""
-        stop = threading.Event()
-        thread = threading.Thread(target=self.run, args=(stop,), name="deliveries", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join(15)
+        return in_background("deliveries", self.run)

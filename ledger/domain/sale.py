@@ -7,15 +7,15 @@ change; recorded facts may not). Events carry plain JSON-friendly values.
 Stored event names are explicit (`TOPIC`) and independent of module paths, so code can be
 moved without breaking old events. Bump an event's `class_version` and add an upcaster when
 its fields change.
+
+The value objects are in `line_items` and `payments` (with the rules of one payment's
+result); what an imported order records is in `sale_import`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from functools import singledispatchmethod
 from typing import Any
 
@@ -23,7 +23,6 @@ from eventsourcing.domain import Aggregate
 
 from ledger.domain.commands import (
     MAX_LINE_ITEMS,
-    CardInput,
     Channel,
     ImportOrder,
     LineItemInput,
@@ -35,155 +34,23 @@ from ledger.domain.commands import (
 from ledger.domain.copying import CheapCopy
 from ledger.domain.errors import NotFound, RuleViolated
 from ledger.domain.handlers import apply_when
-from ledger.domain.money import MAX_AMOUNT, line_tax
+from ledger.domain.line_items import LineItem, check_sale_total
+from ledger.domain.payments import (
+    Payment,
+    PaymentStatus,
+    Refund,
+    approved_amount,
+    card_to_event,
+    check_approval,
+    same_result,
+)
+from ledger.domain.sale_import import check_paid, imported_payments
+from ledger.domain.sale_state import SaleState, SaleStatus
+
+__all__ = ["LineItem", "Payment", "PaymentStatus", "Refund", "Sale", "SaleStatus"]
 
 
-class SaleStatus(StrEnum):
-    OPEN = "open"
-    COMPLETED = "completed"
-    CANCELED = "canceled"
-    REFUNDED = "refunded"
-
-
-class PaymentStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    DECLINED = "declined"
-    CANCELED = "canceled"
-    FAILED = "failed"
-    # Approved after it was canceled: the money was taken, and is owed back until refunded.
-    APPROVED_AFTER_CANCEL = "approved_after_cancel"
-    # Still pending at its deadline: the ledger ended it (an approval after is late).
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True)
-class LineItem:
-    line_id: str
-    sku: str
-    name: str
-    quantity: int
-    unit_price: int
-    discount: int
-    tax_rate_ppm: int
-    product_id: str = ""  # the catalog product, or "" for an open item
-
-    @property
-    def gross_amount(self) -> int:
-        return self.quantity * self.unit_price
-
-    @property
-    def tax_amount(self) -> int:
-        return line_tax(self.gross_amount - self.discount, self.tax_rate_ppm)
-
-    @property
-    def total_amount(self) -> int:
-        return self.gross_amount - self.discount + self.tax_amount
-
-    @classmethod
-    def new(cls, item: LineItemInput) -> LineItem:
-        if item.unit_price is None:
-            raise RuleViolated(
-                f"sku {item.sku!r} is not in the catalog, so the line needs a unit_price",
-                reason="UNKNOWN_SKU",
-            )
-        return cls(
-            line_id=str(uuid.uuid4()),
-            sku=item.sku,
-            name=item.name,
-            quantity=item.quantity,
-            unit_price=item.unit_price,
-            discount=item.discount,
-            tax_rate_ppm=item.tax_rate_ppm or 0,
-            product_id=item.product_id,
-        )
-
-    def to_event(self) -> dict[str, Any]:
-        return dict(vars(self))  # = asdict(self): every field is a plain value
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> LineItem:
-        return self  # immutable through and through: a copy would only cost time
-
-
-@dataclass
-class Payment:
-    id: str
-    amount: int
-    currency_code: str
-    tender_types: list[str]
-    callback_url: str
-    app_id: str
-    api_version: str
-    note: str
-    state: str
-    requested_at: datetime
-    status: PaymentStatus = PaymentStatus.PENDING
-    approved_amount: int = 0
-    tip_amount: int = 0
-    tender: str = ""
-    card: dict[str, str] | None = None
-    auth_code: str = ""
-    processor_reference: str = ""
-    cash_tendered: int = 0
-    change_given: int = 0
-    error_code: str = ""
-    occurred_at: datetime | None = None
-    resolved_at: datetime | None = None
-    refunded_amount: int = 0
-    cancel_reason: str = ""
-    expires_at: datetime | None = None  # None: requested before payments had deadlines
-
-    def is_due(self, now: datetime) -> bool:
-        """Whether the payment is pending past its deadline."""
-        return (
-            self.status is PaymentStatus.PENDING
-            and self.expires_at is not None
-            and now >= self.expires_at
-        )
-
-    @property
-    def is_late(self) -> bool:
-        return self.status is PaymentStatus.APPROVED_AFTER_CANCEL
-
-    @property
-    def refundable(self) -> int:
-        if self.is_late:  # everything taken goes back, the tip included
-            return self.approved_amount + self.tip_amount - self.refunded_amount
-        return self.approved_amount - self.refunded_amount
-
-    @property
-    def owed_amount(self) -> int:
-        """What a late approval took that is not refunded yet: owed to the customer."""
-        return self.refundable if self.is_late else 0
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Payment:
-        # Commands copy cached sales; every field is immutable but these two containers.
-        card = None if self.card is None else dict(self.card)
-        return replace(self, tender_types=list(self.tender_types), card=card)
-
-
-@dataclass(frozen=True)
-class Refund:
-    id: str
-    payment_id: str
-    amount: int
-    reason: str
-    processor_reference: str
-    refunded_at: datetime
-    restock_items: tuple[dict[str, Any], ...] = ()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Refund:
-        return self  # never changed once made (its restock lines are read-only)
-
-
-def _card_to_event(card: CardInput | None) -> dict[str, str] | None:
-    if card is None:
-        return None
-    assert card.entry_method is not None
-    return {"brand": card.brand, "last4": card.last4, "entry_method": card.entry_method.value}
-
-
-class Sale(CheapCopy, Aggregate):
+class Sale(CheapCopy, SaleState, Aggregate):
     TOPIC = "posledger.Sale"
 
     class Event(Aggregate.Event):
@@ -327,124 +194,7 @@ class Sale(CheapCopy, Aggregate):
         TOPIC = "posledger.SaleCanceled"
         reason: str
 
-    # ---- state ---------------------------------------------------------------------------
-
-    def __init__(
-        self,
-        merchant_id: str,
-        location_id: str,
-        channel: str,
-        currency_code: str,
-        line_items: list[dict[str, Any]],
-        customer_id: str,
-        external_order_id: str,
-        note: str,
-    ) -> None:
-        self.merchant_id = merchant_id
-        self.location_id = location_id
-        self.channel = Channel(channel)
-        self.currency_code = currency_code
-        self.line_items: list[LineItem] = [LineItem(**item) for item in line_items]
-        self.customer_id = customer_id
-        self.external_order_id = external_order_id
-        self.note = note
-        self.payments: dict[str, Payment] = {}
-        self.refunds: list[Refund] = []
-        self.is_completed = False
-        self.is_canceled = False
-        self.completed_at: datetime | None = None
-        self.canceled_at: datetime | None = None
-        self.cancel_reason = ""
-        self.import_channel = ""
-        self.import_fingerprint = ""
-        self.placed_at: datetime | None = None
-        self.oversold: dict[str, int] = {}  # units short per line id (in-store only)
-        self.import_open = False  # an open order from another channel
-
-    # Totals are derived from line items and payments, never stored separately.
-    @property
-    def subtotal(self) -> int:
-        return sum(item.gross_amount for item in self.line_items)
-
-    @property
-    def discount_total(self) -> int:
-        return sum(item.discount for item in self.line_items)
-
-    @property
-    def tax_total(self) -> int:
-        return sum(item.tax_amount for item in self.line_items)
-
-    @property
-    def total(self) -> int:
-        return sum(item.total_amount for item in self.line_items)
-
-    @property
-    def paid_total(self) -> int:
-        return sum(p.approved_amount for p in self._approved())
-
-    @property
-    def tip_total(self) -> int:
-        return sum(p.tip_amount for p in self._approved())
-
-    @property
-    def refunded_total(self) -> int:
-        """Refunds of the payments that paid the sale (not of late approvals)."""
-        return sum(r.amount for r in self.refunds if not self.payments[r.payment_id].is_late)
-
-    @property
-    def owed_total(self) -> int:
-        """Taken by approvals that came after their payment was canceled, not yet refunded."""
-        return sum(p.owed_amount for p in self.payments.values())
-
-    def _approved(self) -> list[Payment]:
-        return [p for p in self.payments.values() if p.status is PaymentStatus.APPROVED]
-
-    @property
-    def pending_total(self) -> int:
-        return sum(p.amount for p in self.payments.values() if p.status is PaymentStatus.PENDING)
-
-    @property
-    def committed_total(self) -> int:
-        """What the sale's total may not drop below: kept money plus pending requests."""
-        return self.paid_total - self.refunded_total + self.pending_total
-
-    @property
-    def amount_due(self) -> int:
-        if self.status is not SaleStatus.OPEN:
-            return 0
-        return self.total - self.committed_total
-
-    @property
-    def status(self) -> SaleStatus:
-        if self.is_canceled:
-            return SaleStatus.CANCELED
-        if self.is_completed:
-            if self.paid_total > 0 and self.refunded_total == self.paid_total:
-                return SaleStatus.REFUNDED
-            return SaleStatus.COMPLETED
-        return SaleStatus.OPEN
-
-    @property
-    def may_oversell(self) -> bool:
-        """In store the goods are in the customer's hand: the sale goes ahead, flagged."""
-        return self.channel is Channel.IN_STORE and not self.import_open
-
-    @property
-    def holds_stock(self) -> bool:
-        """Whether the sale's products are reserved at its location: while it is open and a
-        payment is pending or money is kept."""
-        return self.status is SaleStatus.OPEN and (
-            self.import_open or self.pending_total > 0 or self.paid_total - self.refunded_total > 0
-        )
-
-    def reservation(self) -> Counter[str]:
-        """Units of each catalog product the sale holds at its location."""
-        units = Counter[str]()
-        if self.holds_stock:
-            for line in self.line_items:
-                if line.product_id:
-                    units[line.product_id] += line.quantity
-        return units
+    # The state, and what follows from it, is SaleState's (its __init__ applies Created).
 
     def record_oversold(self, product_id: str, short: int) -> None:
         """Flags the product's lines with the units that were short, the last line first."""
@@ -476,6 +226,7 @@ class Sale(CheapCopy, Aggregate):
     def create(
         cls,
         *,
+        sale_id: uuid.UUID | None = None,
         merchant_id: str,
         location_id: str,
         channel: Channel,
@@ -485,11 +236,12 @@ class Sale(CheapCopy, Aggregate):
         external_order_id: str = "",
         note: str = "",
     ) -> Sale:
+        """A new open sale; `sale_id` is given by an import, else a new one is made."""
         items = [LineItem.new(item) for item in line_items]
-        _check_total(sum(item.total_amount for item in items))
+        check_sale_total(sum(item.total_amount for item in items))
         return cls._create(
             cls.Created,
-            id=uuid.uuid4(),
+            id=sale_id or uuid.uuid4(),
             merchant_id=merchant_id,
             location_id=location_id,
             channel=channel.value,
@@ -504,46 +256,27 @@ class Sale(CheapCopy, Aggregate):
     def import_order(
         cls, sale_id: uuid.UUID, merchant_id: str, order: ImportOrder, fingerprint: str
     ) -> Sale:
-        """A sale from another channel's order (lines already priced): completed for a
+        """A sale from another channel's order (see `sale_import`): completed for a
         finished order, open (holding its stock) for an open one."""
         assert order.sales_channel is not None
-        items = [LineItem.new(item) for item in order.line_items]
-        total = sum(item.total_amount for item in items)
-        _check_total(total)
-        paid = sum(p.amount for p in order.payments)
-        if not order.open and paid != total:
-            raise RuleViolated(
-                f"payments add up to {paid} but the order's total is {total}",
-                reason="PAYMENTS_DO_NOT_MATCH_TOTAL",
-            )
-        sale = cls._create(
-            cls.Created,
-            id=sale_id,
+        sale = cls.create(
+            sale_id=sale_id,
             merchant_id=merchant_id,
             location_id=order.location_id,
-            channel=order.sales_channel.value,
+            channel=order.sales_channel,
             currency_code=order.currency_code,
-            line_items=[item.to_event() for item in items],
+            line_items=order.line_items,
             customer_id=order.customer_id,
             external_order_id=order.external_order_id,
             note=order.note,
         )
+        check_paid(order, sale.total)
         sale.trigger_event(
             cls.Imported,
             channel=order.channel,
             fingerprint=fingerprint,
             placed_at=order.placed_at,
-            payments=[
-                {
-                    "payment_id": str(uuid.uuid4()),
-                    "tender": p.tender.value if p.tender else "",
-                    "amount": p.amount,
-                    "card": _card_to_event(p.card),
-                    "auth_code": p.auth_code,
-                    "processor_reference": p.processor_reference,
-                }
-                for p in order.payments
-            ],
+            payments=imported_payments(order),
             open=order.open,
         )
         if not order.open:
@@ -557,7 +290,7 @@ class Sale(CheapCopy, Aggregate):
                 f"a sale has at most {MAX_LINE_ITEMS} line items", reason="TOO_MANY_LINE_ITEMS"
             )
         line = LineItem.new(item)
-        _check_total(self.total + line.total_amount)
+        check_sale_total(self.total + line.total_amount)
         self.trigger_event(self.LineItemAdded, line_item=line.to_event())
         return line.line_id
 
@@ -634,7 +367,7 @@ class Sale(CheapCopy, Aggregate):
         if payment.status is PaymentStatus.EXPIRED:
             return  # no money taken, as the expiry assumed: nothing more to record
         if payment.status is not PaymentStatus.PENDING:
-            if self._same_result(payment, result):
+            if same_result(payment, result):
                 return
             raise RuleViolated(
                 f"payment {payment.id} already has a result ({payment.status.value})",
@@ -643,14 +376,14 @@ class Sale(CheapCopy, Aggregate):
         tender = result.tender.value if result.tender else ""
         if result.outcome is Outcome.APPROVED:
             assert result.tender is not None
-            self._check_approval(payment, result)
+            check_approval(payment, result, self.tip_total)
             self.trigger_event(
                 self.PaymentApproved,
                 payment_id=payment.id,
-                approved_amount=self._approved_amount(payment, result),
+                approved_amount=approved_amount(payment, result),
                 tip_amount=result.tip_amount,
                 tender=tender,
-                card=_card_to_event(result.card),
+                card=card_to_event(result.card),
                 auth_code=result.auth_code,
                 processor_reference=result.processor_reference,
                 cash_tendered=result.cash_tendered,
@@ -666,7 +399,7 @@ class Sale(CheapCopy, Aggregate):
                 payment_id=payment.id,
                 outcome=result.outcome.value,
                 tender=tender,
-                card=_card_to_event(result.card),
+                card=card_to_event(result.card),
                 processor_reference=result.processor_reference,
                 error_code=result.error_code,
                 occurred_at=result.occurred_at,
@@ -676,14 +409,14 @@ class Sale(CheapCopy, Aggregate):
         """Money taken after the merchant or the app gave up on the payment: recorded as
         it is (the ledger never loses money taken), owed back to the customer."""
         assert result.tender is not None
-        self._check_approval(payment, result)
+        check_approval(payment, result, self.tip_total)
         self.trigger_event(
             self.PaymentApprovedAfterCancel,
             payment_id=payment.id,
-            approved_amount=self._approved_amount(payment, result),
+            approved_amount=approved_amount(payment, result),
             tip_amount=result.tip_amount,
             tender=result.tender.value,
-            card=_card_to_event(result.card),
+            card=card_to_event(result.card),
             auth_code=result.auth_code,
             processor_reference=result.processor_reference,
             cash_tendered=result.cash_tendered,
@@ -716,14 +449,6 @@ class Sale(CheapCopy, Aggregate):
             deadline = "has no deadline" if payment.expires_at is None else "is not due yet"
             raise RuleViolated(f"payment {payment.id} {deadline}", reason="PAYMENT_NOT_DUE")
         self.trigger_event(self.PaymentExpired, payment_id=payment_id)
-
-    def restocked(self, line_id: str) -> int:
-        return sum(
-            item["quantity"]
-            for refund in self.refunds
-            for item in refund.restock_items
-            if item["line_id"] == line_id
-        )
 
     def _restock_lines(self, restock: tuple[RestockItem, ...]) -> list[dict[str, Any]]:
         """Checks that each restocked line was sold here and not restocked in full already."""
@@ -814,61 +539,6 @@ class Sale(CheapCopy, Aggregate):
         if self.status is not SaleStatus.OPEN:
             raise RuleViolated(f"sale {self.id} is {self.status.value}", reason="SALE_NOT_OPEN")
 
-    @staticmethod
-    def _approved_amount(payment: Payment, result: RecordPaymentResult) -> int:
-        return payment.amount if result.approved_amount is None else result.approved_amount
-
-    def _check_approval(self, payment: Payment, result: RecordPaymentResult) -> None:
-        assert result.tender is not None
-        if result.tender.value not in payment.tender_types:
-            raise RuleViolated(
-                f"tender {result.tender.value} was not allowed for this payment "
-                f"(allowed: {', '.join(payment.tender_types)})",
-                reason="TENDER_NOT_ALLOWED",
-            )
-        approved = self._approved_amount(payment, result)
-        if approved > payment.amount:
-            raise RuleViolated(
-                f"approved amount {approved} exceeds the amount requested {payment.amount}",
-                reason="APPROVED_AMOUNT_EXCEEDS_REQUESTED",
-            )
-        if (result.cash_tendered or result.change_given) and (
-            result.cash_tendered - approved - result.tip_amount != result.change_given
-        ):
-            raise RuleViolated(
-                "change_given must equal cash_tendered - approved amount - tip_amount",
-                reason="CHANGE_MISMATCH",
-            )
-        if self.tip_total + result.tip_amount > MAX_AMOUNT:
-            raise RuleViolated(
-                f"the sale's tips would exceed {MAX_AMOUNT} minor units", reason="AMOUNT_TOO_LARGE"
-            )
-
-    @staticmethod
-    def _same_result(payment: Payment, result: RecordPaymentResult) -> bool:
-        outcome = result.outcome.value if result.outcome else ""
-        recorded = Outcome.APPROVED.value if payment.is_late else payment.status.value
-        if outcome != recorded:
-            return False
-        if payment.cancel_reason and not payment.is_late:
-            return True  # canceled by the merchant; the app agrees it was canceled
-        same_details = (
-            (result.tender.value if result.tender else "") == payment.tender
-            and _card_to_event(result.card) == payment.card
-            and result.processor_reference == payment.processor_reference
-            and result.error_code == payment.error_code
-        )
-        if result.outcome is not Outcome.APPROVED:
-            return same_details
-        return (
-            same_details
-            and Sale._approved_amount(payment, result) == payment.approved_amount
-            and result.auth_code == payment.auth_code
-            and result.tip_amount == payment.tip_amount
-            and result.cash_tendered == payment.cash_tendered
-            and result.change_given == payment.change_given
-        )
-
     # ---- evolution -----------------------------------------------------------------------
 
     @singledispatchmethod
@@ -893,19 +563,7 @@ class Sale(CheapCopy, Aggregate):
 
     @when.register(PaymentRequested)
     def _payment_requested(self, event: PaymentRequested) -> None:
-        self.payments[event.payment_id] = Payment(
-            id=event.payment_id,
-            amount=event.amount,
-            currency_code=self.currency_code,
-            tender_types=list(event.tender_types),
-            callback_url=event.callback_url,
-            app_id=event.app_id,
-            api_version=event.api_version,
-            note=event.note,
-            state=event.state,
-            requested_at=event.timestamp,
-            expires_at=event.expires_at,
-        )
+        self.payments[event.payment_id] = Payment.requested(event, self.currency_code)
 
     @when.register(PaymentExpired)
     def _payment_expired(self, event: PaymentExpired) -> None:
@@ -915,45 +573,15 @@ class Sale(CheapCopy, Aggregate):
 
     @when.register(PaymentApproved)
     def _payment_approved(self, event: PaymentApproved) -> None:
-        payment = self.payments[event.payment_id]
-        payment.status = PaymentStatus.APPROVED
-        payment.approved_amount = event.approved_amount
-        payment.tip_amount = event.tip_amount
-        payment.tender = event.tender
-        payment.card = event.card
-        payment.auth_code = event.auth_code
-        payment.processor_reference = event.processor_reference
-        payment.cash_tendered = event.cash_tendered
-        payment.change_given = event.change_given
-        payment.occurred_at = event.occurred_at
-        payment.resolved_at = event.timestamp
+        self.payments[event.payment_id].approve(event, late=False)
 
     @when.register(PaymentApprovedAfterCancel)
     def _payment_approved_after_cancel(self, event: PaymentApprovedAfterCancel) -> None:
-        payment = self.payments[event.payment_id]
-        payment.status = PaymentStatus.APPROVED_AFTER_CANCEL
-        payment.error_code = ""  # of the canceled outcome, if the app reported one
-        payment.approved_amount = event.approved_amount
-        payment.tip_amount = event.tip_amount
-        payment.tender = event.tender
-        payment.card = event.card
-        payment.auth_code = event.auth_code
-        payment.processor_reference = event.processor_reference
-        payment.cash_tendered = event.cash_tendered
-        payment.change_given = event.change_given
-        payment.occurred_at = event.occurred_at
-        payment.resolved_at = event.timestamp
+        self.payments[event.payment_id].approve(event, late=True)
 
     @when.register(PaymentNotApproved)
     def _payment_not_approved(self, event: PaymentNotApproved) -> None:
-        payment = self.payments[event.payment_id]
-        payment.status = PaymentStatus(event.outcome)
-        payment.tender = event.tender
-        payment.card = event.card
-        payment.processor_reference = event.processor_reference
-        payment.error_code = event.error_code
-        payment.occurred_at = event.occurred_at
-        payment.resolved_at = event.timestamp
+        self.payments[event.payment_id].not_approve(event)
 
     @when.register(PaymentCanceled)
     def _payment_canceled(self, event: PaymentCanceled) -> None:
@@ -983,27 +611,8 @@ class Sale(CheapCopy, Aggregate):
         self.import_fingerprint = event.fingerprint
         self.placed_at = event.placed_at
         self.import_open = event.open
-        for p in event.payments:
-            self.payments[p["payment_id"]] = Payment(
-                id=p["payment_id"],
-                amount=p["amount"],
-                currency_code=self.currency_code,
-                tender_types=[p["tender"]],
-                callback_url="",
-                app_id=f"import:{event.channel}",
-                api_version="",
-                note="",
-                state="",
-                requested_at=event.placed_at or event.timestamp,
-                status=PaymentStatus.APPROVED,
-                approved_amount=p["amount"],
-                tender=p["tender"],
-                card=p["card"],
-                auth_code=p["auth_code"],
-                processor_reference=p["processor_reference"],
-                occurred_at=event.placed_at,
-                resolved_at=event.timestamp,
-            )
+        for row in event.payments:
+            self.payments[row["payment_id"]] = Payment.imported(row, event, self.currency_code)
 
     @when.register(Oversold)
     def _oversold(self, event: Oversold) -> None:
@@ -1022,10 +631,3 @@ class Sale(CheapCopy, Aggregate):
         self.is_canceled = True
         self.canceled_at = event.timestamp
         self.cancel_reason = event.reason
-
-
-def _check_total(total: int) -> None:
-    if total > MAX_AMOUNT:
-        raise RuleViolated(
-            f"the sale total would exceed {MAX_AMOUNT} minor units", reason="AMOUNT_TOO_LARGE"
-        )

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import grpc
 
 from ledger.application import Ledger
-from ledger.audit.events import AuditLog, AuditRecord, Heads
+from ledger.audit.events import AuditLog, Heads
 from ledger.audit.store import ChainKeeper
-from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
-from ledger.domain.sale import Sale
+from ledger.domain.errors import FieldViolation, InvalidRequest, ShuttingDown
 from ledger.domain.validation import Checks
-from ledger.grpc import convert
-from ledger.grpc.context import timestamp
+from ledger.grpc.convert import audit as convert
+from ledger.grpc.convert import sales as convert_sales
+from ledger.grpc.convert.shared import timestamp_field
 from ledger.grpc.interceptors import current_principal
 from ledger.grpc.resources import Resources
 from ledger.v1 import audit_pb2 as pb
@@ -27,37 +27,17 @@ FEED_RECHECK_SECONDS = 5.0
 MAX_HISTORY_PAGE = 1000
 
 
-def event_message(record: AuditRecord) -> pb.AuditEvent:
-    m = record.metadata
-    return pb.AuditEvent(
-        position=record.position,
-        aggregate_id=str(record.aggregate_id),
-        version=record.version,
-        type=record.type,
-        recorded_at=timestamp(record.recorded_at),
-        metadata=pb.EventMetadata(
-            merchant_id=m["merchant_id"],
-            app_id=m["app_id"],
-            api_key_id=m["key_id"],
-            location_id=m["location_id"],
-            device_id=m["device_id"],
-            correlation_id=m["request_id"],
-        ),
-        payload_json=record.payload_json(),
-    )
-
-
 def _auditor() -> str:
     # The interceptor has checked the audit.read permission (ledger/permissions.py).
     return current_principal().merchant_id
 
 
 class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
-    def __init__(self, ledger: Ledger, resources: Resources) -> None:
+    def __init__(self, ledger: Ledger, resources: Resources, chain: ChainKeeper) -> None:
         self.ledger = ledger
         self.resources = resources
         self.log = AuditLog(ledger)
-        self.chain = ChainKeeper(ledger.database_url, ledger.ledger_recorder.datastore.schema)
+        self.chain = chain
 
     def GetHistory(
         self, request: pb.GetHistoryRequest, context: grpc.ServicerContext
@@ -75,7 +55,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
             paging.encode("history", [records[limit - 1].version]) if len(records) > limit else ""
         )
         return pb.GetHistoryResponse(
-            events=[event_message(r) for r in records[:limit]], next_page_token=token
+            events=[convert.event_message(r) for r in records[:limit]], next_page_token=token
         )
 
     def GetSaleAt(
@@ -88,31 +68,11 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         if which == "version":
             if request.version < 1:
                 raise InvalidRequest([FieldViolation("version", "must be at least 1")])
-            version = request.version
+            sale = self.ledger.get_sale(merchant_id, request.sale_id, request.version)
         else:
-            as_of = convert.timestamp_field("as_of", request.as_of)
-            sale = self.ledger.get_sale(merchant_id, request.sale_id)  # NOT_FOUND if foreign
-            version = 0
-            for record in self._all_history(sale):
-                if record.recorded_at > as_of:
-                    break
-                version = record.version
-            if version == 0:
-                raise NotFound(
-                    f"sale {request.sale_id} did not exist yet at {as_of.isoformat()}",
-                    reason="SALE_NOT_FOUND",
-                )
-        sale = self.ledger.get_sale(merchant_id, request.sale_id, version)
-        return pb.GetSaleAtResponse(sale=convert.sale_message(sale))
-
-    def _all_history(self, sale: Sale) -> Iterator[AuditRecord]:
-        after = 0
-        while True:
-            records = self.log.history(sale.id, after, MAX_HISTORY_PAGE)
-            yield from records
-            if len(records) < MAX_HISTORY_PAGE:
-                return
-            after = records[-1].version
+            as_of = timestamp_field("as_of", request.as_of)
+            sale = self.ledger.get_sale_at(merchant_id, request.sale_id, as_of)
+        return pb.GetSaleAtResponse(sale=convert_sales.sale_message(sale))
 
     def StreamEvents(
         self, request: pb.StreamEventsRequest, context: grpc.ServicerContext
@@ -147,7 +107,7 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
                 for record in records:
                     # gRPC's flow control blocks here for a slow reader: only this stream
                     # waits, and it holds no lock, so writers never do.
-                    yield pb.StreamEventsResponse(event=event_message(record))
+                    yield pb.StreamEventsResponse(event=convert.event_message(record))
                     position = record.position + 1
                 if len(records) < FEED_PAGE:
                     position = max(position, seen + 1)

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import grpc
 
-from ledger.application import Context, ImportStatus, Ledger
+from ledger.application import Context, Ledger
 from ledger.domain.commands import ImportOrder
 from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound
-from ledger.grpc import convert
 from ledger.grpc.context import command_context
+from ledger.grpc.convert import sales as convert
 from ledger.grpc.interceptors import current_device_id, current_principal
 from ledger.grpc.resources import Resources
 from ledger.limits import idle_limited
@@ -178,14 +178,7 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
             results = self.ledger.import_sales(ctx, orders)
             for message, result in zip(batch.orders, results, strict=True):
                 response.outcomes.append(
-                    pb.ImportOutcome(
-                        index=len(response.outcomes),
-                        channel=message.channel,
-                        external_order_id=message.external_order_id,
-                        status=IMPORT_STATUSES[result.status],
-                        sale_id=result.sale_id,
-                        message=result.message,
-                    )
+                    convert.import_outcome(len(response.outcomes), message, result)
                 )
         return response
 
@@ -249,10 +242,3 @@ class SalesServicer(sales_pb2_grpc.SalesServiceServicer):
 
 
 MAX_IMPORT_BATCH = 1000
-
-IMPORT_STATUSES = {
-    ImportStatus.IMPORTED: pb.IMPORT_STATUS_IMPORTED,
-    ImportStatus.DUPLICATE: pb.IMPORT_STATUS_DUPLICATE,
-    ImportStatus.CONFLICT: pb.IMPORT_STATUS_CONFLICT,
-    ImportStatus.REJECTED: pb.IMPORT_STATUS_REJECTED,
-}

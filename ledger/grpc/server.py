@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ledger.application import Ledger
-from ledger.deliveries.worker import Deliveries
+from ledger.audit import ChainKeeper
 from ledger.grpc.audit import AuditServicer
 from ledger.grpc.catalog import CatalogServicer
 from ledger.grpc.customers import CustomerServicer
@@ -41,9 +41,8 @@ from ledger.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
-from projections import projections_for
+from projections.follow import RunnerState
 from projections.queries import ReadModels
-from projections.runner import RunnerState
 
 SERVICE_NAMES = [
     module.DESCRIPTOR.services_by_name[name].full_name
@@ -187,15 +186,17 @@ def is_loopback(host: str) -> bool:
 
 def create_server(
     ledger: Ledger,
-    address: str = "127.0.0.1:0",
+    address: str,
     *,
-    authenticator: Authenticator | None = None,
-    reads: ReadModels | None = None,
+    authenticator: Authenticator,
+    reads: ReadModels,
+    chain: ChainKeeper,
+    limits: Limits,
     max_workers: int = 16,
-    limits: Limits | None = None,
     tls: TlsConfig | None = None,
 ) -> LedgerServer:
-    """Builds a server bound to `address` (port 0 picks a free port). Call `start()`.
+    """A server bound to `address` (port 0 picks a free port) with the parts it serves
+    from; `ledger.bootstrap.build_server` builds them. Call `start()`.
 
     `max_workers` threads are kept for unary calls: the pool has as many again as the
     `limits` let long-lived calls hold, so feeds, imports and waits never starve them.
@@ -203,9 +204,7 @@ def create_server(
     Without `tls` the port is plaintext: fine on loopback; `posledger serve` refuses any
     other address without TLS unless told `--insecure`.
     """
-    authenticator = authenticator or Authenticator(ledger.api_keys)
     monitor = StoreMonitor.for_ledger(ledger)
-    limits = limits or ledger.settings.limits
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=max_workers + limits.long_lived, thread_name_prefix="rpc"
@@ -213,10 +212,6 @@ def create_server(
         interceptors=ledger_interceptors(authenticator, ledger.store_gate),
         options=[("grpc.max_receive_message_length", 8 * 1024 * 1024)],
     )
-    if reads is None:
-        views = projections_for(ledger)
-        views.ensure()
-        reads = ReadModels(views, require_runner=True)
     resources = Resources(ledger, reads.projections, limits)
     if reads.waits is None:
         reads.waits, reads.positions = resources.waits, resources.view_positions
@@ -230,8 +225,9 @@ def create_server(
     inventory_pb2_grpc.add_InventoryServiceServicer_to_server(
         InventoryServicer(ledger, reads), server
     )
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(ledger, resources), server)
-    Deliveries(ledger).ensure()  # the outbox starts with the first server
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(ledger, resources, chain), server
+    )
     webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(ledger), server)
     webhooks_pb2_grpc.add_ChangeFeedServiceServicer_to_server(
         ChangeFeedServicer(ledger, resources), server

@@ -1,88 +1,28 @@
-"""WebhookService and ChangeFeedService: wire ⇄ subscriptions, deliveries and changes."""
+"""WebhookService and ChangeFeedService: parse, call, build the response (`convert.webhooks`)."""
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import grpc
-from psycopg.rows import DictRow
 
 from ledger.application import Ledger
 from ledger.audit.events import Heads
-from ledger.deliveries.changes import Change, Kind
+from ledger.deliveries.changes import Kind
 from ledger.deliveries.outbox import OutboxView, changes_at
 from ledger.deliveries.store import DeliveryStore
-from ledger.deliveries.webhooks import Subscription, Webhooks
+from ledger.deliveries.webhooks import Webhooks
 from ledger.domain.errors import FieldViolation, InvalidRequest, NotFound, ShuttingDown
 from ledger.domain.validation import Checks
-from ledger.grpc.context import timestamp
+from ledger.grpc.convert import webhooks as convert
 from ledger.grpc.interceptors import current_principal
 from ledger.grpc.resources import Resources
 from ledger.v1 import webhooks_pb2 as pb
 from ledger.v1 import webhooks_pb2_grpc
 from projections import paging, source
 
-KINDS_TO_WIRE = {kind: pb.ChangeKind.Value(f"CHANGE_KIND_{kind.name}") for kind in Kind}
-KINDS = {wire: kind for kind, wire in KINDS_TO_WIRE.items()}
-STATUSES_TO_WIRE = {
-    status: pb.DeliveryStatus.Value(f"DELIVERY_STATUS_{status.upper()}")
-    for status in ("pending", "delivered", "failed", "gone", "refused")
-}
-STATUSES = {wire: status for status, wire in STATUSES_TO_WIRE.items()}
 FEED_PAGE = 500  # events read per query while a feed catches up
 FEED_RECHECK_SECONDS = 5.0  # a feed whose watch has no head yet reads again this often
-
-
-def webhook_message(s: Subscription) -> pb.Webhook:
-    return pb.Webhook(
-        id=str(s.subscription_id),
-        url=s.url,
-        kinds=[KINDS_TO_WIRE[k] for k in s.kinds],
-        description=s.description,
-        enabled=s.enabled,
-        disabled_reason=s.disabled_reason,
-        created_at=timestamp(s.created_at),
-        updated_at=timestamp(s.updated_at),
-    )
-
-
-def delivery_message(row: DictRow, attempts: list[DictRow]) -> pb.Delivery:
-    return pb.Delivery(
-        id=str(row["delivery_id"]),
-        kind=KINDS_TO_WIRE[Kind(row["kind"])],
-        webhook_id=str(row["subscription_id"] or ""),
-        url=row["url"],
-        status=STATUSES_TO_WIRE[row["status"]],
-        position=row["position"],
-        created_at=timestamp(row["created_at"]),
-        next_attempt_at=timestamp(row["next_attempt_at"]) if row["status"] == "pending" else None,
-        attempts=[
-            pb.DeliveryAttempt(
-                attempt=a["attempt"],
-                attempted_at=timestamp(a["attempted_at"]),
-                status_code=a["status_code"] or 0,
-                error=a["error"],
-                response_excerpt=a["response"],
-                duration_ms=a["duration_ms"],
-            )
-            for a in attempts
-        ],
-        body=row["body"],
-    )
-
-
-def _kinds(values: Any) -> list[Kind | None]:
-    return [KINDS.get(v) for v in values]
-
-
-def _delivery_id(value: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        raise NotFound(f"delivery {value} not found", reason="DELIVERY_NOT_FOUND") from None
 
 
 class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
@@ -97,18 +37,18 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
             current_principal().merchant_id,
             request.request_id,
             request.url,
-            _kinds(request.kinds),
+            convert.kinds(request.kinds),
             request.description,
         )
         return pb.CreateWebhookResponse(
-            webhook=webhook_message(subscription), signing_secret=secret
+            webhook=convert.webhook_message(subscription), signing_secret=secret
         )
 
     def ListWebhooks(
         self, request: pb.ListWebhooksRequest, context: grpc.ServicerContext
     ) -> pb.ListWebhooksResponse:
         found = self.webhooks.list(current_principal().merchant_id)
-        return pb.ListWebhooksResponse(webhooks=[webhook_message(s) for s in found])
+        return pb.ListWebhooksResponse(webhooks=[convert.webhook_message(s) for s in found])
 
     def UpdateWebhook(
         self, request: pb.UpdateWebhookRequest, context: grpc.ServicerContext
@@ -127,11 +67,11 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
             current_principal().merchant_id,
             request.webhook_id,
             url=request.url if "url" in paths else None,
-            kinds=_kinds(request.kinds) if "kinds" in paths else None,
+            kinds=convert.kinds(request.kinds) if "kinds" in paths else None,
             description=request.description if "description" in paths else None,
             enabled=request.enabled if "enabled" in paths else None,
         )
-        return pb.UpdateWebhookResponse(webhook=webhook_message(subscription))
+        return pb.UpdateWebhookResponse(webhook=convert.webhook_message(subscription))
 
     def DeleteWebhook(
         self, request: pb.DeleteWebhookRequest, context: grpc.ServicerContext
@@ -171,7 +111,7 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         rows = self.store.page(
             merchant,
             subscription,
-            STATUSES.get(request.status),
+            convert.STATUSES.get(request.status),
             (before[0], before[1]) if before else None,
             size + 1,
         )
@@ -181,7 +121,9 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
             last = rows[size - 1]
             token = paging.encode("deliveries", [last["position"], str(last["delivery_id"])])
         return pb.ListDeliveriesResponse(
-            deliveries=[delivery_message(r, attempts[r["delivery_id"]]) for r in rows[:size]],
+            deliveries=[
+                convert.delivery_message(r, attempts[r["delivery_id"]]) for r in rows[:size]
+            ],
             next_page_token=token,
         )
 
@@ -189,22 +131,13 @@ class WebhookServicer(webhooks_pb2_grpc.WebhookServiceServicer):
         self, request: pb.RedeliverRequest, context: grpc.ServicerContext
     ) -> pb.RedeliverResponse:
         merchant = current_principal().merchant_id
-        row = self.store.redeliver(merchant, _delivery_id(request.delivery_id))
+        row = self.store.redeliver(merchant, convert.delivery_id(request.delivery_id))
         if row is None:
             raise NotFound(f"delivery {request.delivery_id} not found", reason="DELIVERY_NOT_FOUND")
         attempts = self.store.attempts_of([row["delivery_id"]])
-        return pb.RedeliverResponse(delivery=delivery_message(row, attempts[row["delivery_id"]]))
-
-
-def change_message(change: Change) -> pb.StreamChangesResponse:
-    return pb.StreamChangesResponse(
-        id=change.id,
-        kind=KINDS_TO_WIRE[change.kind],
-        position=change.position,
-        occurred_at=timestamp(change.occurred_at),
-        subject_id=change.subject_id,
-        data_json=json.dumps(change.data, separators=(",", ":"), sort_keys=True),
-    )
+        return pb.RedeliverResponse(
+            delivery=convert.delivery_message(row, attempts[row["delivery_id"]])
+        )
 
 
 class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
@@ -217,7 +150,7 @@ class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
     ) -> Iterator[pb.StreamChangesResponse]:
         if request.after_position < 0:
             raise InvalidRequest([FieldViolation("after_position", "must not be negative")])
-        wanted = set(_kinds(request.kinds)) or set(Kind)
+        wanted = set(convert.kinds(request.kinds)) or set(Kind)
         if None in wanted:
             raise InvalidRequest([FieldViolation("kinds", "must name known kinds of change")])
         merchant = current_principal().merchant_id
@@ -236,14 +169,13 @@ class ChangeFeedServicer(webhooks_pb2_grpc.ChangeFeedServiceServicer):
                 if self.resources.stopping.is_set():
                     raise ShuttingDown("the server is shutting down; resume from your position")
                 known = heads.current  # read before the head: every later event wakes us
-                head = source.head(self.ledger)
+                head = self.ledger.event_log.head()
                 if head > position:
-                    events = source.read_page(
-                        self.ledger, position, head, FEED_PAGE, OutboxView.topics
-                    )
-                    for change in changes_at(self.ledger, events):
+                    log = self.ledger.event_log
+                    events = source.read_page(log, position, head, FEED_PAGE, OutboxView.topics)
+                    for change in changes_at(log, events):
                         if change.merchant_id == merchant and change.kind in wanted:
-                            yield change_message(change)
+                            yield convert.change_message(change)
                     if len(events) == FEED_PAGE:
                         position = events[-1].position
                         continue

@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
-from ledger.grpc.server import LedgerServer, TlsConfig, create_server
+from ledger.bootstrap import build_server
+from ledger.grpc.server import LedgerServer, TlsConfig
 from ledger.keys import Authenticator
 from ledger.v1.customers_pb2_grpc import CustomerServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
@@ -36,7 +37,7 @@ def make_server(ledger: Ledger) -> Iterator[MakeServer]:
     def make(
         authenticator: Authenticator | None = None, tls: TlsConfig | None = None
     ) -> LedgerServer:
-        server = create_server(ledger, "127.0.0.1:0", authenticator=authenticator, tls=tls)
+        server = build_server(ledger, "127.0.0.1:0", authenticator=authenticator, tls=tls)
         server.start()
         started.append(server)
         return server

@@ -22,13 +22,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from ledger.application import Context, Ledger
+from ledger.bootstrap import build_views
 from ledger.domain import commands as c
 from ledger.domain.sale import PaymentStatus
 from ledger.keys import Authenticator
 from ledger.store import Settings
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
-from projections import projections_for
 from tests.e2e import api_client as api
 from tests.e2e.certs import CertificateAuthority
 from tests.e2e.conftest import MakeChannel, MakeServer
@@ -495,7 +495,7 @@ def test_serve_refuses_an_unknown_trace_exporter(cli_env: dict[str, str]) -> Non
 
 
 def test_expiry_run_once_expires_what_is_due(cli_env: dict[str, str], ledger: Ledger) -> None:
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     ctx = Context(merchant_id="dev", request_id=str(uuid.uuid4()))
     line = c.LineItemInput(sku="X-1", name="X", quantity=1, unit_price=250)

@@ -16,8 +16,8 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_deliveries
 from ledger.deliveries import signing
-from ledger.deliveries.worker import Deliveries
 from ledger.store import Settings
 from tests.e2e.test_cli import CLI, EXIT_TIMEOUT, ServeProcess, _run
 from tests.integration.conftest import MERCHANT_A, approved_by_card, ctx
@@ -52,7 +52,7 @@ def delivery_env(settings: Settings) -> dict[str, str]:
 def test_a_server_killed_mid_delivery_and_restarted_delivers_everything_once_by_id(
     ledger: Ledger, delivery_env: dict[str, str], tmp_path: Path
 ) -> None:
-    Deliveries(ledger).ensure()  # the outbox starts here, before the payments
+    build_deliveries(ledger).ensure()  # the outbox starts here, before the payments
     secret = _run(delivery_env, "deliveries", "secret", "--merchant", MERCHANT_A, "--app", APP)
     assert secret.returncode == 0, secret.stderr
     key = secret.stdout.strip()
@@ -99,7 +99,7 @@ def test_a_server_killed_mid_delivery_and_restarted_delivers_everything_once_by_
 def test_deliveries_run_sends_and_status_shows_the_backlog_and_failures(
     ledger: Ledger, delivery_env: dict[str, str], tmp_path: Path
 ) -> None:
-    deliveries = Deliveries(ledger)
+    deliveries = build_deliveries(ledger)
     deliveries.ensure()
     deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
     with receiving(Receiver(default=Answer(500))) as receiver:

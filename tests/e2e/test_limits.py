@@ -13,7 +13,8 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
-from ledger.grpc.server import LedgerServer, create_server
+from ledger.bootstrap import build_server, build_views
+from ledger.grpc.server import LedgerServer
 from ledger.limits import Limits
 from ledger.v1 import audit_pb2 as audit_pb
 from ledger.v1 import sales_pb2 as pb
@@ -21,7 +22,6 @@ from ledger.v1 import webhooks_pb2 as webhooks_pb
 from ledger.v1.audit_pb2_grpc import AuditServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
 from ledger.v1.webhooks_pb2_grpc import ChangeFeedServiceStub
-from projections import projections_for
 from projections.queries import ReadModels
 from tests.e2e import api_client as api
 
@@ -39,11 +39,11 @@ LIMITS = Limits(
 
 @pytest.fixture
 def limited(ledger: Ledger) -> Iterator[LedgerServer]:
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     reads = ReadModels(views, require_runner=True, wait_seconds=30)
     with views.running():
-        server = create_server(ledger, "127.0.0.1:0", reads=reads, limits=LIMITS)
+        server = build_server(ledger, "127.0.0.1:0", reads=reads, limits=LIMITS)
         server.start()
         yield server
         server.stop(1.0)

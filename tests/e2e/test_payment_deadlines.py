@@ -11,17 +11,16 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from ledger.application import Ledger
-from ledger.expiry import Expiry
+from ledger.bootstrap import build_expiry, build_views
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
-from projections import projections_for
 from tests.e2e import api_client as api
 
 
 @pytest.fixture
 def expiring(ledger: Ledger) -> Iterator[None]:
     """The views and the expiry worker, as `posledger serve` runs them."""
-    with projections_for(ledger).running(), Expiry(ledger).running(interval=0.1):
+    with build_views(ledger).running(), build_expiry(ledger).running(interval=0.1):
         yield
 
 

@@ -22,12 +22,12 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.store import Settings
 from ledger.v1 import catalog_pb2 as catalog_pb
 from ledger.v1 import customers_pb2 as customers_pb
 from ledger.v1 import inventory_pb2 as inventory_pb
 from ledger.v1 import sales_pb2 as pb
-from projections import projections_for
 from projections.runner import Projections
 from tests.e2e import api_client as api
 from tests.e2e.api_client import Stubs
@@ -67,7 +67,7 @@ def drop_view_schemas(settings: Settings) -> Iterator[None]:
 
 @pytest.fixture
 def views(ledger: Ledger) -> Projections:
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     return views
 

@@ -25,13 +25,12 @@ from grpc_status import rpc_status
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.grpc.server import create_server
+from ledger.bootstrap import build_server, build_views
 from ledger.store import Settings
 from ledger.v1 import catalog_pb2 as catalog_pb
 from ledger.v1 import customers_pb2 as customers_pb
 from ledger.v1 import inventory_pb2 as inventory_pb
 from ledger.v1 import sales_pb2 as pb
-from projections import projections_for
 from projections.queries import ReadModels
 from tests.e2e import api_client as api
 from tests.e2e.api_client import Metadata, Stubs
@@ -57,7 +56,7 @@ def drop_view_schemas(settings: Settings) -> Iterator[None]:
 @pytest.fixture
 def live(ledger: Ledger) -> Iterator[None]:
     """Every view kept up to date in a background thread for the test."""
-    with projections_for(ledger).running():
+    with build_views(ledger).running():
         yield
 
 
@@ -418,10 +417,10 @@ def test_imports_read_your_writes(q: Stubs) -> None:
 def test_a_view_behind_min_position_answers_unavailable_with_retry_info(
     ledger: Ledger, make_channel: MakeChannel
 ) -> None:
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     # A server whose reads give up quickly, and no runner: the views stay where they are.
-    impatient = create_server(ledger, "127.0.0.1:0", reads=ReadModels(views, wait_seconds=0.3))
+    impatient = build_server(ledger, "127.0.0.1:0", reads=ReadModels(views, wait_seconds=0.3))
     impatient.start()
     try:
         stubs = Stubs.on(make_channel(impatient))

@@ -9,9 +9,9 @@ import grpc
 import pytest
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.v1 import inventory_pb2 as ipb
 from ledger.v1 import sales_pb2 as pb
-from projections import projections_for
 from tests.e2e import api_client as api
 from tests.e2e.api_client import Stubs
 
@@ -20,7 +20,7 @@ T = api.TIMEOUT
 
 @pytest.fixture
 def live(ledger: Ledger) -> Iterator[None]:
-    with projections_for(ledger).running():
+    with build_views(ledger).running():
         yield
 
 

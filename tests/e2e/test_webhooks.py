@@ -14,6 +14,7 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_deliveries
 from ledger.deliveries import signing
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.worker import Deliveries
@@ -49,7 +50,7 @@ def deliveries(ledger: Ledger) -> Iterator[Deliveries]:
         delivery_backoff_max_seconds=0.2,
         delivery_timeout_seconds=1.0,
     )
-    running = Deliveries(ledger, sender=Sender(quick))
+    running = build_deliveries(ledger, sender=Sender(quick))
     with running.running():
         yield running
 

@@ -25,6 +25,7 @@ import pytest
 from pgserver._commands import POSTGRES_BIN_PATH
 
 from ledger.application import Ledger
+from ledger.bootstrap import open_ledger
 from ledger.store import Settings
 
 READY_TIMEOUT = 30.0
@@ -99,6 +100,6 @@ def fault_settings(cluster: PrivateCluster) -> Settings:
 
 @pytest.fixture
 def fault_ledger(fault_settings: Settings) -> Iterator[Ledger]:
-    ledger = Ledger.open(fault_settings)
+    ledger = open_ledger(fault_settings)
     yield ledger
     ledger.close()

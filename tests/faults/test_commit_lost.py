@@ -20,8 +20,8 @@ import pytest
 from google.protobuf.message import Message
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_server
 from ledger.group_commit import MAX_ATTEMPTS
-from ledger.grpc.server import create_server
 from ledger.store import Settings
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
@@ -43,7 +43,7 @@ def proxy(settings: Settings) -> Iterator[CommitDroppingProxy]:
 def stub(settings: Settings, proxy: CommitDroppingProxy) -> Iterator[SalesServiceStub]:
     """A server whose every database connection goes through the proxy."""
     ledger = Ledger.open(dataclasses.replace(settings, database_url=proxy.url()))
-    server = create_server(ledger, "127.0.0.1:0")
+    server = build_server(ledger, "127.0.0.1:0")
     server.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:

@@ -26,15 +26,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ledger.application import Ledger
 from ledger.audit.events import AuditLog
+from ledger.bootstrap import build_server, build_views
 from ledger.grpc.resources import VIEWS_SCAN_SECONDS
-from ledger.grpc.server import LedgerServer, create_server
+from ledger.grpc.server import LedgerServer
 from ledger.limits import Limits
 from ledger.store import Settings
 from ledger.v1 import audit_pb2 as audit_pb
 from ledger.v1 import sales_pb2 as pb
 from ledger.v1.audit_pb2_grpc import AuditServiceStub
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
-from projections import projections_for
 from projections.queries import ReadModels
 from projections.runner import Projections
 from tests.e2e import api_client as api
@@ -57,12 +57,12 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def server(ledger: Ledger) -> Iterator[LedgerServer]:
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     # Waits stay parked for the whole test instead of timing out after the default 5 s.
     reads = ReadModels(views, require_runner=True, wait_seconds=90)
     with views.running():
-        server = create_server(ledger, "127.0.0.1:0", reads=reads)
+        server = build_server(ledger, "127.0.0.1:0", reads=reads)
         server.start()
         yield server
         server.stop(1.0)

@@ -30,11 +30,10 @@ from psycopg.sql import SQL, Identifier
 
 import ledger.v1
 from ledger.application import Ledger
-from ledger.grpc.server import create_server
+from ledger.bootstrap import build_server, build_views
 from ledger.permissions import Role
 from ledger.store import Settings
 from ledger.v1.sales_pb2_grpc import SalesServiceStub
-from projections import projections_for
 from projections.queries import ReadModels
 from tests.e2e import api_client as api
 from tests.faults.protofuzz import messages, raw_requests
@@ -82,11 +81,11 @@ def target(database_url: str) -> Iterator[Target]:
     schema = f"fuzz_{uuid.uuid4().hex[:12]}"
     ledger = Ledger.open(Settings(database_url=database_url, schema=schema, pool_size=4))
     _, key = ledger.api_keys.create("fuzz-merchant", "fuzzer", list(Role))
-    views = projections_for(ledger)
+    views = build_views(ledger)
     views.ensure()
     # A short wait for `min_position`: the fuzz asks for positions far ahead all the time.
     reads = ReadModels(views, wait_seconds=0.2, require_runner=True)
-    server = create_server(ledger, "127.0.0.1:0", reads=reads)
+    server = build_server(ledger, "127.0.0.1:0", reads=reads)
     try:
         with views.running():
             server.start()

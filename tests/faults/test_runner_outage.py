@@ -10,9 +10,9 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.store import Settings
-from projections import projections_for
-from projections.runner import view_schema
+from projections.registry import view_schema
 from tests.faults.conftest import PrivateCluster
 from tests.integration.conftest import open_sale
 
@@ -29,7 +29,7 @@ def eventually(condition: Callable[[], bool], limit: float, what: str) -> None:
 def test_runner_reconnects_after_a_restart_and_applies_each_event_once(
     cluster: PrivateCluster, fault_settings: Settings, fault_ledger: Ledger
 ) -> None:
-    views = projections_for(fault_ledger)
+    views = build_views(fault_ledger)
     views.ensure()
     before = [open_sale(fault_ledger) for _ in range(5)]
     with views.running():

@@ -20,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.grpc.server import LedgerServer, create_server
+from ledger.bootstrap import build_server
+from ledger.grpc.server import LedgerServer
 from ledger.store import Settings
 from ledger.v1 import audit_pb2 as audit_pb
 from ledger.v1 import sales_pb2 as pb
@@ -40,7 +41,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 @pytest.fixture
 def server(fault_ledger: Ledger) -> Iterator[LedgerServer]:
-    server = create_server(fault_ledger, "127.0.0.1:0")
+    server = build_server(fault_ledger, "127.0.0.1:0")
     server.start()
     yield server
     server.stop(1.0)

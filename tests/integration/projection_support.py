@@ -19,11 +19,12 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.domain.customer import Customer
 from ledger.domain.product import Product
 from ledger.domain.sale import Sale
 from ledger.store import Settings
-from projections import Projections, projections_for
+from projections import Projections
 
 LOCATIONS = ("loc-1", "loc-2")
 VIEW_NAMES = ("orders", "inventory", "customers", "catalog")
@@ -53,7 +54,7 @@ def fresh_ledger(database_url: str, pool_size: int = 4) -> Iterator[Ledger]:
 
 
 def ready_projections(ledger: Ledger) -> Projections:
-    projections = projections_for(ledger)
+    projections = build_views(ledger)
     projections.ensure()
     return projections
 

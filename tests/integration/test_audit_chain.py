@@ -162,6 +162,13 @@ class Log:
         )
 
 
+def replace_keeper_encoding(keeper: ChainKeeper, *, utf8: bool) -> ChainKeeper:
+    """The same chain, verified as if the database's encoding were (or were not) UTF8."""
+    other = ChainKeeper(keeper.url, keeper.schema)
+    other.select_encoding = SQL("SELECT true") if utf8 else SQL("SELECT false")
+    return other
+
+
 def recompute_v2(log: Log) -> list[tuple[int, bytes]]:
     """The chain over the log as it is, computed in Python (version 2)."""
     return chain(log.records())
@@ -209,6 +216,9 @@ def audit(settings: Settings, *args: str) -> Result:
         "POSLEDGER_DATABASE_URL": settings.database_url,
         "POSLEDGER_DB_SCHEMA": settings.schema,
         "COLUMNS": "200",
+        # The command's ledger opens its whole pool at once (10 by default): on a shared
+        # server, two workers running many commands ran it out of connections.
+        "POSLEDGER_DB_POOL_SIZE": "2",
     }
     return CliRunner().invoke(app, ["audit", *args], env=env)
 
@@ -390,6 +400,10 @@ def test_verification_hashes_whole_records_exactly_as_version_2_defines(
         report = keeper.verify(page_size=page_size, readers=readers)
         assert (report.finding, report.events) == (None, 4), (page_size, readers)
         assert (report.position, report.digest) == links[-1]
+    # The encoding of text used outside UTF8 databases (`convert_to`) gives the same.
+    fallback = replace_keeper_encoding(keeper, utf8=False)
+    report = fallback.verify(page_size=3, readers=2)
+    assert (report.finding, report.events, report.digest) == (None, 4, links[-1][1])
     with psycopg.connect(log.url) as conn:
         assert keeper.event_hashes(conn, 0, 2**62, 100) == expected
     # Each record is covered, whichever way it was found.
@@ -402,6 +416,7 @@ def test_verification_hashes_whole_records_exactly_as_version_2_defines(
         report = keeper.verify(page_size=page_size, readers=readers)
         assert report.finding == Finding(Kind.CHANGED, 5), (page_size, readers)
         assert (report.events, report.position) == (2, 2)
+    assert fallback.verify(page_size=3, readers=2).finding == Finding(Kind.CHANGED, 5)
 
 
 # ---- chained by the commits ----------------------------------------------------------------

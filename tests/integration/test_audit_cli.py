@@ -5,13 +5,17 @@ from __future__ import annotations
 import gzip
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ledger.application import Context, Ledger
+from ledger.audit import events
+from ledger.audit.events import AuditLog
 from ledger.cli import app
+from ledger.cli import audit as audit_cli
 from ledger.domain import commands as c
 from ledger.store import Settings
 
@@ -19,7 +23,11 @@ from ledger.store import Settings
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     assert settings.database_url is not None
-    return {"POSLEDGER_DATABASE_URL": settings.database_url, "POSLEDGER_DB_SCHEMA": settings.schema}
+    return {
+        "POSLEDGER_DATABASE_URL": settings.database_url,
+        "POSLEDGER_DB_SCHEMA": settings.schema,
+        "POSLEDGER_DB_POOL_SIZE": "2",  # the command's pool opens whole (10 by default)
+    }
 
 
 def _paid_sale(ledger: Ledger, merchant: str) -> str:
@@ -96,3 +104,47 @@ def test_replay_prints_the_timeline_and_the_state_at_a_version(
     assert "State at version 2: open, total 500 USD, paid 0" in " ".join(result.output.split())
     missing = CliRunner().invoke(app, ["audit", "replay", "--sale", str(uuid.uuid4())], env=env)
     assert missing.exit_code == 1
+
+
+def test_replay_as_of_a_time_streams_the_timeline_page_by_page(
+    ledger: Ledger, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sale_id = _paid_sale(ledger, "m1")
+    records = AuditLog(ledger).history(uuid.UUID(sale_id), 0, 100)
+    second = records[1].recorded_at  # the payment request; the result came later
+    assert records[2].recorded_at > second
+
+    def replay(*args: str) -> str:
+        wide = env | {"COLUMNS": "250"}  # one line a row
+        result = CliRunner().invoke(app, ["audit", "replay", "--sale", sale_id, *args], env=wide)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    as_of = ["--as-of", second.isoformat()]
+    whole = replay(*as_of)
+    assert "State at version 2: open, total 500 USD, paid 0" in " ".join(whole.split())
+    assert "PaymentRequested" in whole
+    assert "PaymentApproved" not in whole
+    # Read one event a query and printed two rows a table: the same rows, the same state.
+    monkeypatch.setattr(events, "HISTORY_PAGE", 1)
+    monkeypatch.setattr(audit_cli, "TIMELINE_ROWS", 2)
+    paged = replay(*as_of)
+    assert paged.count("SaleCreated") == paged.count("PaymentRequested") == 1
+    assert paged.splitlines()[-1] == whole.splitlines()[-1]
+    assert replay("--version", "3").count("PaymentApproved") == 1
+    before = records[0].recorded_at - timedelta(seconds=1)
+    early = CliRunner().invoke(
+        app, ["audit", "replay", "--sale", sale_id, "--as-of", before.isoformat()], env=env
+    )
+    assert early.exit_code == 1
+    assert "No such sale at that point." in early.output
+
+
+def test_a_timeline_reads_every_event_up_to_a_version_in_pages(ledger: Ledger) -> None:
+    sale_id = uuid.UUID(_paid_sale(ledger, "m1"))
+    log = AuditLog(ledger)
+    every = log.history(sale_id, 0, 100)
+    assert [r.version for r in every] == [1, 2, 3, 4]
+    for page in (1, 2, 3, 1000):
+        assert list(log.timeline(sale_id, page=page)) == every
+        assert list(log.timeline(sale_id, 3, page=page)) == every[:3]

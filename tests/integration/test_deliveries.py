@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_deliveries
 from ledger.deliveries import signing
 from ledger.deliveries.worker import Deliveries
 from ledger.domain import commands as c
@@ -56,7 +57,7 @@ def ledger_fast(fast: Settings) -> Iterator[Ledger]:
 
 @pytest.fixture
 def deliveries(ledger_fast: Ledger) -> Deliveries:
-    d = Deliveries(ledger_fast)
+    d = build_deliveries(ledger_fast)
     d.ensure()
     return d
 
@@ -237,7 +238,7 @@ def test_loopback_is_refused_unless_allowed_and_nothing_is_sent(settings: Settin
     strict = replace(settings, delivery_backoff_first_seconds=0.05)  # no network is allowed
     ledger = Ledger.open(strict)
     try:
-        deliveries = Deliveries(ledger)
+        deliveries = build_deliveries(ledger)
         deliveries.ensure()
         deliveries.store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
         with receiving() as receiver, deliveries.running():

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+import pytest
+
 from ledger.application import Ledger
 from ledger.domain import commands as c
+from ledger.domain.errors import NotFound
 from ledger.domain.sale import PaymentStatus, Sale, SaleStatus
 from tests.integration.conftest import (
     BAGEL,
     COFFEE,
     MERCHANT_A,
+    MERCHANT_B,
     Db,
     approved_by_card,
     ctx,
@@ -116,3 +122,27 @@ def test_notification_ids_follow_commit_order(ledger: Ledger, db: Db) -> None:
     assert len(set(ids)) == len(ids) == 6
     notifications = ledger.recorder.select_notifications(start=None, limit=100)
     assert [n.id for n in notifications] == ids
+
+
+def test_a_sale_as_of_a_time_is_its_state_after_the_last_event_by_then(ledger: Ledger) -> None:
+    sale = open_sale(ledger, MERCHANT_A, COFFEE)
+    sale_id = str(sale.id)
+    ledger.add_line_item(ctx(), c.AddLineItem(sale_id, BAGEL))
+    events = list(ledger.events.get(sale.id))
+    created, added = (e.timestamp for e in events)  # type: ignore[attr-defined]
+    assert created < added  # two commands, one after the other
+
+    assert ledger.sale_version_at(sale.id, created) == 1
+    between = created + (added - created) / 2
+    assert ledger.get_sale_at(MERCHANT_A, sale_id, between).version == 1
+    assert [i.sku for i in ledger.get_sale_at(MERCHANT_A, sale_id, added).line_items] == [
+        "COF-1",
+        "BAG-1",
+    ]
+    before = created - timedelta(microseconds=1)
+    assert ledger.sale_version_at(sale.id, before) == 0
+    with pytest.raises(NotFound) as missing:
+        ledger.get_sale_at(MERCHANT_A, sale_id, before)
+    assert missing.value.reason == "SALE_NOT_FOUND"
+    with pytest.raises(NotFound):  # another merchant's sale is not found, whatever the time
+        ledger.get_sale_at(MERCHANT_B, sale_id, added)

@@ -16,6 +16,7 @@ import pytest
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_deliveries
 from ledger.deliveries.relay import RelayView
 from ledger.deliveries.worker import Deliveries
 from ledger.store import Settings
@@ -78,7 +79,7 @@ def relayed(settings: Settings) -> Iterator[tuple[Ledger, Deliveries, str, str]]
     ledger = Ledger.open(
         replace(settings, nats_url=NATS_URL, nats_stream=stream, nats_subject_prefix=prefix)
     )
-    deliveries = Deliveries(ledger)
+    deliveries = build_deliveries(ledger)
     deliveries.ensure()
     try:
         yield ledger, deliveries, stream, prefix

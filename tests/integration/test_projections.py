@@ -29,6 +29,7 @@ from psycopg.sql import SQL, Identifier
 
 from ledger.application import Context, Ledger
 from ledger.application.sales import expire_request_id
+from ledger.bootstrap import build_views
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.domain import inventory as inv
@@ -37,7 +38,7 @@ from ledger.domain.errors import DomainError, InvalidRequest, NotYetVisible
 from ledger.domain.inventory import AdjustmentReason, StockItem
 from ledger.domain.sale import Payment, PaymentStatus, Sale
 from ledger.store import Settings
-from projections import Projections, projections_for
+from projections import Projections
 from projections.queries import ReadModels, SaleFilters
 from projections.view import Event
 from tests.integration.catalog_support import (
@@ -782,7 +783,7 @@ def test_racing_writers_gaps_and_a_long_transaction_miss_nothing(
     for product in [*products, slow]:
         receive(ledger, product, 50)
     runner_ledger = Ledger.open(settings)  # the runner has a process (pool) of its own
-    runner = projections_for(runner_ledger)
+    runner = build_views(runner_ledger)
     sales: list[str] = []
     errors: list[BaseException] = []
     started = threading.Event()
@@ -895,7 +896,7 @@ class Runner:
     def start(cls, settings: Settings, name: str, applied: list[tuple[str, str, int]]) -> Runner:
         ledger = Ledger.open(settings)
         ledger.database_url = make_conninfo(ledger.database_url, application_name=name)
-        projections = projections_for(ledger)
+        projections = build_views(ledger)
         for view in projections.views.values():
             _record_applies(view, name, applied)
         stop, ready, errors = threading.Event(), threading.Event(), []

@@ -20,10 +20,12 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
+from ledger.bootstrap import build_views
 from ledger.domain import commands as c
 from ledger.domain import customer as cust
 from ledger.store import Settings
-from projections import Projections, projections_for, runner
+from projections import Projections
+from projections import rebuild as rebuilding
 from projections.queries import ReadModels, SaleFilters
 from projections.view import Event
 from tests.integration.catalog_support import (
@@ -124,8 +126,8 @@ def test_queries_keep_answering_while_a_rebuild_switches_generations(
     before = _sale_listing(reads)
     assert len(before) == len(sales)
     # Small shadow pages, so the copy is filled over several transactions while queries run.
-    monkeypatch.setattr(runner, "REBUILD_PAGE", 300)
-    monkeypatch.setattr(runner, "CATCH_UP_PAGE", 100)
+    monkeypatch.setattr(rebuilding, "REBUILD_PAGE", 300)
+    monkeypatch.setattr(rebuilding, "SWITCH_WITHIN", 100)
 
     stop = threading.Event()
     answers: list[list[tuple[Any, ...]]] = []
@@ -171,8 +173,8 @@ def test_a_rebuild_keeps_up_with_writers_and_a_live_runner(
     ledger: Ledger, projections: Projections, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     products, sales = _business(ledger, imports=300)
-    monkeypatch.setattr(runner, "REBUILD_PAGE", 200)
-    monkeypatch.setattr(runner, "CATCH_UP_PAGE", 50)
+    monkeypatch.setattr(rebuilding, "REBUILD_PAGE", 200)
+    monkeypatch.setattr(rebuilding, "SWITCH_WITHIN", 50)
     skus = [ledger.get_product(MERCHANT_A, p).sku for p in products]
     more: set[str] = set()
     errors: list[BaseException] = []
@@ -302,8 +304,8 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     products, sales = _business(ledger, imports=200)
     catch_up(projections)
     before = view_contents(projections, "inventory")
-    monkeypatch.setattr(runner, "REBUILD_PAGE", 100)
-    monkeypatch.setattr(runner, "CATCH_UP_PAGE", 50)
+    monkeypatch.setattr(rebuilding, "REBUILD_PAGE", 100)
+    monkeypatch.setattr(rebuilding, "SWITCH_WITHIN", 50)
     view = projections.views["inventory"]
     original = view.apply
     calls: list[int] = []
@@ -357,8 +359,8 @@ def test_two_rebuilds_of_one_view_at_once_run_one_after_the_other(
     products, sales = _business(ledger, imports=150)
     catch_up(projections)
     before = {name: view_contents(projections, name) for name in ("customers", "inventory")}
-    monkeypatch.setattr(runner, "REBUILD_PAGE", 20)
-    monkeypatch.setattr(runner, "CATCH_UP_PAGE", 10)
+    monkeypatch.setattr(rebuilding, "REBUILD_PAGE", 20)
+    monkeypatch.setattr(rebuilding, "SWITCH_WITHIN", 10)
     reports: list[Any] = []
 
     def rebuild(name: str) -> None:
@@ -366,7 +368,7 @@ def test_two_rebuilds_of_one_view_at_once_run_one_after_the_other(
             # Each rebuild from a process (a ledger, a pool) of its own.
             other = Ledger.open(_settings_of(ledger))
             try:
-                reports.append(projections_for(other).rebuild(name))
+                reports.append(build_views(other).rebuild(name))
             finally:
                 other.close()
         except BaseException as e:
@@ -380,7 +382,7 @@ def test_two_rebuilds_of_one_view_at_once_run_one_after_the_other(
         thread.start()
     for thread in threads:
         thread.join(60)
-    assert all(isinstance(r, runner.RebuildReport) for r in reports), reports
+    assert all(isinstance(r, rebuilding.RebuildReport) for r in reports), reports
     assert sorted(r.generation for r in reports) == [2, 2, 3, 3]
     for name, contents in before.items():
         assert view_contents(projections, name) == contents

@@ -24,7 +24,7 @@ from ledger.domain.errors import (
     VersionConflict,
 )
 from ledger.domain.sale import PaymentStatus, Sale
-from ledger.grpc import convert
+from ledger.grpc.convert import sales as convert
 from ledger.grpc.errors import ERROR_DOMAIN, domain_status, status_for
 from ledger.keys import Unauthenticated
 from ledger.v1 import sales_pb2 as pb

@@ -17,16 +17,33 @@ ROOT = Path(__file__).resolve().parents[2]
 # Room → the other rooms of ours it may import. The domain imports none: it knows no I/O.
 ALLOWED: dict[str, set[str]] = {
     "ledger.domain": set(),
-    "ledger.application": {"ledger.domain", "ledger.store", "ledger.group_commit", "ledger.keys"},
+    # What readers of the log need of the ledger; it imports none of our rooms.
+    "ledger.event_log": set(),
+    "ledger.application": {
+        "ledger.domain",
+        "ledger.event_log",
+        "ledger.store",
+        "ledger.group_commit",
+        "ledger.keys",
+    },
     "ledger.audit": {"ledger.domain", "ledger.application", "ledger.store"},
-    "projections": {"ledger.domain", "ledger.application", "ledger.store", "ledger.limits"},
-    "ledger.deliveries": {"ledger.domain", "ledger.application", "ledger.store", "projections"},
+    # The views read the log through `EventLog`, never the application.
+    "projections": {"ledger.domain", "ledger.event_log", "ledger.store", "ledger.limits"},
+    "ledger.deliveries": {
+        "ledger.domain",
+        "ledger.application",
+        "ledger.event_log",
+        "ledger.store",
+        "ledger.run_loop",
+        "projections",
+    },
     "ledger.grpc": {
         "ledger.domain",
         "ledger.application",
         "ledger.audit",
         "ledger.deliveries",
         "projections",
+        "ledger.event_log",
         "ledger.store",
         "ledger.keys",
         "ledger.permissions",
@@ -42,6 +59,7 @@ PURE_THIRD_PARTY = {"eventsourcing.domain", "eventsourcing.utils"}
 ROOMS = [
     *ALLOWED,
     "ledger.cli",
+    "ledger.bootstrap",
     "ledger.store",
     "ledger.group_commit",
     "ledger.keys",
@@ -53,6 +71,7 @@ ROOMS = [
     "ledger.logging",
     "ledger.supervisor",
     "ledger.expiry",
+    "ledger.run_loop",
     "ledger.v1",
 ]
 
@@ -101,6 +120,13 @@ def test_each_room_imports_only_what_it_may(name: str, path: Path) -> None:
         return  # the outer rooms (cli, wiring) may use any other
     ours = {r for m in imports_of(path) if (r := room_of(m)) is not None} - {room}
     assert ours <= ALLOWED[room], f"{name} imports {sorted(ours - ALLOWED[room])}"
+
+
+def test_only_the_entry_points_use_the_composition_root() -> None:
+    # Parts are handed what they need (ledger/bootstrap.py builds them): none builds its own.
+    users = [n for n, p in MODULES if "ledger.bootstrap" in imports_of(p)]
+    assert users
+    assert [n for n in users if room_of(n) != "ledger.cli"] == []
 
 
 @pytest.mark.parametrize(

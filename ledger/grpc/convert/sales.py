@@ -1,34 +1,28 @@
-"""Wire messages ⇄ domain commands and state. No rules here: only translation.
-
-An enum value the domain does not know (UNSPECIFIED, or a number from a newer client)
-becomes None, which command validation reports as a field violation.
-"""
+"""SalesService: requests → sale commands, sales and payments → messages, listing filters."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
+from ledger.application import ImportResult, ImportStatus
 from ledger.domain import commands as c
-from ledger.domain.errors import FieldViolation, InvalidRequest
-from ledger.domain.sale import LineItem, Payment, PaymentStatus, Refund, Sale, SaleStatus
+from ledger.domain.line_items import LineItem
+from ledger.domain.payments import Payment, PaymentStatus, Refund
+from ledger.domain.sale import Sale
+from ledger.domain.sale_state import SaleStatus
 from ledger.domain.validation import Checks
 from ledger.grpc.card_data import check_request
 from ledger.grpc.context import timestamp
+from ledger.grpc.convert.shared import (
+    CHANNELS,
+    CHANNELS_TO_WIRE,
+    canonical_id,
+    enum_filter,
+    timestamp_field,
+)
 from ledger.v1 import sales_pb2 as pb
 from projections.queries import SaleFilters
 
-CHANNELS = {
-    pb.SALES_CHANNEL_IN_STORE: c.Channel.IN_STORE,
-    pb.SALES_CHANNEL_ONLINE: c.Channel.ONLINE,
-    pb.SALES_CHANNEL_MARKETPLACE: c.Channel.MARKETPLACE,
-    pb.SALES_CHANNEL_PHONE: c.Channel.PHONE,
-    pb.SALES_CHANNEL_OTHER: c.Channel.OTHER,
-}
 TENDERS = {
     pb.TENDER_TYPE_CARD: c.Tender.CARD,
     pb.TENDER_TYPE_CASH: c.Tender.CASH,
@@ -64,23 +58,17 @@ PAYMENT_STATUSES = {
     PaymentStatus.APPROVED_AFTER_CANCEL: pb.PAYMENT_STATUS_APPROVED_AFTER_CANCEL,
     PaymentStatus.EXPIRED: pb.PAYMENT_STATUS_EXPIRED,
 }
-CHANNELS_TO_WIRE = {v: k for k, v in CHANNELS.items()}
+IMPORT_STATUSES = {
+    ImportStatus.IMPORTED: pb.IMPORT_STATUS_IMPORTED,
+    ImportStatus.DUPLICATE: pb.IMPORT_STATUS_DUPLICATE,
+    ImportStatus.CONFLICT: pb.IMPORT_STATUS_CONFLICT,
+    ImportStatus.REJECTED: pb.IMPORT_STATUS_REJECTED,
+}
 TENDERS_TO_WIRE = {v.value: k for k, v in TENDERS.items()}
 ENTRY_METHODS_TO_WIRE = {v.value: k for k, v in ENTRY_METHODS.items()}
 
 
 # ---- requests → commands -----------------------------------------------------------------
-
-
-def _id(value: str) -> str:
-    """A UUID in its canonical form (lower case, dashed), so ids match however written.
-
-    Anything else passes through unchanged for validation to report.
-    """
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return value
 
 
 def line_item(item: pb.LineItemInput) -> c.LineItemInput:
@@ -108,22 +96,22 @@ def create_sale(req: pb.CreateSaleRequest) -> c.CreateSale:
 
 def add_line_item(req: pb.AddLineItemRequest) -> c.AddLineItem:
     return c.AddLineItem(
-        sale_id=_id(req.sale_id),
+        sale_id=canonical_id(req.sale_id),
         line_item=line_item(req.line_item) if req.HasField("line_item") else None,
     )
 
 
 def remove_line_item(req: pb.RemoveLineItemRequest) -> c.RemoveLineItem:
-    return c.RemoveLineItem(sale_id=_id(req.sale_id), line_id=_id(req.line_id))
+    return c.RemoveLineItem(sale_id=canonical_id(req.sale_id), line_id=canonical_id(req.line_id))
 
 
 def attach_customer(req: pb.AttachCustomerRequest) -> c.AttachCustomer:
-    return c.AttachCustomer(sale_id=_id(req.sale_id), customer_id=req.customer_id)
+    return c.AttachCustomer(sale_id=canonical_id(req.sale_id), customer_id=req.customer_id)
 
 
 def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
     return c.RequestPayment(
-        sale_id=_id(req.sale_id),
+        sale_id=canonical_id(req.sale_id),
         amount=req.amount,
         currency_code=req.currency_code,
         tender_types=tuple(TENDERS.get(t) for t in req.tender_types),
@@ -136,19 +124,11 @@ def request_payment(req: pb.RequestPaymentRequest) -> c.RequestPayment:
     )
 
 
-def timestamp_field(path: str, ts: Timestamp) -> datetime:
-    """A request's timestamp as a datetime; INVALID_ARGUMENT outside protobuf's range."""
-    try:
-        return ts.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidRequest([FieldViolation(path, "is not a valid timestamp")]) from None
-
-
 def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPaymentResult:
     card = _card(req.card) if req.HasField("card") else None
     return c.RecordPaymentResult(
-        sale_id=_id(req.sale_id),
-        payment_id=_id(req.payment_id),
+        sale_id=canonical_id(req.sale_id),
+        payment_id=canonical_id(req.payment_id),
         outcome=OUTCOMES.get(req.outcome),
         tender=TENDERS.get(req.tender),
         card=card,
@@ -167,19 +147,21 @@ def record_payment_result(req: pb.RecordPaymentResultRequest) -> c.RecordPayment
 
 def cancel_payment(req: pb.CancelPaymentRequest) -> c.CancelPayment:
     return c.CancelPayment(
-        sale_id=_id(req.sale_id), payment_id=_id(req.payment_id), reason=req.reason
+        sale_id=canonical_id(req.sale_id),
+        payment_id=canonical_id(req.payment_id),
+        reason=req.reason,
     )
 
 
 def refund_payment(req: pb.RefundPaymentRequest) -> c.RefundPayment:
     return c.RefundPayment(
-        sale_id=_id(req.sale_id),
-        payment_id=_id(req.payment_id),
+        sale_id=canonical_id(req.sale_id),
+        payment_id=canonical_id(req.payment_id),
         amount=req.amount,
         reason=req.reason,
         processor_reference=req.processor_reference,
         restock_items=tuple(
-            c.RestockItem(line_id=_id(item.line_id), quantity=item.quantity)
+            c.RestockItem(line_id=canonical_id(item.line_id), quantity=item.quantity)
             for item in req.restock_items
         ),
     )
@@ -219,8 +201,19 @@ def import_order(order: pb.ImportedOrder) -> c.ImportOrder:
     )
 
 
+def import_outcome(index: int, order: pb.ImportedOrder, result: ImportResult) -> pb.ImportOutcome:
+    return pb.ImportOutcome(
+        index=index,
+        channel=order.channel,
+        external_order_id=order.external_order_id,
+        status=IMPORT_STATUSES[result.status],
+        sale_id=result.sale_id,
+        message=result.message,
+    )
+
+
 def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
-    return c.CancelSale(sale_id=_id(req.sale_id), reason=req.reason)
+    return c.CancelSale(sale_id=canonical_id(req.sale_id), reason=req.reason)
 
 
 # ---- state → messages --------------------------------------------------------------------
@@ -228,7 +221,7 @@ def cancel_sale(req: pb.CancelSaleRequest) -> c.CancelSale:
 
 def line_item_message(item: LineItem, oversold: int = 0) -> pb.LineItem:
     return pb.LineItem(
-        line_id=_id(item.line_id),
+        line_id=canonical_id(item.line_id),
         sku=item.sku,
         name=item.name,
         quantity=item.quantity,
@@ -334,18 +327,10 @@ def sale_message(sale: Sale) -> pb.Sale:
 SALE_STATUS_FILTERS = {v: k.value for k, v in SALE_STATUSES.items()}
 
 
-def _enum_filter(path: str, value: int, known: Mapping[Any, str]) -> str | None:
-    if value == 0:
-        return None
-    if value not in known:
-        raise InvalidRequest([FieldViolation(path, "must be a known value or unset")])
-    return known[value]
-
-
 def sale_filters(req: pb.ListSalesRequest) -> SaleFilters:
     return SaleFilters(
-        status=_enum_filter("status", req.status, SALE_STATUS_FILTERS),
-        channel=_enum_filter("channel", req.channel, {k: v.value for k, v in CHANNELS.items()}),
+        status=enum_filter("status", req.status, SALE_STATUS_FILTERS),
+        channel=enum_filter("channel", req.channel, {k: v.value for k, v in CHANNELS.items()}),
         location_id=req.location_id or None,
         customer_id=req.customer_id or None,
         created_after=(
