@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -83,6 +84,8 @@ class ServeProcess:
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             text=True,
+            # Its own process group: `kill` also reaches the children of `--processes`.
+            start_new_session=True,
         )
 
     @property
@@ -110,9 +113,10 @@ class ServeProcess:
         return self.process.wait(timeout=EXIT_TIMEOUT)
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=EXIT_TIMEOUT)
+        """Kills serve and whatever it started (a failed test must not leave children)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=EXIT_TIMEOUT)
         self._stderr.close()
 
 
