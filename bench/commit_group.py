@@ -74,13 +74,16 @@ def command() -> CommitRequest:
 # Run with the other tree first on the path: prints its CREATE FUNCTION for a schema.
 RENDER = """
 import sys
-from ledger.audit import store
+try:
+    from ledger.audit.schema import chain_sql
+except ImportError:  # a tree from before the chain's SQL had a module of its own
+    from ledger.audit.store import chain_sql
 try:
     from ledger.commit_function import commit_function_sql
 except ImportError:  # a tree from before the function had a module of its own
     from ledger.group_commit import commit_function_sql
 print(commit_function_sql(sys.argv[1], sys.argv[2], sys.argv[3],
-                          store.chain_sql(sys.argv[1])).as_string(None))
+                          chain_sql(sys.argv[1])).as_string(None))
 """
 
 

@@ -21,7 +21,7 @@ def commit_function_sql(
     ran), a row per event written, with its notification id, and how long it has held the
     lock (`held`, in microseconds, before the COMMIT that follows).
 
-    `chain` names the audit chain's tables and SQL (`ledger.audit.store.chain_sql`).
+    `chain` names the audit chain's tables and SQL (`ledger.audit.schema.chain_sql`).
     """
     return SQL(
         """

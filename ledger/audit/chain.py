@@ -29,7 +29,7 @@ ids are their 16 bytes, text is UTF-8 after its length, a NULL has length -1: fi
 and a length before each variable field, so no two different records, or orders of
 records, encode alike. The command record is the one with the metadata row's merchant and
 request id, when the metadata row says the command was recorded. The chain starts from 32
-zero bytes. Both formats have the same definition in SQL (`store.event_hash_sql`), so the
+zero bytes. Both formats have the same definition in SQL (`schema.event_hash_sql`), so the
 database hashes the records where they lie and sends 32 bytes per event (a test keeps the
 definitions equal).
 

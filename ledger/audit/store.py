@@ -1,11 +1,4 @@
-"""Where the chain is kept, and every SQL statement of the audit.
-
-`<schema>.event_chain` holds one digest per chained event, by position; the one row of
-`<schema>.event_chain_head` says how far the chain has got (the last chained position, its
-digest and how many events are chained), whether commits chain their own events (`live`),
-and up to which position the chain uses the version 1 event hash (`v1_through`: the chain
-as it was before version 2; see `chain`). These tables are created with the ledger's
-(`create_statements`, run by the recorder at start).
+"""The chain keeper: chain an old log once, verify the chain (its tables and SQL: `schema`).
 
 Every group commit extends the chain in its own transaction, under the events table's lock
 (`ledger/group_commit.py`), so an event is chained the moment it is committed. A log
@@ -26,214 +19,37 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg.sql import SQL, Composable, Composed, Identifier, Literal
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from ledger.audit.chain import (
-    ABSENT,
     EVENT_DOMAIN,
-    EVENT_DOMAIN_V2,
     GENESIS,
-    LINK_DOMAIN,
-    PRESENT,
     Anchor,
     Finding,
     Kind,
     chain,
 )
 from ledger.audit.links import RANGE_SIZE, READERS, RangeChecker, RangeParameters, check_range_sql
+from ledger.audit.schema import (
+    CHAIN_TABLE,
+    COMMANDS_TABLE,
+    EVENTS_TABLE,
+    HEAD_TABLE,
+    METADATA_TABLE,
+    Text,
+    command_bytes_sql,
+    event_fields_sql,
+    event_hash_sql,
+    metadata_bytes_sql,
+    record_joins,
+    text_sql,
+    text_utf8_sql,
+)
 
-CHAIN_TABLE = "event_chain"
-HEAD_TABLE = "event_chain_head"
-EVENTS_TABLE = "ledger_events"
-METADATA_TABLE = "event_metadata"
-COMMANDS_TABLE = "processed_commands"
 PAGE_SIZE = 10_000  # events per transaction (extend) and per query (verify)
 LOCK_TIMEOUT = "5s"  # the last page of `extend` waits this long for the events table
-
 Progress = Callable[[int, int], None]  # (position reached, position to reach)
 Hashed = tuple[int, bytes]  # position, event hash (or stored digest)
-
-
-def create_statements(schema: str, events_table: str = EVENTS_TABLE) -> list[Composed]:
-    """The chain's tables, and what later versions add to an older schema; idempotent.
-
-    Run after the metadata table's own statement. A head row made here starts `live` when
-    the log is empty; an older head row (a chain of version 1) keeps its chain, which
-    verifies with version 1 up to its position.
-    """
-    head = Identifier(schema, HEAD_TABLE)
-    return [
-        SQL(
-            "CREATE TABLE IF NOT EXISTS {} ("
-            " position bigint PRIMARY KEY,"
-            " digest bytea NOT NULL CHECK (length(digest) = 32))"
-        ).format(Identifier(schema, CHAIN_TABLE)),
-        SQL(
-            "CREATE TABLE IF NOT EXISTS {} ("
-            " id boolean PRIMARY KEY DEFAULT true CHECK (id),"
-            " position bigint NOT NULL DEFAULT 0,"
-            " digest bytea NOT NULL,"
-            " events bigint NOT NULL DEFAULT 0,"
-            " extended_at timestamptz)"
-        ).format(head),
-        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS live boolean NOT NULL DEFAULT false").format(
-            head
-        ),
-        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS v1_through bigint").format(head),
-        SQL("UPDATE {} SET v1_through = position WHERE v1_through IS NULL").format(head),
-        SQL(
-            "INSERT INTO {} (digest, v1_through, live)"
-            " SELECT {}, 0, NOT EXISTS (SELECT FROM {}) ON CONFLICT DO NOTHING"
-        ).format(head, Literal(GENESIS), Identifier(schema, events_table)),
-        SQL(
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS command_recorded boolean NOT NULL"
-            " DEFAULT false"
-        ).format(Identifier(schema, METADATA_TABLE)),
-        # The position of the row's event (of a command record: of its command's first
-        # event), written by the group commit, so that a verification reads them by range.
-        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position bigint").format(
-            Identifier(schema, METADATA_TABLE)
-        ),
-        SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (position)").format(
-            Identifier(f"{METADATA_TABLE}_position_idx"), Identifier(schema, METADATA_TABLE)
-        ),
-        SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS position bigint").format(
-            Identifier(schema, COMMANDS_TABLE)
-        ),
-        SQL("CREATE INDEX IF NOT EXISTS {} ON {} (position)").format(
-            Identifier(f"{COMMANDS_TABLE}_position_idx"), Identifier(schema, COMMANDS_TABLE)
-        ),
-    ]
-
-
-Text = Callable[[Composable], Composed]  # a text value's encoding in SQL (`_text`)
-
-
-def _text(value: Composable) -> Composed:
-    """A text value as the chain encodes it: its UTF-8 length (4 bytes), its bytes."""
-    return SQL(
-        "coalesce(pg_catalog.int4send(octet_length(convert_to({x}, 'UTF8')))"
-        " || convert_to({x}, 'UTF8'), pg_catalog.int4send(-1))"
-    ).format(x=value)
-
-
-def _text_utf8(value: Composable) -> Composed:
-    """`_text` in a UTF8 database, on a connection whose client_encoding is UTF8: there
-    a text's bytes are its UTF-8 bytes, `textsend` hands them over as they are, and
-    `octet_length` counts them. About 0.5 µs a value cheaper than two `convert_to` calls
-    (which look up both encodings by name and validate the bytes), and verify encodes
-    seven a row."""
-    return SQL(
-        "coalesce(pg_catalog.int4send(octet_length({x})) || pg_catalog.textsend({x}),"
-        " pg_catalog.int4send(-1))"
-    ).format(x=value)
-
-
-def _event_head_fields(e: str, text: Text = _text) -> Composed:
-    """The event's fields before its payload's bytes (from its position to its length)."""
-    return SQL(
-        " || pg_catalog.int8send({e}.notification_id)"
-        " || pg_catalog.uuid_send({e}.originator_id)"
-        " || pg_catalog.int8send({e}.originator_version)"
-        " || {topic}"
-        " || coalesce(pg_catalog.int8send(octet_length({e}.state)::bigint),"
-        " pg_catalog.int8send(-1::bigint))"
-    ).format(e=Identifier(e), topic=text(_col(e, "topic")))
-
-
-def _event_fields(e: str, text: Text = _text) -> Composed:
-    return _event_head_fields(e, text) + SQL(" || coalesce({e}.state, ''::bytea)").format(
-        e=Identifier(e)
-    )
-
-
-def _col(alias: str, name: str) -> Composed:
-    return SQL("{}.{}").format(Identifier(alias), Identifier(name))
-
-
-def metadata_bytes_sql(m: str = "m", text: Text = _text) -> Composed:
-    """The version 2 encoding of a present metadata row (alias `m`), from PRESENT on."""
-    fields = SQL(" || ").join(
-        text(_col(m, name))
-        for name in ("merchant_id", "app_id", "key_id", "location_id", "device_id", "request_id")
-    )
-    return SQL(
-        "{present} || {fields} || CASE WHEN {m}.command_recorded THEN {present} ELSE {absent} END"
-    ).format(present=Literal(PRESENT), absent=Literal(ABSENT), fields=fields, m=Identifier(m))
-
-
-def command_bytes_sql(c: str = "c", text: Text = _text) -> Composed:
-    """The version 2 encoding of a present command record (alias `c`), from PRESENT on."""
-    fields = SQL(" || ").join(
-        [
-            text(_col(c, "command")),
-            text(_col(c, "fingerprint")),
-            SQL("coalesce(pg_catalog.uuid_send({}), {})").format(
-                _col(c, "aggregate_id"), Literal(bytes(16))
-            ),
-            SQL("pg_catalog.int8send(coalesce({}, -1::bigint))").format(
-                _col(c, "aggregate_version")
-            ),
-            text(SQL("{}::text").format(_col(c, "result"))),
-        ]
-    )
-    return SQL("{} || {}").format(Literal(PRESENT), fields)
-
-
-def event_hash_sql(version: int = 2, e: str = "e", m: str = "m", c: str = "c") -> Composed:
-    """`chain.event_hash` (version 1) or `chain.event_hash_v2` of a row of the events
-    table (alias `e`), computed by PostgreSQL. Version 2 reads the event's metadata row
-    (alias `m`, joined on the event's id and version) and its command record (alias `c`,
-    joined on the metadata's merchant and request id when `m.command_recorded`).
-
-    The records are hashed where they lie and 32 bytes travel instead: verifying reads
-    about twice as many events per second as fetching the payloads (bench/README.md).
-    """
-    if version == 1:
-        return SQL("pg_catalog.sha256({domain}{fields})").format(
-            domain=Literal(EVENT_DOMAIN), fields=_event_fields(e)
-        )
-    return SQL(
-        "pg_catalog.sha256({domain}{fields}"
-        " || CASE WHEN {m}.originator_id IS NULL THEN {absent} ELSE {metadata} END"
-        " || CASE WHEN {c}.merchant_id IS NULL THEN {absent} ELSE {command} END)"
-    ).format(
-        domain=Literal(EVENT_DOMAIN_V2),
-        fields=_event_fields(e),
-        m=Identifier(m),
-        c=Identifier(c),
-        absent=Literal(ABSENT),
-        metadata=metadata_bytes_sql(m),
-        command=command_bytes_sql(c),
-    )
-
-
-def record_joins(schema: str, e: str = "e", m: str = "m", c: str = "c") -> Composed:
-    """The joins `event_hash_sql(2)` reads, from the events aliased `e`."""
-    return SQL(
-        " LEFT JOIN {metadata} {m} ON {m}.originator_id = {e}.originator_id"
-        " AND {m}.originator_version = {e}.originator_version"
-        " LEFT JOIN {commands} {c} ON {m}.command_recorded"
-        " AND {c}.merchant_id = {m}.merchant_id AND {c}.request_id = {m}.request_id"
-    ).format(
-        metadata=Identifier(schema, METADATA_TABLE),
-        commands=Identifier(schema, COMMANDS_TABLE),
-        e=Identifier(e),
-        m=Identifier(m),
-        c=Identifier(c),
-    )
-
-
-def chain_sql(schema: str) -> dict[str, Composable]:
-    """What the group commit needs to chain its events (see `commit_function_sql`)."""
-    return {
-        "chain": Identifier(schema, CHAIN_TABLE),
-        "chain_head": Identifier(schema, HEAD_TABLE),
-        "link_domain": Literal(LINK_DOMAIN),
-        "event_domain": Literal(EVENT_DOMAIN_V2),
-        "absent": Literal(ABSENT),
-        "command_bytes": command_bytes_sql("c"),
-    }
 
 
 @dataclass(frozen=True)
@@ -326,16 +142,16 @@ class ChainKeeper:
                 schema,
                 events,
                 v1_hash=SQL("pg_catalog.sha256({}{})").format(
-                    Literal(EVENT_DOMAIN), _event_fields("ev", text)
+                    Literal(EVENT_DOMAIN), event_fields_sql("ev", text)
                 ),
-                event_fields=_event_fields("ev", text),
+                event_fields=event_fields_sql("ev", text),
                 metadata_bytes=lambda alias: metadata_bytes_sql(alias, text),
                 command_bytes=lambda alias: command_bytes_sql(alias, text),
                 tables={"metadata": metadata_table, "commands": commands_table, "chain": links},
             )
 
-        self.check_range = check_range(_text)
-        self.check_range_utf8 = check_range(_text_utf8)
+        self.check_range = check_range(text_sql)
+        self.check_range_utf8 = check_range(text_utf8_sql)
         self.select_stored_at = SQL(
             "SELECT a.n, (SELECT l.digest FROM {} l WHERE l.position <= least(a.position, %s)"
             " ORDER BY l.position DESC LIMIT 1)"
@@ -392,7 +208,7 @@ class ChainKeeper:
         # bitmap scan and a sort of everything after the page, once per page.
         # Pages are short queries: compiling them (JIT) cost more than running them.
         self.index_order = [SQL("SET LOCAL enable_sort = off"), SQL("SET LOCAL jit = off")]
-        # A range's hash join (its command records) fits in memory; `_text_utf8` needs
+        # A range's hash join (its command records) fits in memory; `text_utf8_sql` needs
         # the text it hashes sent as UTF-8.
         self.check_settings = [
             *self.index_order,

@@ -14,7 +14,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
-from ledger.audit import store as audit_store
+from ledger.audit import schema as audit_schema
 from ledger.commit_function import commit_call_sql, commit_function_sql
 from ledger.group_commit import (
     CommandRecord,
@@ -81,14 +81,14 @@ class LedgerRecorder(PostgresApplicationRecorder):
         self.select_metadata_statement = SQL(
             "SELECT * FROM {table} WHERE originator_id = %s ORDER BY originator_version"
         ).format(table=metadata)
-        # The audit hash chain, extended by every group commit (ledger/audit/store.py).
+        # The audit hash chain, extended by every group commit (ledger/audit/schema.py).
         self.sql_create_statements.extend(
-            audit_store.create_statements(schema, self.events_table_name)
+            audit_schema.create_statements(schema, self.events_table_name)
         )
         # Replaced on every start, so a server of a newer version brings its own.
         self.sql_create_statements.append(
             commit_function_sql(
-                schema, self.events_table_name, self.channel_name, audit_store.chain_sql(schema)
+                schema, self.events_table_name, self.channel_name, audit_schema.chain_sql(schema)
             )
         )
         self._committer: GroupCommitter | None = None

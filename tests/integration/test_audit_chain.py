@@ -26,7 +26,7 @@ from typer.testing import CliRunner, Result
 from ledger.application import Ledger
 from ledger.audit import GENESIS, ChainKeeper, Finding, Kind, digest
 from ledger.audit.chain import CommandRow, MetadataRow, chain, event_hash, event_hash_v2
-from ledger.audit.store import CHAIN_TABLE, HEAD_TABLE
+from ledger.audit.schema import CHAIN_TABLE, HEAD_TABLE
 from ledger.cli import app
 from ledger.store import Settings
 from tests.integration.catalog_support import create_product, receive
