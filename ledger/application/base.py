@@ -12,15 +12,13 @@ Around every command it provides what DESIGN.md promises everywhere:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from copy import deepcopy
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 from uuid import UUID
@@ -30,6 +28,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
 from ledger.application.command_cache import TURN_TIMEOUT_SECONDS, CommandCache, Handed, Turn
+from ledger.application.fingerprint import request_fingerprint
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, NotFound, RequestIdReused, VersionConflict
 from ledger.domain.validation import Checks
@@ -467,36 +466,3 @@ class ReadSet:
 
 
 _current_reads: ContextVar[ReadSet | None] = ContextVar("posledger_reads", default=None)
-
-
-def request_fingerprint(cmd: Any, expected_version: int | None) -> str:
-    """A digest of what a request asks for, to tell a retry from a reuse of its id.
-
-    Stored with every command record, so it must never change: the canonical JSON of
-    `{"command", "args": dataclasses.asdict(cmd), "expected"}`, built without asdict's
-    copies (the JSON encoder walks nested dataclasses through `_plain`). Fields added to a
-    command later (`commands.ADDED_LATER`) are left out while they hold their default.
-    """
-    assert is_dataclass(cmd)
-    assert not isinstance(cmd, type)
-    body = {"command": type(cmd).__name__, "args": cmd, "expected": expected_version}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
-
-
-def canonical_json(value: Any) -> str:
-    """`json.dumps` of `value` with dataclasses as `asdict` has them, keys sorted, no spaces,
-    anything else JSON lacks as `str()`: the form every stored fingerprint is taken of."""
-    return json.dumps(value, sort_keys=True, default=_plain, separators=(",", ":"))
-
-
-def _plain(value: Any) -> Any:
-    """A dataclass as the dict of its fields (as `asdict` has it), less fields added later
-    that hold their default; anything else as text."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: getattr(value, f.name)
-            for f in fields(value)
-            if not f.metadata  # most fields: no metadata at all, nothing to compare
-            or not (f.metadata == c.ADDED_LATER and getattr(value, f.name) == f.default)
-        }
-    return str(value)

@@ -19,7 +19,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application.base import MAX_ATTEMPTS, Context, canonical_json
+from ledger.application.base import MAX_ATTEMPTS, Context
+from ledger.application.fingerprint import canonical_json
 from ledger.application.sales import SalesCommands
 from ledger.domain import commands as c
 from ledger.domain.customer import Customer

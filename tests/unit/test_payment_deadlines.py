@@ -20,7 +20,7 @@ from eventsourcing.persistence import (
     UUIDAsHex,
 )
 
-from ledger.application.base import request_fingerprint
+from ledger.application.fingerprint import request_fingerprint
 from ledger.application.sales import expire_request_id, release_reason
 from ledger.domain import commands as c
 from ledger.domain.errors import DomainError, InvalidRequest, RuleViolated

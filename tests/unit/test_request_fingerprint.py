@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ledger.application.base import request_fingerprint
+from ledger.application.fingerprint import request_fingerprint
 from ledger.application.imports import order_fingerprint
 from ledger.domain import commands as c
 
