@@ -49,6 +49,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         POSLEDGER_DATABASE_URL=settings.database_url,
         POSLEDGER_DB_SCHEMA=settings.schema,
         COLUMNS="200",  # keep rich's console messages on one line
+        PYTHONFAULTHANDLER="1",  # a hung serve's stacks, should a test have to abort it
     )
     return env
 
@@ -110,7 +111,13 @@ class ServeProcess:
 
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=EXIT_TIMEOUT)
+        try:
+            return self.process.wait(timeout=EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            # SIGABRT makes faulthandler (PYTHONFAULTHANDLER) print every thread's stack.
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(timeout=EXIT_TIMEOUT)
+            pytest.fail(f"serve did not exit within {EXIT_TIMEOUT}s of SIGTERM:\n{self.stderr}")
 
     def kill(self) -> None:
         """Kills serve and whatever it started (a failed test must not leave children)."""
