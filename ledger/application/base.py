@@ -200,15 +200,20 @@ class LedgerBase(Application[UUID]):
 
     def _handed_state(self, reads: ReadSet, aggregate_id: UUID) -> Handed | None:
         """The state the previous writer of an aggregate whose turn this command holds left,
-        while its commit is not known; on fresh reads, only once it has committed."""
+        while its commit is not known; on fresh reads none (they wait for that commit)."""
         if reads.turn is None or aggregate_id not in reads.turn.held:
             return None
         handed = self.command_cache.in_flight(aggregate_id)
         if handed is None or not reads.fresh:
             return handed
-        # Fresh (a refusal to confirm, a conflict to retry): the committed state only.
+        # Fresh (a refusal to confirm, a conflict to retry): the committed state only, read
+        # from the store once the writer has answered. (Handing back the handed state here
+        # would count as a cached read until `settled` runs, and a refusal would be
+        # confirmed again and again.) Should the answer not come in time, the store's state
+        # is read all the same: the commit's version checks refuse a decision made on it
+        # if the command before commits after all.
         handed.commit.done.wait(TURN_TIMEOUT_SECONDS)
-        return self.command_cache.in_flight(aggregate_id) if handed.commit.done.is_set() else None
+        return None
 
     @contextmanager
     def _reading(self, *, fresh: bool) -> Iterator[ReadSet]:
