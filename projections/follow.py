@@ -20,7 +20,7 @@ from eventsourcing import persistence as es_persistence
 from psycopg.sql import SQL, Identifier
 
 from ledger.event_log import EventLog
-from ledger.store import StoreUnavailable, renew_pool
+from ledger.store import StoreUnavailable, renew_pool, wait_for_notify
 from projections import source
 from projections.registry import Registry, lock_key, view_schema
 from projections.view import View
@@ -203,8 +203,7 @@ class Follower:
                 self.state.beat()
                 if not busy:
                     # Woken by the writers' NOTIFY; the timeout also retries standby locks.
-                    for _ in listener.notifies(timeout=1.0 if held else 0.5, stop_after=1):
-                        pass
+                    wait_for_notify(listener, stop, timeout=1.0 if held else 0.5)
                     if self.batch_seconds:
                         stop.wait(self.batch_seconds)  # let a page gather more events
 

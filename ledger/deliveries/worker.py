@@ -23,7 +23,7 @@ from ledger.deliveries.relay import RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
 from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
 from ledger.run_loop import in_background, run_until_stopped
-from ledger.store import schema_lock
+from ledger.store import schema_lock, wait_for_notify
 from projections.follow import is_store_error
 from projections.runner import Projections
 
@@ -124,8 +124,7 @@ class Deliveries:
                     while not stop.is_set():
                         if not self.send_due(pool):
                             # Woken by new rows; the timeout picks up retries coming due.
-                            for _ in listener.notifies(timeout=0.5, stop_after=1):
-                                pass
+                            wait_for_notify(listener, stop, timeout=0.5)
                             stop.wait(SEND_BATCH_SECONDS)  # claim many rows at once
 
             run_until_stopped(

@@ -18,6 +18,7 @@ from ledger.store.database import (
     embedded_database_url,
     eventsourcing_env,
     schema_lock,
+    wait_for_notify,
 )
 from ledger.store.pool import LedgerPool, StoreGate, StoreUnavailable, bound_pool, renew_pool
 from ledger.store.recorder import (
@@ -49,4 +50,5 @@ __all__ = [
     "renew_pool",
     "schema_lock",
     "select_position",
+    "wait_for_notify",
 ]

@@ -8,6 +8,8 @@ is started from the `pgserver` wheel in `POSLEDGER_DATA_DIR`.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,3 +120,23 @@ def schema_lock(url: str, schema: str) -> Iterator[None]:
             yield
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK_ID,))
+
+
+# How often a wait for notifications looks at its stop event: a worker asked to stop (a test,
+# a shutdown) need not sit out the rest of a timeout meant for idle polling.
+STOP_CHECK_SECONDS = 0.05
+
+
+def wait_for_notify(
+    listener: psycopg.Connection[Any], stop: threading.Event, timeout: float
+) -> bool:
+    """Waits on a LISTENing connection for one notification, `timeout` at most, or until
+    `stop` is set; True if one arrived."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        for _ in listener.notifies(timeout=min(left, STOP_CHECK_SECONDS), stop_after=1):
+            return True
+    return False
