@@ -49,7 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.queues import Queue
@@ -310,8 +310,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def process_tree(root: int) -> list[int]:
-    """`root` and all its descendants that are alive now."""
+def process_tree(roots: Sequence[int]) -> list[int]:
+    """`roots` and all their descendants that are alive now."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -322,7 +322,7 @@ def process_tree(root: int) -> list[int]:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
+    tree, todo = [], list(roots)
     while todo:
         pid = todo.pop()
         tree.append(pid)
@@ -330,10 +330,10 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime of the tree, plus what its exited (reaped) children used."""
+def tree_cpu_seconds(roots: Sequence[int]) -> float:
+    """utime+stime of the trees, plus what their exited (reaped) children used."""
     ticks = 0
-    for pid in process_tree(root):
+    for pid in process_tree(roots):
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
@@ -343,10 +343,10 @@ def tree_cpu_seconds(root: int) -> float:
     return ticks / CLOCK_TICKS
 
 
-def tree_peak_rss_mib(root: int) -> tuple[float, int]:
-    """Sum of VmHWM over the tree (MiB), and how many processes it counted."""
+def tree_peak_rss_mib(roots: Sequence[int]) -> tuple[float, int]:
+    """Sum of VmHWM over the trees (MiB), and how many processes it counted."""
     total_kib, count = 0, 0
-    for pid in process_tree(root):
+    for pid in process_tree(roots):
         try:
             status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
@@ -390,14 +390,14 @@ def machine(url: str) -> dict[str, Any]:
     }
 
 
-def server_idle_cpu_pct(pid: int, lag: ViewLag, seconds: float = 2.0) -> float:
+def server_idle_cpu_pct(pids: Sequence[int], lag: ViewLag, seconds: float = 2.0) -> float:
     """The server's own background CPU (threads, views polling) once the views caught up."""
     waited = time.perf_counter()
     while lag.max_lag() and time.perf_counter() - waited < 30:
         time.sleep(0.1)
-    before, started = tree_cpu_seconds(pid), time.perf_counter()
+    before, started = tree_cpu_seconds(pids), time.perf_counter()
     time.sleep(seconds)
-    return 100 * (tree_cpu_seconds(pid) - before) / (time.perf_counter() - started)
+    return 100 * (tree_cpu_seconds(pids) - before) / (time.perf_counter() - started)
 
 
 def drop_schemas(url: str, schema: str) -> None:
@@ -522,10 +522,10 @@ class Phase:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, target: str, server_pid: int) -> None:
+    def __init__(self, args: argparse.Namespace, target: str, server_pids: list[int]) -> None:
         self.args = args
         self.target = target
-        self.server_pid = server_pid
+        self.server_pids = server_pids
         ctx = multiprocessing.get_context("spawn")
         self.results: Queue[Any] = ctx.Queue()
         self.task_queues: list[Queue[PhaseTask | None]] = []
@@ -552,14 +552,14 @@ class Bench:
                 )
             )
         time.sleep(max(0.0, start_at - time.monotonic()))
-        cpu_before = tree_cpu_seconds(self.server_pid)
+        cpu_before = tree_cpu_seconds(self.server_pids)
         host_before = host_cpu_ticks()
         # A call may take up to its deadline after the phase; past that a client has died.
         limit = start_at + seconds + 3 * self.args.timeout + 30
         results = [
             self.results.get(timeout=max(1.0, limit - time.monotonic())) for _ in range(clients)
         ]
-        cpu = tree_cpu_seconds(self.server_pid) - cpu_before
+        cpu = tree_cpu_seconds(self.server_pids) - cpu_before
         busy, steal = host_cpu_pct(host_before, host_cpu_ticks())
         finished = max(r.finished_at for r in results)
         return results, {
@@ -776,6 +776,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--warmup-seconds", type=float, default=1.0, help="unmeasured warm-up of each workload"
     )
+    parser.add_argument(
+        "--views-apart",
+        action="store_true",
+        help="serve with --no-projections --no-deliveries, and run `posledger projections run`"
+        " and `posledger deliveries run` as processes of their own (their CPU and memory count"
+        " as the server's)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--keep-log", action="store_true", help="keep the server's log file")
     args = parser.parse_args()
@@ -832,12 +839,22 @@ def main() -> None:
         "127.0.0.1",
         "--port",
         str(port),
-        "--projections",
+        *(["--no-projections", "--no-deliveries"] if args.views_apart else ["--projections"]),
         *args.serve_arg,
     ]
+    apart = [["projections", "run"], ["deliveries", "run"]] if args.views_apart else []
     env = {**os.environ, "POSLEDGER_DATABASE_URL": url, "POSLEDGER_DB_SCHEMA": schema}
     print(f"server:   {shlex.join(serve)} (log {log_file.name})")
     server = subprocess.Popen(serve, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    workers = []
+    for worker in apart:
+        print(f"worker:   posledger {shlex.join(worker)}")
+        workers.append(
+            subprocess.Popen(
+                [*posledger_command(), *worker], env=env, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        )
+    pids = [server.pid, *(w.pid for w in workers)]
     bench: Bench | None = None
     lag: ViewLag | None = None
     phases: list[Phase] = []
@@ -846,12 +863,12 @@ def main() -> None:
         ready = wait_until_serving(target, server, 120)
         print(f"server pid {server.pid} SERVING after {ready:.1f} s")
         lag = ViewLag(url, schema)
-        bench = Bench(args, target, server.pid)
+        bench = Bench(args, target, pids)
         bench.seed()
         if not bench.sale_ids:
             raise RuntimeError("could not create any sale to read back")
         print(f"seeded {len(bench.sale_ids)} sales; warm-up done")
-        idle_cpu_pct = server_idle_cpu_pct(server.pid, lag)
+        idle_cpu_pct = server_idle_cpu_pct(pids, lag)
         print(f"server CPU while idle (views caught up): {idle_cpu_pct:.1f}% of a core")
         echo: dict[int, float] = {}
         for round_ in range(1, args.rounds + 1):
@@ -870,7 +887,7 @@ def main() -> None:
         for p in phases:
             p.vs_echo = p.calls_per_s / echo[p.inflight] if p.inflight in echo else None
 
-        peak_rss, rss_processes = tree_peak_rss_mib(server.pid)
+        peak_rss, rss_processes = tree_peak_rss_mib(pids)
         views_end = lag.status()
         waited = time.perf_counter()
         while lag.max_lag() and time.perf_counter() - waited < 60:
@@ -884,12 +901,14 @@ def main() -> None:
             bench.close()
         if lag:
             lag.close()
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        for process in (server, *workers):
+            process.send_signal(signal.SIGTERM)
+        for process in (server, *workers):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         log_file.close()
         drop_schemas(url, schema)
         if failed or args.keep_log:
@@ -925,7 +944,9 @@ def main() -> None:
         f"Measured {started_at:%Y-%m-%d %H:%M} UTC on {info['host']}: {info['nproc']} cores, "
         f"{info['memory_gib']} GiB, Python {info['python']}, PostgreSQL {info['postgresql']}, "
         f"grpcio {info['grpcio']}; load average {load_start[0]:.2f} at the start, "
-        f"{load_end[0]:.2f} at the end; server `{shlex.join(['posledger', *serve[1:]])}`."
+        f"{load_end[0]:.2f} at the end; server `{shlex.join(['posledger', *serve[1:]])}`"
+        + "".join(f", worker `posledger {shlex.join(w)}`" for w in apart)
+        + "."
     )
     print(f"Command: `{command}`")
     if args.json:
