@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.server
 import json
 import math
 import multiprocessing
@@ -112,6 +113,11 @@ def create_sale_request() -> pb.CreateSaleRequest:
 
 
 HOT_SKU = "BENCH-HOT"
+# Where payments' results are called back: the bench's own receiver (see `Receiver`), or with
+# --callbacks unreachable a host that never resolves here, so every callback fails and is
+# retried for as long as the run lasts.
+CALLBACK_URL_ENV = "POSLEDGER_BENCH_CALLBACK_URL"
+UNREACHABLE_CALLBACK_URL = "https://pos.example.com/callback"
 
 
 HOT_STOCK = 100_000_000  # received at the seed: no online sale is ever short
@@ -134,7 +140,7 @@ def request_payment_request(sale: pb.Sale) -> pb.RequestPaymentRequest:
         amount=sale.amount_due,
         currency_code="USD",
         tender_types=[pb.TENDER_TYPE_CARD],
-        callback_url="https://pos.example.com/callback",
+        callback_url=os.environ.get(CALLBACK_URL_ENV, UNREACHABLE_CALLBACK_URL),
         app_id="bench",
         api_version="1.0",
     )
@@ -153,6 +159,27 @@ def record_result_request(sale_id: str, payment_id: str) -> pb.RecordPaymentResu
         # about 1 in 370 of them holds a Luhn-valid run of digits (INVALID_ARGUMENT).
         processor_reference=f"ch_{payment_id}",
     )
+
+
+# ---- the callback receiver -----------------------------------------------------------------
+
+
+def receive_callbacks(port: int, received: Any) -> None:
+    """Answers every POST with 204, as a merchant's callback endpoint that is up does."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(204)
+            self.end_headers()
+            with received.get_lock():
+                received.value += 1
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
 # ---- client processes ----------------------------------------------------------------------
@@ -522,8 +549,11 @@ class Phase:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, target: str, server_pids: list[int]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, target: str, server_pids: list[int], env: dict[str, str]
+    ) -> None:
         self.args = args
+        self.env = env
         self.target = target
         self.server_pids = server_pids
         ctx = multiprocessing.get_context("spawn")
@@ -573,6 +603,14 @@ class Bench:
 
     def seed(self) -> None:
         """Sales for GetSale and ListSales, the hot item's product, a short warm-up."""
+        if self.args.callbacks == "receiver":
+            # The app payments are filed under signs its callbacks (else none is sent).
+            subprocess.run(
+                [*posledger_command(), "deliveries", "secret", "--merchant=dev", "--app=bench"],
+                env=self.env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
         with grpc.insecure_channel(self.target) as channel:
             hot = catalog_pb2_grpc.CatalogServiceStub(channel).CreateProduct(
                 catalog_pb2.CreateProductRequest(
@@ -783,6 +821,13 @@ def parse_args() -> argparse.Namespace:
         " and `posledger deliveries run` as processes of their own (their CPU and memory count"
         " as the server's)",
     )
+    parser.add_argument(
+        "--callbacks",
+        choices=("receiver", "unreachable"),
+        default="receiver",
+        help="where payments call back: a receiver of the bench answering 204 on loopback"
+        " (default), or a host that never resolves (every callback fails and is retried)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--keep-log", action="store_true", help="keep the server's log file")
     args = parser.parse_args()
@@ -844,6 +889,20 @@ def main() -> None:
     ]
     apart = [["projections", "run"], ["deliveries", "run"]] if args.views_apart else []
     env = {**os.environ, "POSLEDGER_DATABASE_URL": url, "POSLEDGER_DB_SCHEMA": schema}
+    received = multiprocessing.get_context("spawn").Value("q", 0)
+    receiver = None
+    if args.callbacks == "receiver":
+        receiver_port = free_port()
+        receiver = multiprocessing.get_context("spawn").Process(
+            target=receive_callbacks, args=(receiver_port, received), daemon=True
+        )
+        receiver.start()
+        # The clients' payment requests name it; the server may deliver to loopback.
+        os.environ[CALLBACK_URL_ENV] = f"http://127.0.0.1:{receiver_port}/callback"
+        env["POSLEDGER_DELIVERY_ALLOWED_NETWORKS"] = "127.0.0.1/32"
+        print(f"callbacks: {os.environ[CALLBACK_URL_ENV]} (a receiver answering 204)")
+    else:
+        print(f"callbacks: {UNREACHABLE_CALLBACK_URL} (never resolves: each one is retried)")
     print(f"server:   {shlex.join(serve)} (log {log_file.name})")
     server = subprocess.Popen(serve, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     workers = []
@@ -863,7 +922,7 @@ def main() -> None:
         ready = wait_until_serving(target, server, 120)
         print(f"server pid {server.pid} SERVING after {ready:.1f} s")
         lag = ViewLag(url, schema)
-        bench = Bench(args, target, pids)
+        bench = Bench(args, target, pids, env)
         bench.seed()
         if not bench.sale_ids:
             raise RuntimeError("could not create any sale to read back")
@@ -909,6 +968,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        if receiver is not None:
+            receiver.terminate()
         log_file.close()
         drop_schemas(url, schema)
         if failed or args.keep_log:
@@ -922,6 +983,8 @@ def main() -> None:
     print()
     print(f"server peak RSS (VmHWM): {peak_rss:.0f} MiB over {rss_processes} process(es)")
     print(f"server CPU while idle: {idle_cpu_pct:.1f}% of a core")
+    if receiver is not None:
+        print(f"callbacks received: {received.value}")
     print("views at the end of the load (lag = events of the log not applied yet):")
     for s in views_end:
         print(

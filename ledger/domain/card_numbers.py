@@ -39,6 +39,7 @@ _E164_IN_TEXT = re.compile(r"(?<![0-9])\+[1-9][0-9]{6,14}(?![0-9])")
 _GTIN = re.compile(r"[0-9]{8}|[0-9]{12,14}")
 _SEPARATORS = frozenset("._/\\\u00b7\u2022\u2219")
 _DIGITS = re.compile(r"[0-9]+")
+_ASCII_DIGITS = "0123456789"
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -120,9 +121,17 @@ def looks_like_card_number(text: str, field: str = "") -> bool:
     """Whether `text` (the value of `field`, a path such as `customer.phone`) holds a PAN."""
     if not text or _exempt(field, text):
         return False
-    if sum(ch.isdigit() for ch in text) < MIN_DIGITS and "%" not in text and "&" not in text:
-        return False  # fast path: too few digits of any script, nothing encoded
-    decoded = _decoded(text)
+    encoded = "%" in text or "&" in text
+    if text.isascii():
+        # Most strings (ids, codes, names): ASCII digits only, and nothing to decode or fold
+        # unless something is percent- or entity-encoded.
+        if not encoded and sum(map(text.count, _ASCII_DIGITS)) < MIN_DIGITS:
+            return False
+        decoded = _decoded(text) if encoded else text
+    else:
+        if not encoded and sum(ch.isdigit() for ch in text) < MIN_DIGITS:
+            return False  # too few digits of any script
+        decoded = _decoded(text)
     decoded = _E164_IN_TEXT.sub(" x ", _UUID.sub(" x ", decoded))
     return any(_run_has_card_number(groups) for groups in _runs(decoded))
 
