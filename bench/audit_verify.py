@@ -28,8 +28,9 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.audit import ChainKeeper, take_checkpoint
 from ledger.audit import checkpoint as checkpoints
+from ledger.audit import take_checkpoint
+from ledger.bootstrap import build_chain_keeper
 from ledger.store import Settings, database_url
 
 GAP_EVERY = 1000
@@ -139,7 +140,7 @@ def main() -> None:
         started = time.perf_counter()
         load_synthetic(url, schema, args.events, args.payload)
         print(f"load (COPY):        {time.perf_counter() - started:6.1f} s")
-        keeper = ChainKeeper.for_ledger(ledger)
+        keeper = build_chain_keeper(settings)
 
         extended = keeper.extend()
         print(

@@ -26,6 +26,13 @@ from /proc over the phase and its drain, divided by every call), how busy the ma
 (busy, and steal: time the hypervisor gave to other machines) and the client processes' own
 CPU. At the end: the server's peak RSS (VmHWM, summed over its processes), its CPU while
 idle, and how far behind the log the views are (the server runs with --projections).
+
+With --views-apart the server runs with --no-projections --no-deliveries, next to a
+`posledger projections run` and a `posledger deliveries run` (the deployment for the most
+command throughput); their CPU and memory count as the server's. Payments call back to a
+receiver the bench runs on loopback, answering 204 (its app gets a signing secret at the
+seed); --callbacks unreachable names a host that never resolves, as runs before
+2026-12-02 19:00 UTC did, so every callback fails and is retried while the run lasts.
 """
 
 from __future__ import annotations

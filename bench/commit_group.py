@@ -35,8 +35,8 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Ledger
-from ledger.commit_function import FUNCTION_NAME, commit_call_sql
-from ledger.group_commit import CommandRecord, CommitRequest, EventMetadata, _arguments
+from ledger.commit_function import FUNCTION_NAME, commit_call_sql, function_arguments
+from ledger.group_commit import CommandRecord, CommitRequest, EventMetadata
 from ledger.store import Settings, database_url
 
 STATE = b'{"timestamp":{"_type_":"datetime_iso","_data_":"2026-11-27T03:06:00+00:00"},' + (
@@ -116,7 +116,9 @@ def install_baseline(url: str, schema: str, tree: str) -> tuple[Any, Any]:
     function = writer
     if os.path.exists(function_path):
         function = load_module(f"baseline_function_{schema}", function_path)
-    return function.commit_call_sql(schema), writer._arguments
+    # Older trees build the arguments in the writer's module, newer ones beside the function.
+    build = getattr(function, "function_arguments", None) or writer._arguments
+    return function.commit_call_sql(schema), build
 
 
 def load_module(name: str, path: str) -> Any:
@@ -154,7 +156,7 @@ def main() -> None:
     ledger = Ledger.open(Settings(database_url=url, schema=schemas["this"], pool_size=1))
     try:
         calls = {"this": commit_call_sql(schemas["this"])}
-        builders = {"this": _arguments}
+        builders = {"this": function_arguments}
         for name, tree in trees.items():
             calls[name], builders[name] = install_baseline(url, schemas[name], tree)
         conns = {

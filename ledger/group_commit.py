@@ -41,7 +41,6 @@ it meets the first one's committed events like any other writer.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections import deque
@@ -55,7 +54,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from psycopg.sql import Composed
 
-from ledger.audit.chain import ABSENT, MetadataRow, event_fields, metadata_bytes
+from ledger.commit_function import function_arguments
 
 log = structlog.get_logger(__name__)
 
@@ -183,59 +182,6 @@ class GroupStats:
         }
 
 
-def _arguments(group: Sequence[CommitRequest], lock_timeout: str) -> tuple[Any, ...]:
-    """The function's arguments: one array per column, each row tagged with its command.
-
-    A read of a predecessor's state names the predecessor by its place in the group, or
-    NULL when it committed in an earlier group.
-    """
-    ev: list[list[Any]] = [[] for _ in range(13)]
-    rc: list[list[Any]] = [[] for _ in range(8)]
-    rd: list[list[Any]] = [[] for _ in range(3)]
-    ch: list[list[Any]] = [[] for _ in range(4)]
-    place = {id(request): n for n, request in enumerate(group)}
-    for n, request in enumerate(group):
-        m = request.metadata
-        recorded = request.command_record is not None
-        for e in request.events:
-            originator_id = e.originator_id
-            if not isinstance(originator_id, UUID):
-                originator_id = UUID(str(originator_id))
-            row: list[Any] = [n, e.originator_id, e.originator_version, e.topic, e.state]
-            row.append(event_fields(originator_id, e.originator_version, e.topic, e.state))
-            if m is None:
-                row += [ABSENT] + [None] * 6
-            else:
-                location = m.locations.get(originator_id, "")
-                metadata = (m.merchant_id, m.app_id, m.key_id, location, m.device_id, m.request_id)
-                row.append(metadata_bytes(MetadataRow(*metadata, command_recorded=recorded)))
-                row += metadata
-            for column, value in zip(ev, row, strict=True):
-                column.append(value)
-        r = request.command_record
-        if r is not None:
-            row = [
-                n,
-                r.merchant_id,
-                r.request_id,
-                r.command,
-                r.fingerprint,
-                r.aggregate_id,
-                r.aggregate_version,
-                json.dumps(r.result),
-            ]
-            for column, value in zip(rc, row, strict=True):
-                column.append(value)
-        for aggregate_id, version in request.reads:
-            for column, value in zip(rd, (n, aggregate_id, version), strict=True):
-                column.append(value)
-        for aggregate_id, version, before in request.after:
-            row = [n, place.get(id(before.request)), aggregate_id, version]
-            for column, value in zip(ch, row, strict=True):
-                column.append(value)
-    return (lock_timeout, *ev, *rc, *rd, *ch)
-
-
 class GroupCommitter:
     """The one writer of a recorder: commits waiting commands in groups, in order."""
 
@@ -360,7 +306,7 @@ class GroupCommitter:
         return group
 
     def _commit_group(self, group: list[Pending]) -> None:
-        arguments = _arguments([p.request for p in group], self._lock_timeout)
+        arguments = function_arguments([p.request for p in group], self._lock_timeout)
         for attempt in range(MAX_ATTEMPTS):
             started = time.perf_counter()
             try:

@@ -6,8 +6,8 @@ from typing import Any, ClassVar
 
 from eventsourcing.domain import MutableOrImmutableAggregate
 
-from ledger.application.base import Context, Outcome
 from ledger.application.catalog import CatalogCommands
+from ledger.application.context import Context, Outcome
 from ledger.application.customers import CustomerCommands
 from ledger.application.imports import ImportCommands, ImportResult, ImportStatus
 from ledger.application.inventory import InventoryCommands

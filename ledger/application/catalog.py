@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ledger.application.base import Context, Decision, LedgerBase, Outcome
+from ledger.application.base import LedgerBase
+from ledger.application.context import Context, Decision, Outcome
 from ledger.domain import product as d
 from ledger.domain.errors import AlreadyExists
 from ledger.domain.product import Product, product_id

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ledger.application.base import Context, Decision, LedgerBase, Outcome
+from ledger.application.base import LedgerBase
+from ledger.application.context import Context, Decision, Outcome
 from ledger.domain import customer as d
 from ledger.domain.customer import Actor, Customer, ExternalId, ExternalIdClaim
 from ledger.domain.validation import Checks

@@ -19,7 +19,8 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from ledger.application.base import MAX_ATTEMPTS, Context
+from ledger.application.base import MAX_ATTEMPTS
+from ledger.application.context import Context
 from ledger.application.fingerprint import canonical_json
 from ledger.application.sales import SalesCommands
 from ledger.domain import commands as c

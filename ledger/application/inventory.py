@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import uuid
 
-from ledger.application.base import Context, Decision, LedgerBase, Outcome
+from ledger.application.base import LedgerBase
+from ledger.application.context import Context, Decision, Outcome
 from ledger.domain import inventory as d
 from ledger.domain.errors import VersionConflict
 from ledger.domain.inventory import StockItem, stock_item_id

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from ledger.application.base import Context, Decision, LedgerBase, Outcome
+from ledger.application.base import LedgerBase
+from ledger.application.context import Context, Decision, Outcome
 from ledger.domain import commands as c
 from ledger.domain.customer import Customer
 from ledger.domain.errors import FieldViolation, NotFound, RuleViolated

@@ -217,12 +217,6 @@ class ChainKeeper:
         ]
         self.select_encoding = SQL("SELECT current_setting('server_encoding') = 'UTF8'")
 
-    @classmethod
-    def for_ledger(cls, ledger: Any) -> ChainKeeper:
-        """The chain of a `Ledger` (its database and schema)."""
-        recorder = ledger.ledger_recorder
-        return cls(ledger.database_url, recorder.datastore.schema, recorder.events_table_name)
-
     def _use_indexes(self, conn: psycopg.Connection[Any]) -> None:
         for statement in self.index_order:
             conn.execute(statement)

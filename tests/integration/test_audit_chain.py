@@ -27,6 +27,7 @@ from ledger.application import Ledger
 from ledger.audit import GENESIS, ChainKeeper, Finding, Kind, digest
 from ledger.audit.chain import CommandRow, MetadataRow, chain, event_hash, event_hash_v2
 from ledger.audit.schema import CHAIN_TABLE, HEAD_TABLE
+from ledger.bootstrap import build_chain_keeper
 from ledger.cli import app
 from ledger.store import Settings
 from tests.integration.catalog_support import create_product, receive
@@ -191,8 +192,8 @@ def log(settings: Settings, ledger: Ledger) -> Log:
 
 
 @pytest.fixture
-def keeper(ledger: Ledger) -> ChainKeeper:
-    return ChainKeeper.for_ledger(ledger)
+def keeper(settings: Settings, ledger: Ledger) -> ChainKeeper:
+    return build_chain_keeper(settings)  # the ledger fixture made the tables
 
 
 def build_log(ledger: Ledger, log: Log, sales: int = 6) -> list[int]:
