@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import atexit
 import logging
-import logging.handlers
-import queue
 import sys
 
 import structlog
@@ -34,14 +31,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
     Whatever is bound to the call's context (method, merchant, request id; see
     ledger/grpc/interceptors/call_log.py) is merged into every line logged while it is served.
-
-    A line is rendered by the thread that logs it and written to stderr by a thread of its
-    own (the standard library's QueueHandler and QueueListener): a call that logs never
-    waits on the write, nor on the other calls writing (with 16 calls logging at once, that
-    wait was a fifth of a command's time). Lines still queued when the process exits
-    normally are written first (`flush_logs`); a killed process may lose the last few.
     """
-    global _listener
     shared: list[structlog.typing.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -51,13 +41,13 @@ def configure_logging(level: int = logging.INFO) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[*shared, structlog.processors.JSONRenderer()],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
-    rendering = logging.handlers.QueueHandler(queue.SimpleQueue())
-    rendering.setFormatter(
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
             processors=[
@@ -66,29 +56,6 @@ def configure_logging(level: int = logging.INFO) -> None:
             ],
         )
     )
-    writing = logging.StreamHandler(sys.stderr)
-    writing.setFormatter(logging.Formatter("%(message)s"))
-    _stop_writing()
-    _listener = logging.handlers.QueueListener(rendering.queue, writing)
-    _listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [rendering]
+    root.handlers[:] = [handler]
     root.setLevel(level)
-
-
-_listener: logging.handlers.QueueListener | None = None
-
-
-def flush_logs() -> None:
-    """Returns once every line logged so far is written."""
-    if _listener is not None:
-        _listener.stop()  # writes what is queued, then ends its thread
-        _listener.start()
-
-
-@atexit.register
-def _stop_writing() -> None:
-    global _listener
-    if _listener is not None:
-        _listener.stop()
-        _listener = None

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from ledger.logging import configure_logging, flush_logs
+from ledger.logging import configure_logging
 
 
 @pytest.fixture
@@ -27,7 +27,6 @@ def configured(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFix
 
 
 def _lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
-    flush_logs()
     return [json.loads(line) for line in capsys.readouterr().err.splitlines()]
 
 
