@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ledger.domain import card_numbers as cn
 from ledger.domain.card_numbers import REDACTED, looks_like_card_number, redacted
 
 VISA = "4111111111111111"
@@ -73,3 +76,50 @@ def test_a_gtin_is_a_barcode_only_in_a_barcode_field() -> None:
     assert not looks_like_card_number(gtin, "product.barcode")
     assert looks_like_card_number("4006381333908", "barcode")  # Luhn, but no GS1 check digit
     assert looks_like_card_number(VISA, "barcode")  # 16 digits is no GTIN length
+
+
+def _read_in_full(text: str) -> bool:
+    """The detector without its shortcuts: every string decoded, then its digit runs read."""
+    decoded = cn._decoded(text)
+    decoded = cn._E164_IN_TEXT.sub(" x ", cn._UUID.sub(" x ", decoded))
+    return any(cn._run_has_card_number(groups) for groups in cn._runs(decoded))
+
+
+_ASCII = st.characters(min_codepoint=32, max_codepoint=126)
+_CARDLIKE = st.from_regex(r"[0-9 ./_%&#;+a-f-]{8,48}", fullmatch=True)
+
+
+def _luhn_completed(body: str) -> str:
+    return next(body + d for d in "0123456789" if cn._luhn_ok(body + d))
+
+
+@st.composite
+def _written_cards(draw: st.DrawFn) -> str:
+    """A Luhn-valid number of 13 to 19 digits, in groups, inside other text."""
+    card = _luhn_completed(draw(st.text("0123456789", min_size=12, max_size=18)))
+    size = draw(st.integers(1, 6))
+    separator = draw(st.sampled_from(["", " ", "-", ".", "  ", "_", "%20", "&nbsp;"]))
+    groups = [card[i : i + size] for i in range(0, len(card), size)]
+    around = st.text(_ASCII, max_size=8)
+    return draw(around) + separator.join(groups) + draw(around)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        st.text(_ASCII, max_size=64),
+        _CARDLIKE,
+        _written_cards(),
+        st.uuids().map(str),
+        st.text(max_size=40),
+    )
+)
+def test_the_shortcuts_decide_as_reading_in_full(text: str) -> None:
+    # The fast paths (too few digits; plain ASCII needs no decoding) must never change a verdict.
+    assert looks_like_card_number(text) == _read_in_full(text)
+
+
+@pytest.mark.parametrize("text", [VISA, AMEX, "4111 1111 1111 1111", "4111%201111%201111%201111"])
+def test_the_reading_in_full_catches_what_the_detector_does(text: str) -> None:
+    assert _read_in_full(text)
+    assert looks_like_card_number(text)
