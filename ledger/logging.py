@@ -59,3 +59,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO; each callback's attempt is logged by us already
+    # (`delivery_attempted`, with its result), and the repeat cost deliveries a tenth of
+    # their CPU under load.
+    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))

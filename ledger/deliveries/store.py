@@ -3,7 +3,8 @@
 Delivery rows are written only by the outbox follower, in the transaction that advances
 its position over the events they come from (so each is made exactly once). Senders then
 claim due rows with a lease (`FOR UPDATE SKIP LOCKED`, so any number of senders share the
-work), POST them outside any transaction, and record each attempt. A sender that dies
+work) and the secrets to sign them with, POST them outside any transaction, and record the
+batch's attempts in one transaction. A sender that dies
 mid-delivery leaves its lease to expire; another then sends the same delivery again under
 the same delivery id, for the receiver to deduplicate.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -107,6 +108,8 @@ class Delivery:
     attempts: int
     retry_from: datetime  # the retry window starts here (made, or asked to redeliver)
     lease_token: uuid.UUID
+    # The app's or subscription's signing secret as it was when claimed (None: none yet).
+    secret: str | None = field(default=None, repr=False)
 
     @classmethod
     def of(cls, row: DictRow) -> Delivery:
@@ -164,26 +167,6 @@ class DeliveryStore:
         assert row is not None
         return str(row["secret"])
 
-    def secret_for(self, delivery: Delivery) -> str | None:
-        with self.datastore.transaction() as curs:
-            if delivery.subscription_id is not None:
-                curs.execute(
-                    self.q(
-                        "SELECT secret FROM {s}.webhook_subscriptions WHERE subscription_id = %s"
-                    ),
-                    (delivery.subscription_id,),
-                )
-            else:
-                curs.execute(
-                    self.q(
-                        "SELECT secret FROM {s}.delivery_secrets"
-                        " WHERE merchant_id = %s AND app_id = %s"
-                    ),
-                    (delivery.merchant_id, delivery.app_id),
-                )
-            row = curs.fetchone()
-        return None if row is None else str(row["secret"])
-
     # ---- the outbox side ------------------------------------------------------------------
 
     def subscriptions(self, curs: Cursor[DictRow], merchants: Sequence[str]) -> list[DictRow]:
@@ -222,7 +205,8 @@ class DeliveryStore:
     # ---- the sender side ------------------------------------------------------------------
 
     def claim(self, limit: int, lease_seconds: float) -> list[Delivery]:
-        """Due deliveries, each the oldest pending one of its ordering key, leased to us."""
+        """Due deliveries, each the oldest pending one of its ordering key, leased to us,
+        with the signing secret each is sent with (read in the same statement)."""
         token = uuid.uuid4()
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
@@ -237,64 +221,61 @@ class DeliveryStore:
                     " FOR UPDATE OF d SKIP LOCKED)"
                     " UPDATE {s}.deliveries d"
                     " SET lease_until = now() + %s * interval '1 second', lease_token = %s"
-                    " FROM due WHERE d.delivery_id = due.delivery_id RETURNING d.*"
+                    " FROM due WHERE d.delivery_id = due.delivery_id RETURNING d.*,"
+                    " CASE WHEN d.subscription_id IS NOT NULL THEN (SELECT w.secret"
+                    "  FROM {s}.webhook_subscriptions w"
+                    "  WHERE w.subscription_id = d.subscription_id)"
+                    " ELSE (SELECT k.secret FROM {s}.delivery_secrets k"
+                    "  WHERE k.merchant_id = d.merchant_id AND k.app_id = d.app_id) END AS secret"
                 ),
                 (limit, lease_seconds, token),
             )
             return [Delivery.of(row) for row in curs.fetchall()]
 
-    def record(self, delivery: Delivery, outcome: Outcome) -> bool:
-        """Records an attempt; False if our lease had passed to another sender meanwhile."""
-        finished = outcome.status != PENDING
+    def record(self, attempts: Sequence[tuple[Delivery, Outcome]]) -> set[uuid.UUID]:
+        """Records a batch of attempts in one transaction; returns the ids of those whose
+        lease had passed to another sender meanwhile (nothing of them is recorded)."""
+        if not attempts:
+            return set()
+        columns: dict[str, list[Any]] = {
+            "id": [d.delivery_id for d, _ in attempts],
+            "token": [d.lease_token for d, _ in attempts],
+            "status": [o.status for _, o in attempts],
+            "retry_in": [o.retry_in for _, o in attempts],
+            "code": [o.status_code for _, o in attempts],
+            "error": [o.error[:RESPONSE_EXCERPT] for _, o in attempts],
+            "response": [o.response[:RESPONSE_EXCERPT] for _, o in attempts],
+            "duration": [o.duration_ms for _, o in attempts],
+        }
         with self.datastore.transaction(commit=True) as curs:
             curs.execute(
                 self.q(
-                    "UPDATE {s}.deliveries SET status = %s, attempts = attempts + 1,"
-                    " next_attempt_at = now() + %s * interval '1 second',"
+                    "WITH a AS (SELECT * FROM unnest(%(id)s::uuid[], %(token)s::uuid[],"
+                    " %(status)s::text[], %(retry_in)s::float8[], %(code)s::int[],"
+                    " %(error)s::text[], %(response)s::text[], %(duration)s::int[])"
+                    " AS a(id, token, status, retry_in, code, error, response, duration)),"
+                    " done AS (UPDATE {s}.deliveries d SET status = a.status,"
+                    " attempts = d.attempts + 1,"
+                    " next_attempt_at = now() + a.retry_in * interval '1 second',"
                     " lease_until = NULL, lease_token = NULL,"
-                    " finished_at = CASE WHEN %s THEN now() END,"
-                    " last_status_code = %s, last_error = %s, last_response = %s"
-                    " WHERE delivery_id = %s AND lease_token = %s RETURNING attempts"
+                    " finished_at = CASE WHEN a.status <> 'pending' THEN now() END,"
+                    " last_status_code = a.code, last_error = a.error, last_response = a.response"
+                    " FROM a WHERE d.delivery_id = a.id AND d.lease_token = a.token"
+                    " RETURNING d.delivery_id, d.attempts, d.subscription_id, a.status,"
+                    " a.code, a.error, a.response, a.duration),"
+                    # The receiver says it is gone for good: stop sending it anything.
+                    " gone AS (UPDATE {s}.webhook_subscriptions w SET enabled = false,"
+                    " disabled_reason = 'endpoint answered 410 Gone', updated_at = now()"
+                    " FROM done WHERE done.status = 'gone'"
+                    " AND w.subscription_id = done.subscription_id)"
+                    " INSERT INTO {s}.delivery_attempts (delivery_id, attempt, duration_ms,"
+                    " status_code, error, response) SELECT delivery_id, attempts, duration,"
+                    " code, error, response FROM done RETURNING delivery_id"
                 ),
-                (
-                    outcome.status,
-                    outcome.retry_in,
-                    finished,
-                    outcome.status_code,
-                    outcome.error[:RESPONSE_EXCERPT],
-                    outcome.response[:RESPONSE_EXCERPT],
-                    delivery.delivery_id,
-                    delivery.lease_token,
-                ),
+                columns,
             )
-            row = curs.fetchone()
-            if row is None:
-                return False
-            curs.execute(
-                self.q(
-                    "INSERT INTO {s}.delivery_attempts (delivery_id, attempt, duration_ms,"
-                    " status_code, error, response) VALUES (%s, %s, %s, %s, %s, %s)"
-                ),
-                (
-                    delivery.delivery_id,
-                    row["attempts"],
-                    outcome.duration_ms,
-                    outcome.status_code,
-                    outcome.error[:RESPONSE_EXCERPT],
-                    outcome.response[:RESPONSE_EXCERPT],
-                ),
-            )
-            if outcome.status == GONE and delivery.subscription_id is not None:
-                # The receiver says it is gone for good: stop sending it anything.
-                curs.execute(
-                    self.q(
-                        "UPDATE {s}.webhook_subscriptions SET enabled = false,"
-                        " disabled_reason = 'endpoint answered 410 Gone', updated_at = now()"
-                        " WHERE subscription_id = %s"
-                    ),
-                    (delivery.subscription_id,),
-                )
-        return True
+            recorded = {row["delivery_id"] for row in curs.fetchall()}
+        return {d.delivery_id for d, _ in attempts} - recorded
 
     # ---- status ---------------------------------------------------------------------------
 

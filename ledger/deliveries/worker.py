@@ -21,7 +21,7 @@ from ledger.application import Ledger
 from ledger.deliveries.outbox import OutboxView
 from ledger.deliveries.relay import RelayFollower, RelayView
 from ledger.deliveries.sender import Sender
-from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore
+from ledger.deliveries.store import NOTIFY_CHANNEL, Delivery, DeliveryStore, Outcome
 from ledger.run_loop import in_background, run_until_stopped
 from ledger.store import schema_lock, wait_for_notify
 from projections.follow import is_store_error
@@ -132,12 +132,19 @@ class Deliveries:
             )
 
     def send_due(self, pool: ThreadPoolExecutor) -> int:
-        """Sends one batch of due deliveries at once; returns how many it claimed."""
+        """Sends one batch of due deliveries at once and records their attempts together;
+        returns how many it claimed."""
         claimed = self.store.claim(self.settings.delivery_concurrency, self.lease_seconds)
-
-        def attempt(d: Delivery) -> None:
-            outcome = self.sender.send(d, self.store.secret_for(d))
-            if not self.store.record(d, outcome):
+        attempts: list[tuple[Delivery, Outcome]] = []
+        for d, future in [(d, pool.submit(self.sender.send, d, d.secret)) for d in claimed]:
+            try:
+                attempts.append((d, future.result()))
+            except Exception:
+                # Not recorded: the lease runs out and the delivery is sent again later.
+                log.exception("delivery_attempt_failed", delivery_id=str(d.delivery_id))
+        lost = self.store.record(attempts)
+        for d, outcome in attempts:
+            if d.delivery_id in lost:
                 log.warning("delivery_lease_lost", delivery_id=str(d.delivery_id))
             log.info(
                 "delivery_attempted",
@@ -148,14 +155,6 @@ class Deliveries:
                 error=outcome.error,
                 attempt=d.attempts + 1,
             )
-
-        for future in [pool.submit(attempt, d) for d in claimed]:
-            try:
-                future.result()
-            except Exception as e:
-                if is_store_error(e):
-                    raise  # the lease runs out and the delivery is sent again later
-                log.exception("delivery_attempt_failed")
         return len(claimed)
 
     # ---- status -------------------------------------------------------------------------

@@ -18,6 +18,9 @@ from psycopg.sql import SQL, Identifier
 from ledger.application import Ledger
 from ledger.bootstrap import build_deliveries
 from ledger.deliveries import signing
+from ledger.deliveries.changes import Kind
+from ledger.deliveries.store import Outcome
+from ledger.deliveries.webhooks import Webhooks
 from ledger.deliveries.worker import Deliveries
 from ledger.domain import commands as c
 from ledger.domain.errors import RuleViolated
@@ -265,3 +268,63 @@ def test_a_callback_waits_for_its_apps_signing_secret(
     assert signing.verify(
         secret, timestamp, got.body, got.headers[signing.SIGNATURE_HEADER], time.time()
     )
+
+
+def test_a_batch_of_attempts_is_recorded_at_once_except_those_whose_lease_moved_on(
+    ledger_fast: Ledger, deliveries: Deliveries
+) -> None:
+    store = deliveries.store
+    app_secret = store.rotate_app_secret(MERCHANT_A, APP, str(uuid.uuid4()))
+    subscription, sub_secret = Webhooks(store).create(
+        MERCHANT_A, str(uuid.uuid4()), "https://shop.example/hooks", [Kind.STOCK_CHANGED], ""
+    )
+    made: list[dict[str, Any]] = [
+        {
+            "delivery_id": uuid.uuid4(),
+            "merchant_id": MERCHANT_A,
+            "kind": "payment.resolved",
+            "change_id": f"c{i}",
+            "position": i,
+            "idx": 0,
+            "url": "https://shop.example/cb",
+            "app_id": APP if i != 2 else "",
+            "subscription_id": subscription.subscription_id if i == 2 else None,
+            "ordering_key": f"key-{i}",
+            "body": "{}",
+        }
+        for i in range(1, 4)
+    ]
+    with store.datastore.transaction(commit=True) as curs:
+        store.add(curs, made)
+    claimed = {d.delivery_id: d for d in store.claim(10, 60)}
+    one, gone, lost = (claimed[row["delivery_id"]] for row in made)
+    assert (one.secret, gone.secret, lost.secret) == (app_secret, sub_secret, app_secret)
+    assert app_secret not in repr(one)
+    with store.datastore.transaction(commit=True) as curs:  # another sender took it over
+        curs.execute(
+            store.q("UPDATE {s}.deliveries SET lease_token = %s WHERE delivery_id = %s"),
+            (uuid.uuid4(), lost.delivery_id),
+        )
+    delivered = Outcome("delivered", 204, "", "", 12)
+    answered_gone = Outcome("gone", 410, "the receiver answered 410 Gone", "bye", 7)
+    retry = Outcome("pending", 500, "answered 500", "", 9, retry_in=30.0)
+    assert store.record([(one, delivered), (gone, answered_gone), (lost, retry)]) == {
+        lost.delivery_id
+    }
+    by_id = {r["delivery_id"]: r for r in rows(ledger_fast, "deliveries")}
+    assert [by_id[d.delivery_id]["status"] for d in (one, gone, lost)] == [
+        "delivered",
+        "gone",
+        "pending",
+    ]
+    assert [by_id[d.delivery_id]["attempts"] for d in (one, gone, lost)] == [1, 1, 0]
+    assert by_id[lost.delivery_id]["lease_token"] is not None  # left to its new sender
+    assert by_id[one.delivery_id]["finished_at"] is not None
+    attempts = {
+        (r["delivery_id"], r["attempt"], r["status_code"], r["duration_ms"])
+        for r in rows(ledger_fast, "delivery_attempts")
+    }
+    assert attempts == {(one.delivery_id, 1, 204, 12), (gone.delivery_id, 1, 410, 7)}
+    (sub,) = rows(ledger_fast, "webhook_subscriptions")
+    assert (sub["enabled"], sub["disabled_reason"]) == (False, "endpoint answered 410 Gone")
+    assert store.record([]) == set()
