@@ -275,7 +275,13 @@ class LedgerBase(Application[UUID]):
 
     # ---- running a command ----------------------------------------------------------------
 
-    def _execute(self, ctx: Context, cmd: Any, decide: Callable[[], Decision]) -> Outcome:
+    def _execute(
+        self,
+        ctx: Context,
+        cmd: Any,
+        decide: Callable[[], Decision],
+        likely_writes: Callable[[], frozenset[UUID]] | None = None,
+    ) -> Outcome:
         """Runs a validated command: decides and saves; a known request is replayed.
 
         A retry is not looked up first: its record is found when the commit meets it
@@ -285,23 +291,37 @@ class LedgerBase(Application[UUID]):
         Commands of this process that write the same aggregate (a busy stock item) take
         turns from decision to hand-off: one that had to wait decides again on what the one
         before it handed to the writer, and commits behind it, in the same group if it can
-        (ledger/group_commit.py), instead of failing at commit and starting over.
+        (ledger/group_commit.py), instead of failing at commit and starting over. When
+        `likely_writes` (what the command is expected to write, from cached state) names an
+        aggregate that is busy so, the command waits for its turn first and decides once.
         """
         c.check_request_id(ctx.request_id)
         c.check_expected_version(ctx.expected_version)
         fingerprint = request_fingerprint(cmd, ctx.expected_version)
         fresh = False
         for attempt in range(MAX_ATTEMPTS):
-            decided = self._decide(ctx, fingerprint, decide, fresh=fresh)
-            if isinstance(decided, Outcome):
-                return decided
-            written = decided.written()
-            with self.command_cache.writing(written) as turn:
-                if turn.waited or any(self.command_cache.in_flight(i) for i in written):
-                    decided = self._decide(ctx, fingerprint, decide, fresh=fresh, turn=turn)
-                    if isinstance(decided, Outcome):
-                        return decided
-                    if not decided.written() <= written:
+            expected = likely_writes() if likely_writes is not None else frozenset()
+            decided: Decided | None = None
+            if expected and self.command_cache.busy(expected):
+                turns = self.command_cache.writing(expected)
+            else:
+                first = self._decide(ctx, fingerprint, decide, fresh=fresh)
+                if isinstance(first, Outcome):
+                    return first
+                decided = first
+                turns = self.command_cache.writing(decided.written())
+            with turns as turn:
+                if (
+                    decided is None
+                    or turn.waited
+                    or any(self.command_cache.in_flight(i) for i in turn.held)
+                ):
+                    again = self._decide(ctx, fingerprint, decide, fresh=fresh, turn=turn)
+                    if isinstance(again, Outcome):
+                        return again
+                    decided = again
+                    if not decided.written() <= turn.held:
+                        likely_writes = None  # the guess fell short: decide first from now on
                         continue  # it now writes more than it holds: take turns again
                 decided.reads.turn = turn  # passed on once the writer has the request
                 aggregates, ids = decided.aggregates, decided.ids

@@ -98,6 +98,12 @@ class CommandCache:
                     else:
                         del self._turns[key]
 
+    def busy(self, aggregate_ids: Iterable[UUID]) -> bool:
+        """Whether another command of this process holds or awaits the turn to write one
+        of these, or has handed one to the writer and not heard back yet."""
+        with self._lock:
+            return any(a in self._turns or a in self._handed for a in aggregate_ids)
+
     def handed(self, turn: Turn, aggregates: Iterable[Any], commit: Pending) -> None:
         """The writer has these aggregates' new state: the turn passes to the next command."""
         with self._lock:

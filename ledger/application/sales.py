@@ -213,7 +213,26 @@ class SalesCommands(LedgerBase):
             ids = act(sale) or {}
             return [sale, *self._stock_effects(sale, {}, held)], ids
 
-        return SaleResult.of(self._execute(ctx, cmd, decide))
+        return SaleResult.of(
+            self._execute(ctx, cmd, decide, lambda: self._sale_and_stock(ctx, sale_id))
+        )
+
+    def _sale_and_stock(self, ctx: Context, sale_id: str) -> frozenset[UUID]:
+        """What a command on the sale may write: the sale and its product lines' stock
+        items, as this process last saw the sale (nothing if it has not seen it)."""
+        try:
+            cached = self.command_cache.get(UUID(sale_id))
+        except ValueError:
+            return frozenset()
+        sale = None if cached is None else cached.aggregate
+        if not isinstance(sale, Sale) or sale.merchant_id != ctx.merchant_id:
+            return frozenset()
+        stock = {
+            stock_item_id(sale.merchant_id, line.product_id, sale.location_id)
+            for line in sale.line_items
+            if line.product_id
+        }
+        return frozenset({sale.id, *stock})
 
     def _price_lines(
         self,

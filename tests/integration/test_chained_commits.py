@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import Any
 
 import psycopg
 import pytest
@@ -21,6 +22,7 @@ from ledger.application import Ledger
 from ledger.domain import commands as c
 from ledger.domain import inventory as inv
 from ledger.domain.errors import RuleViolated
+from ledger.domain.sale import Sale
 from ledger.group_commit import (
     CommandRecord,
     CommitConflict,
@@ -413,3 +415,33 @@ def test_stress_a_hot_item_under_mixed_writers_keeps_its_totals(ledger: Ledger, 
         other.close()
     _assert_no_gaps(db, stock(ledger, mug).id)
     assert sold <= received
+
+
+def test_a_command_on_a_busy_item_waits_for_its_turn_and_decides_once(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another command holds the item's turn, a payment of a sale of it does not
+    decide on state that is about to change and decide again: it waits, then decides."""
+    mug = create_product(ledger)
+    receive(ledger, mug, 5)
+    (sale_id,) = _online_sales(ledger, 1)
+    decisions: list[str] = []
+    decide = Sale.request_payment
+
+    def counted(self: Sale, **fields: Any) -> str:
+        decisions.append(str(self.id))
+        return decide(self, **fields)
+
+    monkeypatch.setattr(Sale, "request_payment", counted)
+    paid: list[str] = []
+    with ledger.command_cache.writing(frozenset({stock(ledger, mug).id})):
+        payer = threading.Thread(
+            target=lambda: paid.append(request_full_payment(ledger, sale_id)), daemon=True
+        )
+        payer.start()
+        payer.join(0.3)
+        assert decisions == []  # waiting for the turn, not deciding on the item as it is
+    payer.join(10)
+    assert decisions == [sale_id]  # once, not once before the wait and once after
+    assert len(paid) == 1
+    assert stock(ledger, mug).reserved == 1
