@@ -75,9 +75,16 @@ class RunnerState:
         return self.state == "running"
 
 
-def step(log: EventLog, registry: Registry, view: View, page_size: int = CATCH_UP_PAGE) -> int:
-    """Applies the next page of events to the live view; returns how many it read."""
-    stop = log.head()
+def step(
+    log: EventLog,
+    registry: Registry,
+    view: View,
+    page_size: int = CATCH_UP_PAGE,
+    stop: int | None = None,
+) -> int:
+    """Applies the next page of events to the live view, up to the committed position
+    `stop` (the head now, unless given); returns how many it read."""
+    stop = log.head() if stop is None else stop
     with log.datastore.transaction(commit=True) as curs:
         row = registry.row(curs, view.name, lock=True)
         if row["position"] >= stop:
@@ -187,13 +194,17 @@ class Follower:
                 if on_ready is not None:
                     on_ready()  # holding what it can: queries see the views followed
                     on_ready = None
-                busy = False
-                for name in sorted(held):
+                busy, head = False, 0
+                if held:
                     # The views are held only while the lock session lives: if it died, a
                     # standby may hold them now, so this raises rather than apply any more.
+                    # (Each page still applies once either way: `step` locks the view's row.)
                     locks.execute("SELECT 1")
+                    head = self.log.head()  # one read of the head for all the views
+                for name in sorted(held):
                     try:
-                        busy |= step(self.log, self.registry, self.views[name]) == CATCH_UP_PAGE
+                        applied = step(self.log, self.registry, self.views[name], stop=head)
+                        busy |= applied == CATCH_UP_PAGE
                     except Exception as e:
                         if is_store_error(e):
                             raise
