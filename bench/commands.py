@@ -29,7 +29,9 @@ idle, and how far behind the log the views are (the server runs with --projectio
 
 With --views-apart the server runs with --no-projections --no-deliveries, next to a
 `posledger projections run` and a `posledger deliveries run` (the deployment for the most
-command throughput); their CPU and memory count as the server's. Payments call back to a
+command throughput); their CPU and memory count as the server's. --workers-nice N starts
+those two at niceness N (`nice -n N`), so under full load the machine serves commands first
+and the followers catch up after. Payments call back to a
 receiver the bench runs on loopback, answering 204 (its app gets a signing secret at the
 seed); --callbacks unreachable names a host that never resolves, as runs before
 2026-12-02 19:00 UTC did, so every callback fails and is retried while the run lasts.
@@ -835,6 +837,12 @@ def parse_args() -> argparse.Namespace:
         help="where payments call back: a receiver of the bench answering 204 on loopback"
         " (default), or a host that never resolves (every callback fails and is retried)",
     )
+    parser.add_argument(
+        "--workers-nice",
+        type=int,
+        default=0,
+        help="with --views-apart: run the views and deliveries workers at this niceness",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     parser.add_argument("--keep-log", action="store_true", help="keep the server's log file")
     args = parser.parse_args()
@@ -917,7 +925,11 @@ def main() -> None:
         print(f"worker:   posledger {shlex.join(worker)}")
         workers.append(
             subprocess.Popen(
-                [*posledger_command(), *worker], env=env, stdout=log_file, stderr=subprocess.STDOUT
+                [*posledger_command(), *worker],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=(lambda: os.nice(args.workers_nice)) if args.workers_nice else None,
             )
         )
     pids = [server.pid, *(w.pid for w in workers)]
