@@ -4,9 +4,9 @@ Delivery rows are written only by the outbox follower, in the transaction that a
 its position over the events they come from (so each is made exactly once). Senders then
 claim due rows with a lease (`FOR UPDATE SKIP LOCKED`, so any number of senders share the
 work) and the secrets to sign them with, POST them outside any transaction, and record the
-batch's attempts in one transaction. A sender that dies
-mid-delivery leaves its lease to expire; another then sends the same delivery again under
-the same delivery id, for the receiver to deduplicate.
+batch's attempts in one transaction. A sender that dies mid-delivery leaves its lease to
+expire; another then sends the same delivery again under the same delivery id, for the
+receiver to deduplicate.
 """
 
 from __future__ import annotations
