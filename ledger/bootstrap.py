@@ -22,6 +22,7 @@ from ledger.deliveries.store import DeliveryStore
 from ledger.deliveries.worker import Deliveries, OutboxFollower
 from ledger.expiry import Expiry
 from ledger.grpc.server import LedgerServer, TlsConfig, create_server
+from ledger.heap import freeze_startup_objects
 from ledger.keys import Authenticator
 from ledger.limits import Limits
 from ledger.metrics import LedgerCollector, MetricsEndpoint
@@ -133,6 +134,7 @@ class Service:
             for worker in (self.views, self.deliveries, self.expiry):
                 if worker is not None:
                     workers.enter_context(worker.running())
+            freeze_startup_objects()
             self.server.start()
             try:
                 yield

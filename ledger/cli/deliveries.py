@@ -17,6 +17,7 @@ from ledger.cli.app import (
     deliveries_app,
     log,
 )
+from ledger.heap import freeze_startup_objects
 from ledger.logging import configure_logging
 
 
@@ -29,7 +30,9 @@ def deliveries_run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("deliveries_running")
-    bootstrap.build_deliveries(ledger).run(stopping)
+    worker = bootstrap.build_deliveries(ledger)
+    freeze_startup_objects()
+    worker.run(stopping)
     ledger.close()
 
 

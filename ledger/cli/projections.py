@@ -16,6 +16,7 @@ from ledger.cli.app import (
     projections_app,
 )
 from ledger.cli.progress import rate_progress, updater
+from ledger.heap import freeze_startup_objects
 from ledger.logging import configure_logging
 
 
@@ -28,7 +29,9 @@ def projections_run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     log.info("projections_running")
-    bootstrap.build_views(ledger).run(stopping)
+    worker = bootstrap.build_views(ledger)
+    freeze_startup_objects()
+    worker.run(stopping)
     ledger.close()
 
 
