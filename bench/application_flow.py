@@ -21,10 +21,9 @@ import time
 import uuid
 from pathlib import Path
 
-import psycopg
-from psycopg.sql import SQL, Identifier
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from commands import drop_schemas  # bench/commands.py
 
 from ledger.application.context import Context
 from ledger.bootstrap import open_ledger
@@ -99,13 +98,7 @@ def main() -> None:
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     finally:
         ledger.close()
-        with psycopg.connect(url, autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT nspname FROM pg_namespace WHERE nspname = %s OR nspname LIKE %s",
-                (schema, schema + r"\_\_%"),
-            ).fetchall()
-            for (name,) in rows:
-                conn.execute(SQL("DROP SCHEMA {} CASCADE").format(Identifier(name)))
+        drop_schemas(url, schema)
     commands = 3 * args.sales
     print(
         f"{args.sales:,} sales ({commands:,} commands): {cpu / commands * 1000:.3f} ms of CPU"

@@ -24,44 +24,8 @@ from uuid import UUID
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ledger.application.command_cache import LIVE_ENTRIES, CommandCache
-from ledger.domain import commands as c
-from ledger.domain.sale import Sale
 from ledger.heap import freeze_startup_objects
-
-MUG = c.LineItemInput(sku="MUG", name="Mug", quantity=2, unit_price=500, tax_rate_ppm=0)
-CARD = c.CardInput(brand="visa", last4="4242", entry_method=c.EntryMethod.CONTACTLESS)
-
-
-def paid_sale() -> Sale:
-    sale = Sale.create(
-        merchant_id="merchant-1",
-        location_id="store-1",
-        channel=c.Channel.ONLINE,
-        currency_code="USD",
-        line_items=(MUG,),
-    )
-    payment_id = sale.request_payment(
-        amount=1000,
-        currency_code="USD",
-        tender_types=[c.Tender.CARD],
-        callback_url="https://pos.example.com/cb",
-        app_id="pos-app",
-        api_version="1.0",
-        note="",
-        state="",
-    )
-    sale.record_payment_result(
-        c.RecordPaymentResult(
-            sale_id=str(sale.id),
-            payment_id=payment_id,
-            outcome=c.Outcome.APPROVED,
-            tender=c.Tender.CARD,
-            card=CARD,
-            processor_reference="proc-1",
-        )
-    )
-    sale.collect_events()
-    return sale
+from tests.unit.test_command_cache import paid_sale  # a sale with a card payment
 
 
 def full_collection_ms(rounds: int) -> float:
