@@ -2,9 +2,10 @@
 
 A full collection walks every container object alive and holds the interpreter while it
 does: every call in flight waits. Two things made those pauses long in `posledger serve`
-(60 to 120 ms under load, each one a p99 of its own): the objects of startup (modules,
-classes, protobuf descriptors), and the aggregates kept for commands. The first are frozen
-here once startup is done; the second are kept pickled (`ledger.application.command_cache`).
+(50 to 120 ms under load): the objects of startup (modules, classes, protobuf
+descriptors), and the aggregates kept for commands. The first are frozen here once startup
+is done; of the second, only the most recently used stay live, the rest are pickled
+(`ledger.application.command_cache`).
 """
 
 from __future__ import annotations
