@@ -168,7 +168,10 @@ def serve(
             expiry=expiry,
             tls="mtls" if tls and tls.client_ca else "tls" if tls else "none",
         )
-        stopping.wait()
+        # Timed, so a signal that lands just before the wait starts, or on another thread,
+        # still ends it: an untimed wait can sleep through its handler.
+        while not stopping.wait(0.5):
+            pass
     service.close()
     log.info("stopped")
 
