@@ -57,8 +57,8 @@ class LedgerPool(ConnectionPool[Connection[DictRow]]):
 
 
 def bound_pool(datastore: PostgresDatastore, settings: Settings) -> StoreGate:
-    """Replaces the library's (not yet opened) pool with one where every wait is bounded:
-    connecting, waiting for a pooled connection, and each statement."""
+    """Replaces the library's pool with one where every wait is bounded: connecting,
+    waiting for a pooled connection, and each statement."""
     old = datastore.pool
     assert isinstance(old.kwargs, dict)
     gate = StoreGate()
@@ -80,6 +80,9 @@ def bound_pool(datastore: PostgresDatastore, settings: Settings) -> StoreGate:
         max_lifetime=old.max_lifetime,
         get_password_func=old.get_password_func,
     )
+    # The recorder has already used the library's pool (to register its types): closed here,
+    # or its workers live on and the collector later finalises it on one of its own threads.
+    old.close()
     return gate
 
 

@@ -7,12 +7,14 @@ import uuid
 
 import psycopg
 import pytest
+from eventsourcing.postgres import PostgresDatastore
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.sql import SQL, Identifier
 
 from ledger.application import Context, Ledger
 from ledger.domain import commands as c
 from ledger.domain.errors import RequestIdReused
-from ledger.store import Settings
+from ledger.store import Settings, bound_pool
 from tests.integration.conftest import MERCHANT_A, create_sale_cmd, ctx, new_request_id
 
 
@@ -117,3 +119,28 @@ def test_a_command_proceeds_when_the_in_flight_record_rolls_back(
     assert again.sale.id == created.sale.id
     line = c.LineItemInput(sku="X-1", name="x", quantity=1, unit_price=1)
     assert ledger.add_line_item(ctx(), c.AddLineItem(str(created.sale.id), line)).sale.version == 2
+
+
+def test_the_bounded_pool_closes_the_pool_it_replaces(settings: Settings) -> None:
+    """The library's recorder opens its own pool (to register its types) before the ledger
+    swaps in its bounded one. Left open, that pool's threads outlived the swap, and the
+    collector later finalised it on one of its own threads ("cannot join current thread")."""
+    assert settings.database_url is not None
+    url = conninfo_to_dict(settings.database_url)
+    datastore = PostgresDatastore(
+        dbname=str(url["dbname"]),
+        host=str(url.get("host", "127.0.0.1")),
+        port=str(url.get("port", 5432)),
+        user=str(url.get("user", "root")),
+        password=str(url.get("password", "")),
+    )
+    with datastore.get_connection() as connection:  # opens the library's pool, as it does
+        connection.execute("SELECT 1")
+    replaced = datastore.pool
+    assert not replaced.closed
+    bound_pool(datastore, settings)
+    try:
+        assert replaced.closed
+        assert datastore.pool is not replaced
+    finally:
+        datastore.pool.close()
