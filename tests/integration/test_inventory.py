@@ -11,6 +11,7 @@ from dataclasses import replace
 from functools import partial
 
 import pytest
+from eventsourcing.application import project_aggregate
 
 from ledger.application import Context, Ledger, Outcome
 from ledger.domain import commands as c
@@ -538,3 +539,23 @@ def test_stock_item_loads_the_same_from_a_snapshot(ledger: Ledger, settings: Set
     assert {k: v for k, v in vars(loaded).items() if k != "_pending_events"} == {
         k: v for k, v in vars(live).items() if k != "_pending_events"
     }
+
+
+def test_a_snapshot_is_the_state_the_log_replays_to(ledger: Ledger) -> None:
+    """Snapshots are taken from the stock item in hand right after its save, not read back
+    from the store: that state must be what a replay of its events up to there gives."""
+    mug = create_product(ledger)
+    receive(ledger, mug, 1000)
+    for _ in range(50):  # a reservation and a sale each: past the interval of 100
+        pay_in_full(ledger, str(new_sale(ledger, catalog_line("MUG-1", 2)).sale.id))
+    item_id = stock(ledger, mug).id
+    assert ledger.snapshots is not None
+    snapshots = list(ledger.snapshots.get(item_id))
+    assert [s.originator_version for s in snapshots] == [100]
+
+    taken = snapshots[0]
+    replayed = project_aggregate(None, ledger.events.get(item_id, lte=taken.originator_version))
+    assert isinstance(replayed, StockItem)
+    assert replayed.version == taken.originator_version
+    assert taken.state == StockItem.Snapshot.take(replayed).state
+    assert taken.state["sold"] == replayed.sold > 0
